@@ -1,0 +1,234 @@
+"""The GPT decoder: embeddings, a stack of pre-LayerNorm blocks, and a tied LM head.
+
+The model is single-device and knows nothing about training: it maps token ids to
+next-token logits (and a loss when targets are given).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from minigpt.attention import CausalSelfAttention
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 65
+    """Number of token ids; set from the tokenizer when training (65 for char-level Shakespeare)."""
+    block_size: int = 256
+    """Context length: the most tokens the model sees at once (n_ctx in the GPT-3 paper)."""
+    n_layer: int = 4
+    """Number of transformer blocks."""
+    n_head: int = 4
+    """Attention heads per block."""
+    n_embd: int = 128
+    """Model width (d_model)."""
+    d_head: int | None = None
+    """Size of each head; None means n_embd // n_head. n_head * d_head may differ from n_embd."""
+    d_ff: int | None = None
+    """Hidden width of the MLP; None means 4 * n_embd."""
+    dropout: float = 0.0
+    """Dropout on attention weights, residual branches and embeddings, in [0, 1)."""
+    bias: bool = True
+    """Biases in Linear layers and LayerNorms (GPT-2 and GPT-3 have them)."""
+    tie_weights: bool = True
+    """Share the LM head's weight with the token embedding (GPT-2)."""
+    attn_impl: Literal["manual", "sdpa"] = "manual"
+    """manual: the hand-written attention (yields attention maps); sdpa: torch's fused kernel."""
+    attn_score: Literal["scaled_dot", "dot", "additive"] = "scaled_dot"
+    """Score function: q.k/sqrt(d_head), plain q.k, or additive w^T tanh(W_q q + W_k k)."""
+    attn_window: int | None = None
+    """Local attention band: each query sees only the last attn_window positions. None = dense."""
+    attn_window_layers: Literal["all", "alternate"] = "alternate"
+    """Which layers use the band: all, or alternate (odd layers banded, even dense, as in GPT-3)."""
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"model.{name} must be a positive integer (got {value!r})")
+        for name in ("d_head", "d_ff", "attn_window"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ValueError(f"model.{name} must be a positive integer or None (got {value!r})")
+        if self.d_head is None and self.n_embd % self.n_head:
+            raise ValueError(
+                f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}; "
+                f"pick n_head dividing n_embd or set model.d_head explicitly"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1) (got {self.dropout})")
+        if self.attn_impl not in ("manual", "sdpa"):
+            raise ValueError(f"model.attn_impl must be 'manual' or 'sdpa' (got {self.attn_impl!r})")
+        if self.attn_score not in ("scaled_dot", "dot", "additive"):
+            raise ValueError(
+                f"model.attn_score must be 'scaled_dot', 'dot' or 'additive' (got {self.attn_score!r})"
+            )
+        if self.attn_impl == "sdpa" and self.attn_score == "additive":
+            raise ValueError("model.attn_score='additive' has no fused kernel; use model.attn_impl='manual'")
+        if self.attn_window_layers not in ("all", "alternate"):
+            raise ValueError(
+                f"model.attn_window_layers must be 'all' or 'alternate' (got {self.attn_window_layers!r})"
+            )
+
+    @property
+    def head_size(self) -> int:
+        """d_head, derived from n_embd // n_head unless set."""
+        return self.d_head if self.d_head is not None else self.n_embd // self.n_head
+
+    @property
+    def attn_dim(self) -> int:
+        """Width of the concatenated heads, n_head * d_head (d_attn in Kaplan et al.)."""
+        return self.n_head * self.head_size
+
+    @property
+    def ff_dim(self) -> int:
+        return self.d_ff if self.d_ff is not None else 4 * self.n_embd
+
+    def window_for_layer(self, layer_idx: int) -> int | None:
+        """The attention band of one layer (None = dense causal attention)."""
+        if self.attn_window is None:
+            return None
+        if self.attn_window_layers == "alternate" and layer_idx % 2 == 0:
+            return None
+        return self.attn_window
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
+        """A named model size from minigpt/presets.toml, optionally with fields replaced."""
+        presets = load_presets()
+        if name not in presets:
+            raise ValueError(f"unknown model preset {name!r}; valid presets: {', '.join(presets)}")
+        return cls(**{**presets[name]["model"], **overrides})
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@cache
+def load_presets() -> dict[str, dict[str, Any]]:
+    """Preset name -> {"model": fields, "published_params": int | None, "source": str}."""
+    text = resources.files("minigpt").joinpath("presets.toml").read_text(encoding="utf-8")
+    table = tomllib.loads(text)["preset"]
+    return {
+        name: {
+            "model": {k: v for k, v in entry.items() if k not in ("published_params", "source")},
+            "published_params": entry.get("published_params"),
+            "source": entry.get("source", ""),
+        }
+        for name, entry in table.items()
+    }
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network: expand, GELU, project back."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, config.ff_dim, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(config.ff_dim, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """One transformer block, pre-LayerNorm: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(
+        self, x: torch.Tensor, *, need_weights: bool = False, kv_cache=None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a, weights = self.attn(self.ln_1(x), need_weights=need_weights, kv_cache=kv_cache)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, weights
+
+
+class GPT(nn.Module):
+    """A decoder-only transformer language model (GPT-2/GPT-3 architecture)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embedding
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)  # learned position embedding
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            # One matrix both reads tokens in and scores them out (Press & Wolf, 2017).
+            self.lm_head.weight = self.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2 scales the init of projections that write into the residual stream by
+        # 1/sqrt(2 * n_layer): each block adds two of them, so the sum keeps its scale.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self) -> int:
+        """Parameters counted once each (a tied LM head adds nothing)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        return_attention: bool = False,
+        kv_caches=None,
+    ):
+        """idx: (B, T) token ids -> (logits (B, T, vocab_size), loss or None).
+
+        With return_attention=True a third item is returned: a list with one
+        (B, nh, T, T) attention-weight tensor per layer. kv_caches (one per layer, see
+        minigpt.generate) make T new tokens attend to everything cached before them.
+        """
+        B, T = idx.size()
+        start = kv_caches[0].length if kv_caches is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(
+                f"cannot forward a sequence of length {start + T}: block_size is only "
+                f"{self.config.block_size}; crop the input to its last {self.config.block_size} tokens"
+            )
+        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        attentions = []
+        for i, block in enumerate(self.h):
+            cache = kv_caches[i] if kv_caches is not None else None
+            x, weights = block(x, need_weights=return_attention, kv_cache=cache)
+            attentions.append(weights)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab_size)
+
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1), ignore_index=-1)
+        if return_attention:
+            return logits, loss, attentions
+        return logits, loss
