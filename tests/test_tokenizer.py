@@ -1,0 +1,134 @@
+"""Tokenizers: round trips, GPT-2 ids, char vocabulary, JSON form, errors."""
+
+import json
+import pickle
+import socket
+from pathlib import Path
+
+import pytest
+
+from minigpt import tokenizer as tokenizer_module
+from minigpt.tokenizer import (
+    CharTokenizer,
+    GPT2Tokenizer,
+    Tokenizer,
+    TokenizerError,
+    build_tokenizer,
+    tokenizer_from_dict,
+)
+
+SHAKESPEARE = Path(__file__).resolve().parent.parent / "data" / "shakespeare" / "input.txt"
+MIXED = "Hello, wörld! 世界 🙂\n\tcafé\r\n  spaces  end "
+
+
+@pytest.fixture(scope="module")
+def shakespeare() -> str:
+    return SHAKESPEARE.read_text(encoding="utf-8")
+
+
+def test_char_vocab_is_sorted_set_of_training_text(shakespeare):
+    tok = build_tokenizer("char", shakespeare)
+    assert isinstance(tok, Tokenizer)
+    assert tok.vocab_size == 65
+    assert tok.chars == "".join(sorted(set(shakespeare)))
+    assert tok.eot_id is None
+    assert tok.encode("\n") == [0]  # "\n" sorts first
+
+
+def test_char_round_trip(shakespeare):
+    tok = CharTokenizer.from_text(shakespeare)
+    ids = tok.encode(shakespeare)
+    assert len(ids) == len(shakespeare)
+    assert tok.decode(ids) == shakespeare
+    tok2 = CharTokenizer.from_text(MIXED)
+    assert tok2.decode(tok2.encode(MIXED)) == MIXED
+
+
+def test_char_unknown_characters_named():
+    tok = CharTokenizer.from_text("abc")
+    with pytest.raises(TokenizerError, match=r"2 character\(s\) not in the char vocabulary of 3: 'x' 'é'"):
+        tok.encode("abxcé")
+
+
+def test_char_decode_rejects_out_of_range_ids():
+    tok = CharTokenizer.from_text("abc")
+    with pytest.raises(TokenizerError, match="token ids 3, 7 are outside the char vocabulary of 3"):
+        tok.decode([0, 3, 7])
+
+
+def test_char_rejects_unsorted_vocabulary():
+    with pytest.raises(TokenizerError, match="sorted"):
+        CharTokenizer("ba")
+
+
+def test_gpt2_known_ids():
+    tok = build_tokenizer("gpt2")
+    assert tok.encode("Hello world") == [15496, 995]
+    assert tok.vocab_size == 50257
+    assert tok.eot_id == 50256
+    assert tok.decode_token(50256) == "<|endoftext|>"
+    # Special-token text in the input is plain text, never the special id.
+    assert 50256 not in tok.encode("a<|endoftext|>b")
+
+
+def test_gpt2_round_trip_and_shakespeare_count(shakespeare):
+    tok = GPT2Tokenizer()
+    ids = tok.encode(shakespeare)
+    assert len(ids) == 338_025
+    assert tok.decode(ids) == shakespeare
+    assert tok.decode(tok.encode(MIXED)) == MIXED
+
+
+def test_gpt2_decode_token_replaces_partial_utf8():
+    tok = GPT2Tokenizer()
+    ids = tok.encode("🙂")
+    assert len(ids) > 1  # the emoji's 4 bytes span several tokens
+    assert "\ufffd" in tok.decode_token(ids[0])
+    assert tok.decode_token(tok.encode(" the")[0]) == " the"
+
+
+def test_display_token_escapes_whitespace():
+    tok = CharTokenizer.from_text("a\n\t")
+    assert [tok.display_token(i) for i in range(3)] == ["\\t", "\\n", "a"]
+    assert GPT2Tokenizer().display_token(198) == "\\n"
+
+
+@pytest.mark.parametrize("tok", [CharTokenizer.from_text(MIXED), GPT2Tokenizer()], ids=["char", "gpt2"])
+def test_dict_round_trip_through_json(tok):
+    d = json.loads(json.dumps(tok.to_dict()))
+    rebuilt = tokenizer_from_dict(d)
+    assert type(rebuilt) is type(tok)
+    assert rebuilt == tok
+    assert rebuilt.encode(MIXED) == tok.encode(MIXED)
+
+
+def test_gpt2_pickles_small():
+    tok = GPT2Tokenizer()
+    data = pickle.dumps(tok)
+    assert len(data) < 1000  # pickled by description, not by its 50k-entry rank table
+    assert pickle.loads(data).encode("Hello world") == [15496, 995]
+
+
+def test_gpt2_loads_without_network(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("tokenizer tried to reach the network")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    tokenizer_module._gpt2_encoding.cache_clear()
+    assert GPT2Tokenizer().encode("Hello world") == [15496, 995]
+
+
+def test_bad_kinds_and_dicts():
+    with pytest.raises(TokenizerError, match="unknown tokenizer 'bpe'; choose one of char, gpt2"):
+        build_tokenizer("bpe")
+    with pytest.raises(TokenizerError, match="non-empty text"):
+        build_tokenizer("char", "")
+    with pytest.raises(TokenizerError, match="unknown tokenizer kind"):
+        tokenizer_from_dict({"kind": "sentencepiece"})
+    with pytest.raises(TokenizerError, match="'chars' string"):
+        tokenizer_from_dict({"kind": "char"})
+    with pytest.raises(TokenizerError, match="sha256"):
+        tokenizer_from_dict({"kind": "gpt2", "sha256": "0" * 64})
+    with pytest.raises(ValueError):  # TokenizerError is a ValueError
+        tokenizer_from_dict([])
