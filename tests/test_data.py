@@ -1,0 +1,429 @@
+"""Data preparation (splits, cache, bad input) and batch sampling."""
+
+import dataclasses
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from minigpt import data as data_module
+from minigpt.data import (
+    BatchSampler,
+    DataConfig,
+    DataError,
+    eval_batches,
+    load_prepared,
+    prepare,
+    token_dtype,
+)
+
+SHAKESPEARE = Path(__file__).resolve().parent.parent / "data" / "shakespeare" / "input.txt"
+
+
+def _cfg(tmp_path: Path, path: Path | str = SHAKESPEARE, **kw) -> DataConfig:
+    return DataConfig(path=str(path), cache_dir=str(tmp_path / "cache"), **kw)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode("utf-8"))
+    return path
+
+
+def _stamps(directory: Path) -> dict[str, tuple[int, int, bytes]]:
+    return {p.name: (p.stat().st_mtime_ns, p.stat().st_ino, p.read_bytes()) for p in sorted(directory.iterdir())}
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Fail the test if anything tries to open a connection or resolve a name."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("tried to reach the network")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.fixture(scope="module")
+def shakespeare() -> str:
+    return SHAKESPEARE.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """Tiny Shakespeare prepared with both tokenizers, once for this module."""
+    cache = tmp_path_factory.mktemp("shared")
+    return {kind: prepare(_cfg(cache, tokenizer=kind), progress=False) for kind in ("char", "gpt2")}
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+def test_config_defaults_and_frozen():
+    cfg = DataConfig()
+    assert (cfg.path, cfg.tokenizer, cfg.val_fraction, cfg.hf_dataset) == ("data/shakespeare/input.txt", "char", 0.1, None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.path = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"val_fraction": 0.0}, r"--data.val_fraction=0.0 must be between 0 and 1 .*--data.val_fraction=0.1"),
+        ({"val_fraction": 1.5}, r"--data.val_fraction=1.5"),
+        ({"tokenizer": "bpe"}, r"--data.tokenizer='bpe' is not a tokenizer; choose one of char, gpt2"),
+        ({"path": ""}, r"--data.path is empty"),
+        ({"hf_dataset": "x", "hf_split": " "}, r"--data.hf_split is empty"),
+    ],
+)
+def test_config_validation_names_the_flag(kw, message):
+    with pytest.raises(ValueError, match=message):
+        DataConfig(**kw)
+
+
+# ---------------------------------------------------------------------------------------------- shakespeare
+
+
+def test_char_shakespeare_counts(prepared, shakespeare):
+    data = prepared["char"]
+    n = len(shakespeare)
+    assert data.dir.name == "shakespeare-input-char"
+    assert data.meta["vocab_size"] == data.tokenizer.vocab_size == 65
+    assert data.meta["dtype"] == "uint16"
+    assert data.meta["train_tokens"] == int(0.9 * n) == 1_003_854
+    assert data.meta["val_tokens"] == n - int(0.9 * n)
+    assert data.meta["source"]["sha256"] == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+    train, val = data.load_split("train"), data.load_split("val")
+    assert isinstance(train, np.memmap) and train.dtype == np.uint16
+    assert data.tokenizer.decode(train.tolist()) == shakespeare[: int(0.9 * n)]
+    assert data.tokenizer.decode(val.tolist()) == shakespeare[int(0.9 * n) :]
+
+
+def test_gpt2_shakespeare_counts(prepared, shakespeare):
+    data = prepared["gpt2"]
+    assert data.dir.name == "shakespeare-input-gpt2"
+    assert (data.meta["train_tokens"], data.meta["val_tokens"]) == (301_966, 36_059)
+    assert data.meta["vocab_size"] == 50257 and data.meta["dtype"] == "uint16"
+    train, val = data.load_split("train"), data.load_split("val")
+    assert data.tokenizer.decode(train.tolist()) + data.tokenizer.decode(val.tolist()) == shakespeare
+    meta = json.loads((data.dir / "meta.json").read_text())
+    assert meta == data.meta and meta["format_version"] == data_module.FORMAT_VERSION
+
+
+def test_probe_tokens_are_start_of_val(prepared):
+    data = prepared["gpt2"]
+    probe = data.probe_tokens(64)
+    assert probe.dtype == np.int64 and probe.shape == (64,)
+    np.testing.assert_array_equal(probe, data.load_split("val")[:64])
+
+
+def test_prepare_local_file_makes_no_network_call(tmp_path, no_network):
+    corpus = _write(tmp_path / "tiny.txt", "hello world\n" * 20)
+    data = prepare(_cfg(tmp_path, corpus, tokenizer="gpt2"), progress=False)
+    assert data.meta["train_tokens"] > 0
+    # only the three files: no datasets caches or temporary files left behind
+    assert sorted(p.name for p in data.dir.iterdir()) == ["meta.json", "train.bin", "val.bin"]
+
+
+# ---------------------------------------------------------------------------------------------- idempotence
+
+
+def test_prepare_is_idempotent(tmp_path):
+    corpus = _write(tmp_path / "notes" / "story.txt", "Once upon a time.\nThe end.\n" * 30)
+    first = prepare(_cfg(tmp_path, corpus), progress=False)
+    assert first.dir == tmp_path / "cache" / "notes-story-char" and not first.reused
+    before = _stamps(first.dir)
+    second = prepare(_cfg(tmp_path, corpus), progress=False)
+    assert second.reused and second.meta == first.meta
+    assert _stamps(second.dir) == before  # same inodes, mtimes and bytes: nothing rewritten
+
+
+def test_prepare_rebuilds_on_changed_source_or_split(tmp_path):
+    corpus = _write(tmp_path / "story.txt", "abc\n" * 100)
+    first = prepare(_cfg(tmp_path, corpus), progress=False)
+    _write(corpus, "abcd\n" * 100)
+    second = prepare(_cfg(tmp_path, corpus), progress=False)
+    assert not second.reused and second.dir == first.dir
+    assert second.meta["vocab_size"] == 5 and second.meta["train_tokens"] == int(0.9 * 500)
+    third = prepare(_cfg(tmp_path, corpus, val_fraction=0.5), progress=False)
+    assert not third.reused and third.meta["train_tokens"] == 250
+    gpt2 = prepare(_cfg(tmp_path, corpus, tokenizer="gpt2"), progress=False)
+    assert gpt2.dir != third.dir and gpt2.meta["tokenizer"]["kind"] == "gpt2"
+    assert load_prepared(third.dir).meta == third.meta  # the char folder is untouched by gpt2
+
+
+def test_interrupted_prepare_leaves_nothing_that_looks_valid(tmp_path, monkeypatch):
+    corpus = _write(tmp_path / "story.txt", "abc\n" * 100)
+    prepare(_cfg(tmp_path, corpus), progress=False)
+    _write(corpus, "xyz\n" * 100)
+    real_replace = os.replace
+    calls = []
+
+    def dies_after_first_rename(src, dst):
+        calls.append(dst)
+        if len(calls) > 1:
+            raise KeyboardInterrupt  # killed between renaming train.bin and val.bin
+        real_replace(src, dst)
+
+    monkeypatch.setattr(data_module.os, "replace", dies_after_first_rename)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(_cfg(tmp_path, corpus), progress=False)
+    monkeypatch.setattr(data_module.os, "replace", real_replace)
+    folder = data_module.cache_folder(_cfg(tmp_path, corpus))
+    assert not (folder / "meta.json").exists()  # new train.bin + old val.bin: no meta, so not "prepared"
+    assert not [p for p in folder.iterdir() if "tmp" in p.name]  # temporary files cleaned up
+    data = prepare(_cfg(tmp_path, corpus), progress=False)
+    assert not data.reused and data.tokenizer.decode(data.load_split("train").tolist()).startswith("xyz\n")
+
+
+def test_failed_rebuild_keeps_the_old_files(tmp_path):
+    corpus = _write(tmp_path / "story.txt", "abc\n" * 100)
+    data = prepare(_cfg(tmp_path, corpus), progress=False)
+    before = _stamps(data.dir)
+    _write(corpus, "abc\n" * 90 + "z\n" * 10)  # 'z' only in val: rejected after reading
+    with pytest.raises(DataError):
+        prepare(_cfg(tmp_path, corpus), progress=False)
+    assert _stamps(data.dir) == before
+
+
+# ---------------------------------------------------------------------------------------------- folders, newlines
+
+
+def test_folder_documents_are_separated(tmp_path):
+    folder = tmp_path / "books"
+    _write(folder / "b.txt", "second book " * 40)
+    _write(folder / "a.txt", "first book " * 40)
+    _write(folder / "sub" / "c.txt", "third book " * 40)
+    _write(folder / "skip.md", "not a txt file")
+    _write(folder / "empty.txt", "")
+    gpt2 = prepare(_cfg(tmp_path, folder, tokenizer="gpt2"), progress=False)
+    assert gpt2.meta["source"]["files"] == 4 and gpt2.dir.name == "books-gpt2"
+    ids = np.concatenate([gpt2.load_split("train"), gpt2.load_split("val")]).tolist()
+    assert ids.count(50256) == 2  # <|endoftext|> between the three non-empty documents
+    text = gpt2.tokenizer.decode(ids)
+    assert text.index("first") < text.index("second") < text.index("third")  # sorted by path
+
+    char = prepare(_cfg(tmp_path, folder), progress=False)
+    text = char.tokenizer.decode(np.concatenate([char.load_split("train"), char.load_split("val")]).tolist())
+    assert text == ("first book " * 40) + "\n" + ("second book " * 40) + "\n" + ("third book " * 40)
+
+
+def test_crlf_reads_as_newline(tmp_path):
+    corpus = tmp_path / "dos.txt"
+    corpus.write_bytes(b"line one\r\nline two\r\n" * 20)
+    data = prepare(_cfg(tmp_path, corpus), progress=False)
+    assert data.tokenizer.chars == "\n eilnotw"
+    assert data.meta["train_tokens"] + data.meta["val_tokens"] == len("line one\nline two\n") * 20
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(DataError, match=r"corpus .*nope.txt does not exist .*--data.path="):
+        prepare(_cfg(tmp_path, tmp_path / "nope.txt"), progress=False)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_empty_file_and_folder(tmp_path):
+    with pytest.raises(DataError, match=r"empty.txt is empty; pass a file"):
+        prepare(_cfg(tmp_path, _write(tmp_path / "empty.txt", "")), progress=False)
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(DataError, match=r"folder .*nothing has no .txt files"):
+        prepare(_cfg(tmp_path, tmp_path / "nothing"), progress=False)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_not_utf8_names_byte_offset(tmp_path):
+    corpus = tmp_path / "latin1.txt"
+    corpus.write_bytes("hello wörld".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.txt is not UTF-8 text \(invalid byte at offset 7\); convert it"):
+        prepare(_cfg(tmp_path, corpus), progress=False)
+    corpus.write_bytes(b"ok" + "é".encode()[:1])  # cut inside a character at the end
+    with pytest.raises(DataError, match=r"truncated character at byte offset 2"):
+        prepare(_cfg(tmp_path, corpus), progress=False)
+
+
+def test_not_utf8_offset_across_read_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_module, "_READ_BYTES", 4)
+    corpus = tmp_path / "x.txt"
+    corpus.write_bytes("abcé".encode() + b"xyz\xff")  # é straddles the first chunk boundary
+    with pytest.raises(DataError, match=r"offset 8"):
+        prepare(_cfg(tmp_path, corpus), progress=False)
+
+
+def test_val_characters_missing_from_train_are_named(tmp_path):
+    corpus = _write(tmp_path / "story.txt", "abc\n" * 90 + "é" * 40)
+    with pytest.raises(DataError, match=r"val split has 1 character\(s\) that never occur in train: 'é'"):
+        prepare(_cfg(tmp_path, corpus), progress=False)
+
+
+def test_split_too_short_for_block_size(prepared):
+    tokens = np.arange(20, dtype=np.uint16)
+    with pytest.raises(DataError, match=r"the val split has 20 tokens, fewer than block_size \+ 1 = 33; use --model.block_size=19 or less"):
+        BatchSampler(tokens, 4, 32, seed=0, split="val")
+    BatchSampler(tokens, 4, 19, seed=0)  # 20 tokens hold exactly one window of 19 + 1
+
+
+def test_vocabulary_too_large_for_dtype():
+    assert token_dtype(65) == np.uint16 and token_dtype(65536) == np.uint16
+    assert token_dtype(65537) == np.uint32
+    with pytest.raises(DataError, match="too large for uint32"):
+        token_dtype(2**32 + 1)
+
+
+def test_corrupted_meta_is_an_error_and_nothing_is_overwritten(tmp_path):
+    corpus = _write(tmp_path / "story.txt", "abc\n" * 100)
+    data = prepare(_cfg(tmp_path, corpus), progress=False)
+    (data.dir / "meta.json").write_text("{not json")
+    before = _stamps(data.dir)
+    with pytest.raises(DataError, match=r"meta.json is corrupted \(JSONDecodeError\); delete the folder"):
+        prepare(_cfg(tmp_path, corpus), progress=False)
+    assert _stamps(data.dir) == before
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"train_tokens": 7}, r"train.bin does not match .*meta says 7 uint16 tokens"),
+        ({"vocab_size": 70000}, r"says vocab_size 70000 but its tokenizer has 4"),
+        ({"tokenizer": {"kind": "char", "chars": "a" * 70000}}, r"bad tokenizer"),
+        ({"dtype": "uint8"}, r"names dtype 'uint8', expected uint16 or uint32"),
+    ],
+)
+def test_mismatched_meta_is_an_error(tmp_path, change, message):
+    corpus = _write(tmp_path / "story.txt", "abc\n" * 100)
+    data = prepare(_cfg(tmp_path, corpus), progress=False)
+    (data.dir / "meta.json").write_text(json.dumps({**data.meta, **change}))
+    before = _stamps(data.dir)
+    with pytest.raises(DataError, match=message):
+        prepare(_cfg(tmp_path, corpus), progress=False)
+    assert _stamps(data.dir) == before
+
+
+def test_vocab_too_large_for_meta_dtype(tmp_path):
+    corpus = _write(tmp_path / "story.txt", "abc\n" * 100)
+    data = prepare(_cfg(tmp_path, corpus), progress=False)
+    chars = "".join(chr(c) for c in range(0x100, 0x100 + 70000) if not 0xD800 <= c < 0xE000)
+    (data.dir / "meta.json").write_text(json.dumps({**data.meta, "tokenizer": {"kind": "char", "chars": chars},
+                                                    "vocab_size": len(chars)}))
+    with pytest.raises(DataError, match=r"vocabulary of \d+ is too large for dtype uint16 \(at most 65536\)"):
+        load_prepared(data.dir)
+
+
+def test_offline_hub_dataset_fails_fast(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(DataError, match=r"hub dataset 'user/corpus' needs the network but HF_HUB_OFFLINE is set"):
+        prepare(_cfg(tmp_path, hf_dataset="user/corpus"), progress=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+
+    def unreachable(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    with pytest.raises(DataError, match=r"needs the network but huggingface.co cannot be reached"):
+        prepare(_cfg(tmp_path, hf_dataset="user/corpus"), progress=False)
+    assert time.perf_counter() - start < 5
+    assert not (tmp_path / "cache").exists()
+
+
+def test_prepared_hub_dataset_is_reused_offline(tmp_path, monkeypatch, no_network):
+    # A folder prepared earlier (here: written by hand) is found by name, with no network.
+    cfg = _cfg(tmp_path, hf_dataset="user/corpus", hf_split="train", tokenizer="gpt2")
+    folder = data_module.cache_folder(cfg)
+    assert folder.name == "user--corpus-train-gpt2"
+    local = prepare(_cfg(tmp_path, _write(tmp_path / "c.txt", "hello world\n" * 50), tokenizer="gpt2"), progress=False)
+    folder.mkdir(parents=True)
+    for name in ("train.bin", "val.bin"):
+        (folder / name).write_bytes((local.dir / name).read_bytes())
+    source = data_module._hf_source(cfg)
+    meta = {**local.meta, "source": {**source.info, "sha256": source.sha256}}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert prepare(cfg, progress=False).reused
+
+
+# ---------------------------------------------------------------------------------------------- batches
+
+
+def test_targets_are_inputs_shifted_by_one():
+    tokens = np.arange(1000, dtype=np.uint16)  # token i sits at position i
+    x, y = BatchSampler(tokens, batch_size=8, block_size=16, seed=0).next()
+    assert x.shape == y.shape == (8, 16) and x.dtype == y.dtype == torch.int64
+    torch.testing.assert_close(y, x + 1)
+    torch.testing.assert_close(x, x[:, :1] + torch.arange(16))  # contiguous windows
+    assert int(y.max()) <= 999
+
+
+def test_batches_cover_the_whole_split():
+    tokens = np.arange(12, dtype=np.uint16)
+    sampler = BatchSampler(tokens, batch_size=64, block_size=4, seed=0)
+    starts = {int(s) for _ in range(4) for s in sampler.next()[0][:, 0]}
+    assert starts == set(range(12 - 4))  # every start from 0 to len - block_size - 1
+
+
+def test_batches_deterministic_per_seed_and_rank(prepared):
+    train = prepared["char"].load_split("train")
+    a, b = (BatchSampler(train, 4, 32, seed=7) for _ in range(2))
+    for _ in range(3):
+        xa, ya = a.next()
+        xb, yb = b.next()
+        torch.testing.assert_close(xa, xb)
+        torch.testing.assert_close(ya, yb)
+    other_seed = BatchSampler(train, 4, 32, seed=8).next()[0]
+    other_rank = BatchSampler(train, 4, 32, seed=7, rank=1).next()[0]
+    first = BatchSampler(train, 4, 32, seed=7).next()[0]
+    assert not torch.equal(first, other_seed) and not torch.equal(first, other_rank)
+
+
+def test_sampler_resumes_exactly_from_state(prepared):
+    train = prepared["gpt2"].load_split("train")
+    for rank in (0, 1):
+        run = BatchSampler(train, 4, 16, seed=3, rank=rank)
+        for _ in range(5):
+            run.next()
+        state = run.state_dict()
+        expected = [run.next() for _ in range(3)]
+        # The saved state is plain data (a checkpoint stores it); rank 0's state resumes any rank.
+        state = json.loads(json.dumps(state))
+        resumed = BatchSampler(train, 4, 16, seed=3, rank=rank)
+        resumed.load_state_dict(state)
+        for (x, y), (ex, ey) in zip([resumed.next() for _ in range(3)], expected):
+            torch.testing.assert_close(x, ex)
+            torch.testing.assert_close(y, ey)
+    with pytest.raises(ValueError, match="saved with seed 3, this sampler has seed 4"):
+        BatchSampler(train, 4, 16, seed=4).load_state_dict(state)
+
+
+def test_eval_batches_fixed_and_independent_of_training(prepared):
+    val = prepared["char"].load_split("val")
+    first = eval_batches(val, n_batches=3, batch_size=4, block_size=32)
+    training = BatchSampler(val, 4, 32, seed=0)
+    training.next()
+    second = eval_batches(val, n_batches=3, batch_size=4, block_size=32)
+    assert len(first) == 3
+    for (x1, y1), (x2, y2) in zip(first, second):
+        torch.testing.assert_close(x1, x2)
+        torch.testing.assert_close(y1, y2)
+        assert x1.shape == (4, 32)
+    assert not torch.equal(first[0][0], first[1][0])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batches_on_cuda_match_cpu():
+    tokens = np.arange(5000, dtype=np.uint16)
+    x, y = BatchSampler(tokens, 8, 64, seed=1, device="cuda").next()
+    cx, cy = BatchSampler(tokens, 8, 64, seed=1).next()
+    assert x.device.type == "cuda" and x.dtype == torch.int64
+    torch.testing.assert_close(x.cpu(), cx)
+    torch.testing.assert_close(y.cpu(), cy)
