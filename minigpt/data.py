@@ -245,7 +245,7 @@ def _datasets_quiet(progress: bool, offline: bool) -> Iterator[Any]:
 def _read_local(datasets: Any, source: _Source, work: Path, in_memory: bool) -> Any:
     # sample_by="document": one row per file with its whole text; keep_linebreaks keeps every "\n".
     # The text builder opens files in text mode, so "\r\n" arrives as "\n" (counted that way in _scan_file).
-    ds = datasets.load_dataset(
+    return datasets.load_dataset(
         "text",
         data_files=[str(f.resolve()) for f in source.files],
         sample_by="document",
@@ -254,7 +254,6 @@ def _read_local(datasets: Any, source: _Source, work: Path, in_memory: bool) -> 
         cache_dir=str(work / "hf"),
         keep_in_memory=in_memory,
     )
-    return ds
 
 
 def _read_hub(datasets: Any, cfg: DataConfig) -> Any:
@@ -556,7 +555,7 @@ def _build(cfg: DataConfig, source: _Source, out: Path, work: Path, tag: str, pr
     with _datasets_quiet(progress, offline=source.kind != "hf") as datasets:
         docs = _read_local(datasets, source, work, in_memory=not large) if source.kind != "hf" else _read_hub(datasets, cfg)
         if source.kind == "hf":
-            source.info["fingerprint"] = docs._fingerprint
+            source.info["rows"] = len(docs)
             large = docs.data.nbytes > _PARALLEL_MIN_BYTES
         num_proc = min(os.cpu_count() or 1, 8) if large else None
 
@@ -644,11 +643,11 @@ def _batch_seed(seed: int, rank: int, step: int) -> int:
 class BatchSampler:
     """Random (x, y) windows from a 1-D array of token ids (usually a split's memmap).
 
-    Each call of `next()` draws `batch_size` start positions with a `torch.Generator` seeded from
-    (seed, rank, step), reads those windows of block_size + 1 tokens (only those: the corpus is never
-    copied), and returns x = window[:-1] and y = window[1:] as int64 tensors of shape (B, T).
-    `state_dict()` holds the step count; loading it makes the next batches those an uninterrupted run
-    would have drawn, on every rank.
+    Each `next()` seeds a `torch.Generator` from (seed, rank, step), so every rank of a distributed
+    run draws its own windows, and draws `batch_size` start positions. It reads only those windows of
+    block_size + 1 tokens (the corpus is never copied) and returns x = window[:-1], y = window[1:]
+    as int64 tensors of shape (B, T). `state_dict()` is the step count, the same on every rank:
+    loading any rank's state makes the next batches those an uninterrupted run would have drawn.
     """
 
     def __init__(
@@ -659,9 +658,12 @@ class BatchSampler:
         *,
         seed: int,
         rank: int = 0,
+        world_size: int = 1,
         device: str | torch.device = "cpu",
         split: str = "train",
     ):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1} for world_size {world_size}")
         if tokens.ndim != 1:
             raise ValueError(f"tokens must be a 1-D array of ids, got shape {tokens.shape}")
         if batch_size < 1 or block_size < 1:
@@ -675,6 +677,7 @@ class BatchSampler:
         self.block_size = block_size
         self.seed = seed
         self.rank = rank
+        self.world_size = world_size
         self.device = torch.device(device)
         self.step = 0
         self._generator = torch.Generator()

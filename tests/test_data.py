@@ -265,7 +265,7 @@ def test_val_characters_missing_from_train_are_named(tmp_path):
         prepare(_cfg(tmp_path, corpus), progress=False)
 
 
-def test_split_too_short_for_block_size(prepared):
+def test_split_too_short_for_block_size():
     tokens = np.arange(20, dtype=np.uint16)
     with pytest.raises(DataError, match=r"the val split has 20 tokens, fewer than block_size \+ 1 = 33; use --model.block_size=19 or less"):
         BatchSampler(tokens, 4, 32, seed=0, split="val")
@@ -380,22 +380,24 @@ def test_batches_deterministic_per_seed_and_rank(prepared):
         torch.testing.assert_close(xa, xb)
         torch.testing.assert_close(ya, yb)
     other_seed = BatchSampler(train, 4, 32, seed=8).next()[0]
-    other_rank = BatchSampler(train, 4, 32, seed=7, rank=1).next()[0]
+    other_rank = BatchSampler(train, 4, 32, seed=7, rank=1, world_size=2).next()[0]
     first = BatchSampler(train, 4, 32, seed=7).next()[0]
     assert not torch.equal(first, other_seed) and not torch.equal(first, other_rank)
+    with pytest.raises(ValueError, match="rank 2 is not in 0..1 for world_size 2"):
+        BatchSampler(train, 4, 32, seed=7, rank=2, world_size=2)
 
 
 def test_sampler_resumes_exactly_from_state(prepared):
     train = prepared["gpt2"].load_split("train")
     for rank in (0, 1):
-        run = BatchSampler(train, 4, 16, seed=3, rank=rank)
+        run = BatchSampler(train, 4, 16, seed=3, rank=rank, world_size=2)
         for _ in range(5):
             run.next()
         state = run.state_dict()
         expected = [run.next() for _ in range(3)]
         # The saved state is plain data (a checkpoint stores it); rank 0's state resumes any rank.
         state = json.loads(json.dumps(state))
-        resumed = BatchSampler(train, 4, 16, seed=3, rank=rank)
+        resumed = BatchSampler(train, 4, 16, seed=3, rank=rank, world_size=2)
         resumed.load_state_dict(state)
         for (x, y), (ex, ey) in zip([resumed.next() for _ in range(3)], expected):
             torch.testing.assert_close(x, ex)
@@ -427,3 +429,13 @@ def test_batches_on_cuda_match_cpu():
     assert x.device.type == "cuda" and x.dtype == torch.int64
     torch.testing.assert_close(x.cpu(), cx)
     torch.testing.assert_close(y.cpu(), cy)
+
+
+def test_parallel_tokenizing_gives_the_same_files(tmp_path, monkeypatch, prepared):
+    # Large corpora are tokenized by several processes through cache files; force that path on Shakespeare.
+    monkeypatch.setattr(data_module, "_PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(data_module.os, "cpu_count", lambda: 2)
+    data = prepare(_cfg(tmp_path, tokenizer="gpt2"), progress=False)
+    for split in ("train", "val"):
+        np.testing.assert_array_equal(data.load_split(split), prepared["gpt2"].load_split(split))
+    assert sorted(p.name for p in data.dir.iterdir()) == ["meta.json", "train.bin", "val.bin"]
