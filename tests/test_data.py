@@ -389,14 +389,14 @@ def test_batches_deterministic_per_seed_and_rank(prepared):
 
 def test_sampler_resumes_exactly_from_state(prepared):
     train = prepared["gpt2"].load_split("train")
-    for rank in (0, 1):
-        run = BatchSampler(train, 4, 16, seed=3, rank=rank, world_size=2)
+    runs = [BatchSampler(train, 4, 16, seed=3, rank=rank, world_size=2) for rank in (0, 1)]
+    for run in runs:
         for _ in range(5):
             run.next()
-        state = run.state_dict()
+    # A checkpoint stores rank 0's state as plain data; it resumes every rank exactly.
+    state = json.loads(json.dumps(runs[0].state_dict()))
+    for rank, run in enumerate(runs):
         expected = [run.next() for _ in range(3)]
-        # The saved state is plain data (a checkpoint stores it); rank 0's state resumes any rank.
-        state = json.loads(json.dumps(state))
         resumed = BatchSampler(train, 4, 16, seed=3, rank=rank, world_size=2)
         resumed.load_state_dict(state)
         for (x, y), (ex, ey) in zip([resumed.next() for _ in range(3)], expected):
