@@ -18,7 +18,7 @@ import math
 import sys
 import time
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TextIO
@@ -30,6 +30,7 @@ __all__ = [
     "MetricsLogger",
     "TensorBoardLogger",
     "Progress",
+    "attention_images",
     "attention_stats",
     "display_tokens",
     "flatten_hparams",
@@ -99,6 +100,7 @@ class TensorBoardLogger(MetricsLogger):
 
         self.log_dir = Path(log_dir)
         self._writer: Any = SummaryWriter(log_dir=str(self.log_dir), flush_secs=flush_secs)
+        self._painter: _AttentionPainter | None = None
         self._closed = False
 
     def scalars(self, metrics: Mapping[str, float], step: int) -> None:
@@ -115,20 +117,24 @@ class TensorBoardLogger(MetricsLogger):
         step: int,
         prefix: str = "attention",
     ) -> None:
-        weights = _check_attention(weights, tokens)
-        n_layer, n_head = weights.shape[:2]
-        entropy, distance = attention_stats(weights)  # (n_layer, n_head) each
-        painter = _AttentionPainter(tokens)
-        for layer in range(n_layer):
-            for head in range(n_head):
-                where = f"layer_{layer}/head_{head}"
-                title = _head_title(layer, head, entropy[layer, head], distance[layer, head])
-                image = painter.head(weights[layer, head].numpy(), title)
-                self._writer.add_image(f"{prefix}/{where}", image, step, dataformats="HWC")
-                self._writer.add_scalar(f"{prefix}_entropy/{where}", entropy[layer, head].item(), step)
-                self._writer.add_scalar(f"{prefix}_distance/{where}", distance[layer, head].item(), step)
-            grid = painter.grid(weights[layer].numpy(), f"layer {layer}", entropy[layer], distance[layer])
-            self._writer.add_image(f"{prefix}/layer_{layer}/all_heads", grid, step, dataformats="HWC")
+        # The probe is the same at every evaluation: keep its laid-out figures between calls.
+        if self._painter is None or self._painter.tokens != tuple(tokens):
+            self._painter = _AttentionPainter(tokens)
+        for name, rgb in attention_images(weights, tokens, self._painter):
+            self._image(f"{prefix}/{name}", rgb, step)
+        entropy, distance = attention_stats(_check_attention(weights, tokens))
+        for (layer, head), value in np.ndenumerate(entropy.numpy()):
+            self._writer.add_scalar(f"{prefix}_entropy/layer_{layer}/head_{head}", float(value), step)
+        for (layer, head), value in np.ndenumerate(distance.numpy()):
+            self._writer.add_scalar(f"{prefix}_distance/layer_{layer}/head_{head}", float(value), step)
+
+    def _image(self, tag: str, rgb: np.ndarray, step: int) -> None:
+        # Like SummaryWriter.add_image, minus its float round trip and slow default PNG compression.
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        height, width, channels = rgb.shape
+        image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=_png_bytes(rgb))
+        self._writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
     def hparams(
         self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int | None = None
@@ -210,11 +216,8 @@ def _check_attention(weights: torch.Tensor, tokens: Sequence[str]) -> torch.Tens
     return weights.detach().to("cpu", torch.float32)
 
 
-def _head_title(layer: int, head: int, entropy: torch.Tensor, distance: torch.Tensor) -> str:
-    return (
-        f"layer {layer} · head {head}\n"
-        f"entropy {entropy.item():.2f} nats · distance {distance.item():.1f} tokens"
-    )
+def _head_title(layer: int, head: int, entropy: float, distance: float) -> str:
+    return f"layer {layer} · head {head}\nentropy {entropy:.2f} nats · distance {distance:.1f} tokens"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -297,12 +300,19 @@ def _text_width_px(text: str, px: int) -> float:
     return width * _DPI / 72
 
 
-def _stride(room_px: float, cell_px: int) -> int:
+def _cell_px(room_px: float, T: int) -> float:
+    """Whole pixels per token (crisp cells) while they fit, else the fraction that does."""
+    if room_px < T:  # very long probes: columns thinner than a pixel, drawn smoothed
+        return room_px / T
+    return min(_MAX_CELL_PX, int(room_px // T))
+
+
+def _stride(room_px: float, cell_px: float) -> int:
     """Label every k-th cell so that each label gets `room_px`."""
     return max(1, math.ceil(room_px / cell_px))
 
 
-def _side_by_side_stride(widths: list[float], cell_px: int, gap_px: float = 2.0) -> int:
+def _side_by_side_stride(widths: list[float], cell_px: float, gap_px: float = 2.0) -> int:
     """Smallest k such that labels of every k-th cell, centred on their cells, do not touch."""
     for k in range(1, len(widths) + 1):
         shown = widths[::k]
@@ -330,7 +340,7 @@ class _HeadLayout:
         widest = max(widths)
         # Horizontal: y labels and the "query" axis name on the left, the map fills the rest.
         left = widest + 4 + _LABEL_PX + 8
-        cell_w = max(1, min(_MAX_CELL_PX, int((CARD_WIDTH_PX - left - 8) // T)))
+        cell_w = _cell_px(CARD_WIDTH_PX - left - 8, T)
         spare = CARD_WIDTH_PX - left - cell_w * T
         left += spare / 2  # centre the map in the card
         # Vertical: rows at least one label tall, unless that makes the map very tall.
@@ -387,8 +397,10 @@ class _AttentionPainter:
     def __init__(self, tokens: Sequence[str]) -> None:
         if len(tokens) == 0:
             raise ValueError("cannot draw an attention map for an empty probe; give at least one token")
+        self.tokens = tuple(tokens)
         self.labels = display_tokens(tokens)
         self.T = len(self.labels)
+        self._future = np.triu(np.ones((self.T, self.T), dtype=bool), k=1)  # the causal mask
         self._head_figs: dict[int, tuple[_Blitter, Any, Any]] = {}  # title lines -> (fig, image, title)
         self._grid_figs: dict[int, tuple[_Blitter, Any, list[Any], list[Any]]] = {}  # n_head -> ...
 
@@ -398,7 +410,7 @@ class _AttentionPainter:
         if lines not in self._head_figs:
             self._head_figs[lines] = self._build_head(_HeadLayout.build(self.labels, lines))
         blitter, image, title_text = self._head_figs[lines]
-        image.set_data(_masked(weights))
+        image.set_data(self._masked(weights))
         title_text.set_text(title)
         return blitter.render()
 
@@ -406,8 +418,8 @@ class _AttentionPainter:
         self,
         weights: np.ndarray,
         title: str = "",
-        entropy: torch.Tensor | None = None,
-        distance: torch.Tensor | None = None,
+        entropy: Sequence[float] | None = None,
+        distance: Sequence[float] | None = None,
     ) -> np.ndarray:
         """(n_head, T, T) weights -> RGB image (height, CARD_WIDTH_PX, 3) uint8, one panel per head."""
         n_head = weights.shape[0]
@@ -416,12 +428,17 @@ class _AttentionPainter:
         blitter, title_text, images, captions = self._grid_figs[n_head]
         title_text.set_text(title)
         for head in range(n_head):
-            images[head].set_data(_masked(weights[head]))
+            images[head].set_data(self._masked(weights[head]))
             caption = f"head {head}"
             if entropy is not None and distance is not None and images[head].axes.bbox.width >= 110:
-                caption += f"  H {entropy[head].item():.2f}  d {distance[head].item():.1f}"
+                caption += f"  H {entropy[head]:.2f}  d {distance[head]:.1f}"
             captions[head].set_text(caption)
         return blitter.render()
+
+    def _masked(self, weights: np.ndarray) -> np.ndarray:
+        """Hide the upper triangle (shown grey) when it is all zero, i.e. really the causal mask."""
+        weights = np.asarray(weights)
+        return weights if weights[self._future].any() else np.ma.masked_array(weights, self._future)
 
     # -- figure construction ---------------------------------------------------------------
 
@@ -432,7 +449,7 @@ class _AttentionPainter:
         fig = Figure(figsize=(W / _DPI, H / _DPI), dpi=_DPI, facecolor="white")
         frac = lambda box: (box[0] / W, box[1] / H, box[2] / W, box[3] / H)  # noqa: E731
         ax = fig.add_axes(frac(layout.map_box))
-        image = _imshow(ax, np.zeros((self.T, self.T)))
+        image = _imshow(ax, np.zeros((self.T, self.T)), smooth=layout.map_box[2] < self.T)
         xs = list(range(0, self.T, layout.x_stride))
         ys = list(range(0, self.T, layout.y_stride))
         font = dict(family=FONT_FAMILY, fontsize=_pt(_LABEL_PX))
@@ -457,7 +474,7 @@ class _AttentionPainter:
         ncols = math.ceil(math.sqrt(n_head))
         nrows = math.ceil(n_head / ncols)
         gap, margin, caption_h, title_h = 10, 6, _LABEL_PX + 5, _LABEL_PX + 12
-        cell = max(1, min(_MAX_CELL_PX, int((CARD_WIDTH_PX - 2 * margin - (ncols - 1) * gap) // (ncols * self.T))))
+        cell = _cell_px((CARD_WIDTH_PX - 2 * margin - (ncols - 1) * gap) / ncols, self.T)
         side = cell * self.T
         W = CARD_WIDTH_PX
         x_start = (W - ncols * side - (ncols - 1) * gap) / 2
@@ -470,7 +487,7 @@ class _AttentionPainter:
             x0 = x_start + col * (side + gap)
             y0 = H - title_h - row * (caption_h + side + gap) - caption_h - side
             ax = fig.add_axes((x0 / W, y0 / H, side / W, side / H))
-            images.append(_imshow(ax, np.zeros((self.T, self.T))))
+            images.append(_imshow(ax, np.zeros((self.T, self.T)), smooth=cell < 1))
             ax.set_xticks([])
             ax.set_yticks([])
             for spine in ax.spines.values():
@@ -479,14 +496,7 @@ class _AttentionPainter:
         return _Blitter(fig, [title, *images, *captions]), title, images, captions
 
 
-def _masked(weights: np.ndarray) -> np.ndarray:
-    """Hide the upper triangle (shown grey) when it is all zero, i.e. really the causal mask."""
-    weights = np.asarray(weights, dtype=np.float64)
-    future = np.triu(np.ones(weights.shape, dtype=bool), k=1)
-    return weights if weights[future].any() else np.ma.masked_where(future, weights)
-
-
-def _imshow(ax: Any, weights: np.ndarray) -> Any:
+def _imshow(ax: Any, weights: np.ndarray, smooth: bool = False) -> Any:
     from matplotlib import colormaps
     from matplotlib.colors import PowerNorm
 
@@ -494,14 +504,16 @@ def _imshow(ax: Any, weights: np.ndarray) -> Any:
     # A fixed 0..1 scale compares across heads and steps; the square root keeps the small weights
     # of broad heads visible (uniform attention over 40 keys is 0.025 each).
     norm = PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
-    return ax.imshow(weights, cmap=cmap, norm=norm, interpolation="nearest", aspect="auto")
+    interpolation = "antialiased" if smooth else "nearest"  # smooth only when cells < 1 pixel
+    return ax.imshow(weights, cmap=cmap, norm=norm, interpolation=interpolation, aspect="auto")
 
 
 def _png_bytes(rgb: np.ndarray) -> bytes:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG", optimize=False)
+    # Level 1: several times faster than the default 6, and flat heatmaps compress well anyway.
+    Image.fromarray(rgb).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 
@@ -533,23 +545,32 @@ def save_attention_pngs(weights: torch.Tensor, tokens: Sequence[str], out_dir: s
 
     Returns the written paths, heads before the layer's grid, layer by layer.
     """
-    weights = _check_attention(torch.as_tensor(weights), tokens)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    entropy, distance = attention_stats(weights)
-    painter = _AttentionPainter(tokens)
     paths = []
-    for layer in range(weights.size(0)):
-        for head in range(weights.size(1)):
-            title = _head_title(layer, head, entropy[layer, head], distance[layer, head])
-            path = out / f"layer_{layer}_head_{head}.png"
-            path.write_bytes(_png_bytes(painter.head(weights[layer, head].numpy(), title)))
-            paths.append(path)
-        path = out / f"layer_{layer}_all_heads.png"
-        grid = painter.grid(weights[layer].numpy(), f"layer {layer}", entropy[layer], distance[layer])
-        path.write_bytes(_png_bytes(grid))
+    for name, rgb in attention_images(weights, tokens):
+        path = out / (name.replace("/", "_") + ".png")
+        path.write_bytes(_png_bytes(rgb))
         paths.append(path)
     return paths
+
+
+def attention_images(
+    weights: torch.Tensor, tokens: Sequence[str], painter: _AttentionPainter | None = None
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield ("layer_{l}/head_{h}", image) per head, then ("layer_{l}/all_heads", grid), layer by layer.
+
+    weights: (n_layer, n_head, T, T); images are RGB arrays (height, CARD_WIDTH_PX, 3) uint8.
+    """
+    w = _check_attention(torch.as_tensor(weights), tokens)
+    entropy, distance = (stat.tolist() for stat in attention_stats(w))  # (n_layer, n_head) each
+    w = w.numpy()
+    painter = painter or _AttentionPainter(tokens)
+    for layer in range(w.shape[0]):
+        for head in range(w.shape[1]):
+            title = _head_title(layer, head, entropy[layer][head], distance[layer][head])
+            yield f"layer_{layer}/head_{head}", painter.head(w[layer, head], title)
+        yield f"layer_{layer}/all_heads", painter.grid(w[layer], f"layer {layer}", entropy[layer], distance[layer])
 
 
 def _as_numpy(weights: torch.Tensor | np.ndarray) -> np.ndarray:
