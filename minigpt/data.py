@@ -153,9 +153,9 @@ def _scan_file(path: Path, shown: Path) -> tuple[str, int, int]:
 def _local_source(cfg: DataConfig) -> _Source:
     path = Path(cfg.path)
     if not path.exists():
+        where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
         raise DataError(
-            f"corpus {cfg.path} does not exist (relative to {Path.cwd()}); "
-            "pass an existing text file or folder with --data.path=..."
+            f"corpus {cfg.path} does not exist{where}; pass an existing text file or folder with --data.path=..."
         )
     if path.is_dir():
         files = sorted(p for p in path.rglob("*.txt") if p.is_file())
