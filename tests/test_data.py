@@ -227,7 +227,7 @@ def test_crlf_reads_as_newline(tmp_path):
 
 
 def test_missing_path(tmp_path):
-    with pytest.raises(DataError, match=r"corpus .*nope.txt does not exist .*--data.path="):
+    with pytest.raises(DataError, match=r"corpus .*nope.txt does not exist; pass .*--data.path="):
         prepare(_cfg(tmp_path, tmp_path / "nope.txt"), progress=False)
     assert not (tmp_path / "cache").exists()
 
