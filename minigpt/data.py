@@ -633,18 +633,21 @@ def _build(cfg: DataConfig, source: _Source, out: Path, work: Path, tag: str, pr
 # Batches
 
 
-def _batch_seed(seed: int, rank: int, step: int) -> int:
-    # One independent 64-bit seed per (seed, rank, step): each rank draws its own windows, and the
-    # sampler's whole state is the step count, the same on every rank, so resuming needs one state.
-    digest = hashlib.blake2b(f"{seed}/{rank}/{step}".encode(), digest_size=8).digest()
+def _batch_seed(seed: int, index: int) -> int:
+    # One independent 64-bit seed per (seed, global micro-batch index).
+    digest = hashlib.blake2b(f"{seed}/{index}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")
 
 
 class BatchSampler:
     """Random (x, y) windows from a 1-D array of token ids (usually a split's memmap).
 
-    Each `next()` seeds a `torch.Generator` from (seed, rank, step), so every rank of a distributed
-    run draws its own windows, and draws `batch_size` start positions. It reads only those windows of
+    Each `next()` seeds a `torch.Generator` from (seed, global micro-batch index) and draws
+    `batch_size` start positions. Micro-batches are numbered as one process would draw them:
+    with world_size W and micro_steps m micro-batches per rank and optimizer step, rank r's
+    n-th draw is global micro-batch (n // m) * m * W + r * m + n % m. So every rank draws its
+    own windows, and W processes together see exactly the batches one process with m * W
+    accumulation steps would see: DDP and single-process runs train on the same data. It reads only those windows of
     block_size + 1 tokens (the corpus is never copied) and returns x = window[:-1], y = window[1:]
     as int64 tensors of shape (B, T). `state_dict()` is the step count, the same on every rank:
     loading any rank's state makes the next batches those an uninterrupted run would have drawn.
@@ -659,6 +662,7 @@ class BatchSampler:
         seed: int,
         rank: int = 0,
         world_size: int = 1,
+        micro_steps: int = 1,
         device: str | torch.device = "cpu",
         split: str = "train",
     ):
@@ -678,6 +682,7 @@ class BatchSampler:
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.micro_steps = micro_steps
         self.device = torch.device(device)
         self.step = 0
         self._generator = torch.Generator()
@@ -685,7 +690,9 @@ class BatchSampler:
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch (x, y), each int64 of shape (B, T), on `device`."""
         B, T = self.batch_size, self.block_size
-        self._generator.manual_seed(_batch_seed(self.seed, self.rank, self.step))
+        m, n = self.micro_steps, self.step
+        index = (n // m) * m * self.world_size + self.rank * m + n % m
+        self._generator.manual_seed(_batch_seed(self.seed, index))
         self.step += 1
         starts = torch.randint(len(self.tokens) - T, (B,), generator=self._generator).tolist()
         windows = np.stack([self.tokens[i : i + T + 1] for i in starts]).astype(np.int64)  # (B, T+1)

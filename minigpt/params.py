@@ -211,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.config is not None:
             from minigpt.config import load_config
+            from minigpt.run import SECTIONS  # a config file may hold every section of a run
 
-            config = load_config({"model": ModelConfig}, args.config, allow_extra_sections=True)["model"]
+            config = load_config(SECTIONS, args.config)["model"]
             title = str(args.config)
         else:
             name = args.preset or "gpt3-175b"

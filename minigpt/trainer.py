@@ -1,0 +1,227 @@
+"""The training loop: optimizer, learning-rate schedule, one step, evaluation, state.
+
+Nothing here is GPT-specific beyond `model(x, y) -> (logits, loss)`. Run setup (devices,
+data, logging, checkpoints on disk) lives in minigpt.run; this module is the engine it drives.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from minigpt.checkpoint import rng_state, set_rng_state
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out_dir: str = "runs"
+    """Folder that holds one sub-folder per run (TensorBoard logs, checkpoints, config)."""
+    run_name: str = ""
+    """Name of this run's folder under out_dir; empty: <corpus>-<tokenizer>-<date>-<time>."""
+    seed: int = 1337
+    """Seed for initialisation, batch sampling and dropout."""
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """Where to train; auto picks CUDA, then Apple MPS, then CPU."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Compute dtype for autocast; auto: bfloat16 on CUDA (float16 where missing), float32 elsewhere."""
+    compile: bool = False
+    """Compile the model with torch.compile (slow start, faster steps on GPU)."""
+    batch_size: int = 32
+    """Sequences per micro-batch, per process."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step, over all processes (divided among DDP ranks)."""
+    max_iters: int = 2000
+    """Optimizer steps in the whole run."""
+    lr: float = 1e-3
+    """Peak learning rate, reached after warmup."""
+    min_lr: float = 1e-4
+    """Learning-rate floor at the end of the cosine decay."""
+    warmup_iters: int = 100
+    """Steps of linear warmup from 0 to lr."""
+    lr_decay_iters: int = 0
+    """Step at which the cosine decay reaches min_lr; 0 means max_iters."""
+    weight_decay: float = 0.1
+    """AdamW weight decay, applied to weight matrices only (not biases, norms or embeddings)."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.99
+    """AdamW beta2."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value; 0 disables clipping."""
+    eval_interval: int = 250
+    """Evaluate, log attention maps and save checkpoints every this many steps."""
+    eval_iters: int = 20
+    """Fixed batches per split for each evaluation."""
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be at least 1 (got {getattr(self, name)})")
+        for name in ("warmup_iters", "lr_decay_iters", "weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0 (got {getattr(self, name)})")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr must be positive (got {self.lr})")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"train.min_lr must be in [0, train.lr={self.lr}] (got {self.min_lr})")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be in [0, 1) (got {getattr(self, name)})")
+        if "/" in self.run_name or self.run_name in (".", ".."):
+            raise ValueError(f"train.run_name must be a plain folder name (got {self.run_name!r})")
+
+
+def get_lr(it: int, *, lr: float, min_lr: float, warmup_iters: int, decay_iters: int) -> float:
+    """Learning rate at step `it`: linear warmup to lr, cosine decay to min_lr, then flat."""
+    if it < warmup_iters:
+        return lr * (it + 1) / (warmup_iters + 1)
+    if it >= decay_iters:
+        return min_lr
+    progress = (it - warmup_iters) / max(1, decay_iters - warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
+
+
+def configure_optimizer(model: nn.Module, cfg: TrainConfig, device_type: str) -> torch.optim.AdamW:
+    """AdamW with weight decay on weight matrices only.
+
+    Biases and LayerNorm gains are not decayed: pulling them toward 0 has no
+    regularising meaning. Embeddings (wte, which the tied LM head shares, and wpe) are
+    not decayed either: a row is updated only when its token occurs, but decay would
+    shrink it every step, so rare tokens would drift toward 0 (minGPT makes the same choice).
+    """
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_embedding = name.startswith(("wte.", "wpe."))
+        (decay if p.dim() >= 2 and not is_embedding else no_decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    # the fused kernel is one launch for all parameters; foreach is the portable fallback
+    fused = device_type == "cuda"
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused, foreach=None if fused else True
+    )
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class Trainer:
+    """Owns the optimizer and step counter; `state_dict()` holds everything resume needs.
+
+    model: the plain model (saved and evaluated); train_model: what the step calls, the
+    same model or a DDP/compiled wrapper of it. sampler: yields (x, y) training batches
+    and has state_dict()/load_state_dict().
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        sampler: Any,
+        *,
+        train_model: nn.Module | None = None,
+        device: torch.device = torch.device("cpu"),
+        amp_dtype: torch.dtype | None = None,
+        micro_steps: int | None = None,
+    ):
+        self.model = model
+        self.train_model = train_model if train_model is not None else model
+        self.cfg = cfg
+        self.sampler = sampler
+        self.device = device
+        self.micro_steps = micro_steps if micro_steps is not None else cfg.grad_accum
+        self.optimizer = configure_optimizer(model, cfg, device.type)
+        self.amp = (
+            torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+        )
+        # fp16 needs loss scaling to keep small gradients from flushing to zero; bf16 does not
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        self.iter = 0
+        self.best_val_loss = math.inf
+
+    def lr_at(self, it: int) -> float:
+        cfg = self.cfg
+        return get_lr(
+            it, lr=cfg.lr, min_lr=cfg.min_lr, warmup_iters=cfg.warmup_iters,
+            decay_iters=cfg.lr_decay_iters or cfg.max_iters,
+        )  # fmt: skip
+
+    def step(self) -> dict[str, float]:
+        """One optimizer step over micro_steps micro-batches; returns loss, lr, grad_norm."""
+        lr = self.lr_at(self.iter)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.train_model.train()
+        total = torch.zeros((), device=self.device)
+        for micro in range(self.micro_steps):
+            x, y = self.sampler.next()
+            last = micro == self.micro_steps - 1
+            # under DDP, gradients are all-reduced only on the last micro-step
+            no_sync = getattr(self.train_model, "no_sync", None)
+            with nullcontext() if last or no_sync is None else no_sync():
+                with self.amp:
+                    _, loss = self.train_model(x, y)
+                self.scaler.scale(loss / self.micro_steps).backward()
+            total += loss.detach()
+        if dist.is_initialized():  # the same mean loss on every rank, so all stop together on NaN
+            dist.all_reduce(total)
+            total /= dist.get_world_size()
+        loss_value = total.item() / self.micro_steps
+        if not math.isfinite(loss_value):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(
+                f"loss became {loss_value} at iter {self.iter}; try a lower train.lr or "
+                f"train.dtype=float32 (the last good checkpoint is untouched)"
+            )
+        self.scaler.unscale_(self.optimizer)
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.iter += 1
+        return {"loss": loss_value, "lr": lr, "grad_norm": grad_norm.item()}
+
+    @torch.no_grad()
+    def evaluate(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+        """Mean loss of the plain model over fixed batches, in eval mode (no dropout)."""
+        self.model.eval()
+        losses = []
+        for x, y in batches:
+            with self.amp:
+                _, loss = self.model(x.to(self.device), y.to(self.device))
+            losses.append(loss.float())
+        self.model.train()
+        return torch.stack(losses).mean().item()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "iter": self.iter,
+            "best_val_loss": self.best_val_loss,
+            "sampler": self.sampler.state_dict(),
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.iter = state["iter"]
+        self.best_val_loss = state["best_val_loss"]
+        self.sampler.load_state_dict(state["sampler"])
+        set_rng_state(state["rng"])
