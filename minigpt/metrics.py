@@ -447,7 +447,10 @@ class _AttentionPainter:
 
         W, H = layout.width, layout.height
         fig = Figure(figsize=(W / _DPI, H / _DPI), dpi=_DPI, facecolor="white")
-        frac = lambda box: (box[0] / W, box[1] / H, box[2] / W, box[3] / H)  # noqa: E731
+
+        def frac(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+            return box[0] / W, box[1] / H, box[2] / W, box[3] / H  # pixels -> figure fractions
+
         ax = fig.add_axes(frac(layout.map_box))
         image = _imshow(ax, np.zeros((self.T, self.T)), smooth=layout.map_box[2] < self.T)
         xs = list(range(0, self.T, layout.x_stride))
@@ -605,7 +608,7 @@ class Progress:
         # ~20 lines per run by default; a line every step would flood CI logs.
         self.plain_every = max(1, plain_every if plain_every is not None else total // 20)
         self._values: dict[str, float] = {}
-        self._start_time, self._start_step = time.perf_counter(), initial
+        self._rate_start: tuple[float, int] | None = None  # (time, step) of the first update
         self._bar: Any = None
         self._printed_any = False
         self.interactive = enabled and _isatty(self.stream)
@@ -627,6 +630,8 @@ class Progress:
             if value is not None:
                 self._values[name] = float(value)
         previous, self.step = self.step, step
+        if self._rate_start is None:  # the first step is slow (warm-up, compile): time from after it
+            self._rate_start = (time.perf_counter(), step)
         if self._bar is not None:
             self._bar.set_postfix_str(self._postfix(), refresh=False)
             self._bar.update(step - self._bar.n)
@@ -673,10 +678,11 @@ class Progress:
         postfix = self._postfix()
         if postfix:
             parts.append(postfix)
-        elapsed = time.perf_counter() - self._start_time
-        done = self.step - self._start_step
-        if done > 0 and self.step < self.total:
-            parts.append(f"eta {_duration(elapsed / done * (self.total - self.step))}")
+        if self._rate_start is not None and self.step < self.total:
+            start_time, start_step = self._rate_start
+            if self.step > start_step:
+                per_step = (time.perf_counter() - start_time) / (self.step - start_step)
+                parts.append(f"eta {_duration(per_step * (self.total - self.step))}")
         return " | ".join(parts)
 
     def _print(self, line: str) -> None:
