@@ -187,9 +187,17 @@ class Run:
         device = self.rt.device
         self.model = GPT(model_cfg).to(device)
         train_model = self.model
+        if self.rt.distributed and train_cfg.parallel == "fsdp":
+            from torch.distributed.fsdp import fully_shard
+
+            # shard each block's weights across ranks (gathered just in time for its forward
+            # and backward), then the rest (embeddings, final norm) as the root unit
+            for block in self.model.h:
+                fully_shard(block)
+            fully_shard(self.model)
         if train_cfg.compile:
             train_model = torch.compile(train_model)
-        if self.rt.distributed:
+        if self.rt.distributed and train_cfg.parallel == "ddp":
             from torch.nn.parallel import DistributedDataParallel
 
             train_model = DistributedDataParallel(
@@ -223,13 +231,21 @@ class Run:
         self.peak_flops = (
             runtime.measure_peak_flops(device) if device.type == "cuda" and self.rt.is_main else None
         )
-        self.probe = self.data.probe_tokens(min(self.log_cfg.probe_tokens, T))
+        self.probe = self._probe(min(self.log_cfg.probe_tokens, T))
         self.logger: MetricsLogger = MetricsLogger()
         if self.rt.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.configs, self.run_dir / "config.toml")
             if self.log_cfg.tensorboard:
                 self.logger = TensorBoardLogger(self.run_dir)
+
+    def _probe(self, n: int):
+        """A fixed probe text for attention maps: n val tokens, starting at a line start."""
+        head = self.data.probe_tokens(n + 256)
+        newline = self.tokenizer.encode("\n")
+        starts = [i + 1 for i in range(len(head) - n) if head[i : i + 1].tolist() == newline]
+        start = starts[0] if starts else 0
+        return head[start : start + n]
 
     # -- console ---------------------------------------------------------------------------
 
@@ -262,7 +278,11 @@ class Run:
         return self.tokenizer.decode(ids[0, len(prompt):].tolist())
 
     def evaluate(self) -> dict[str, float]:
-        """Train/val loss on the fixed batches, plus attention maps and a sample (rank 0)."""
+        """Train/val loss on the fixed batches, plus attention maps and a sample.
+
+        Every rank runs it (under FSDP each forward gathers weights from all ranks); only
+        rank 0 has a real logger.
+        """
         it = self.trainer.iter
         losses = {split: self.trainer.evaluate(batches) for split, batches in self.eval_sets.items()}
         self.logger.scalars({f"loss/{k}_eval": v for k, v in losses.items()}, it)
@@ -279,13 +299,12 @@ class Run:
         self.logger.flush()
         return losses
 
-    def save(self, name: str) -> Path:
-        ckpt = {
-            **self.trainer.state_dict(),
-            "config": configs_to_dict(self.configs),
-            "tokenizer": self.tokenizer.to_dict(),
-        }
-        return save_checkpoint(self.run_dir / name, ckpt)
+    def save(self, name: str) -> None:
+        """Write a checkpoint from rank 0; every rank must call this (FSDP gathers the state)."""
+        state = self.trainer.state_dict()
+        if self.rt.is_main:
+            ckpt = {**state, "config": configs_to_dict(self.configs), "tokenizer": self.tokenizer.to_dict()}
+            save_checkpoint(self.run_dir / name, ckpt)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -310,7 +329,7 @@ class Run:
         with _StopRequested() as stop, progress:
             t_last = time.perf_counter()
             while trainer.iter < end:
-                if trainer.iter % cfg.eval_interval == 0 and trainer.iter != skip_eval_at and self.rt.is_main:
+                if trainer.iter % cfg.eval_interval == 0 and trainer.iter != skip_eval_at:
                     losses = self._eval_and_save(progress)
                 stats = trainer.step()
                 history.append(stats["loss"])
@@ -329,13 +348,12 @@ class Run:
                 if stop.signal_name is not None:
                     stopped_by = stop.signal_name
                     break
-            if self.rt.is_main:
-                # the final evaluation, or the one an uninterrupted run would do at this step
-                # (a resumed run skips its first one, so the two runs log the same evaluations)
-                if trainer.iter >= cfg.max_iters or trainer.iter % cfg.eval_interval == 0:
-                    losses = self._eval_and_save(progress)
-                else:  # stopped early: keep the state to resume from
-                    self.save(CHECKPOINT_LATEST)
+            # the final evaluation, or the one an uninterrupted run would do at this step
+            # (a resumed run skips its first one, so the two runs log the same evaluations)
+            if trainer.iter >= cfg.max_iters or trainer.iter % cfg.eval_interval == 0:
+                losses = self._eval_and_save(progress)
+            else:  # stopped early: keep the state to resume from
+                self.save(CHECKPOINT_LATEST)
         runtime.barrier()
         return {"losses": losses, "history": history, "stopped_by": stopped_by, "iter": trainer.iter}
 
@@ -368,8 +386,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         result = run.fit()
         elapsed = time.perf_counter() - t0
+        # every rank samples (in lockstep under FSDP); rank 0 prints
+        sample = "" if result["stopped_by"] else run.sample_text(run.log_cfg.sample_tokens or 200, seed=1)
         if run.rt.is_main:
-            _report(run, result, elapsed)
+            _report(run, result, elapsed, sample)
         return 0
     except (ConfigError, DataError, CheckpointError, TokenizerError, NonFiniteLossError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -383,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         runtime.teardown()
 
 
-def _report(run: Run, result: dict[str, Any], elapsed: float) -> None:
+def _report(run: Run, result: dict[str, Any], elapsed: float, sample: str) -> None:
     losses = result["losses"]
     if result["stopped_by"]:
         run.print(
@@ -395,7 +415,6 @@ def _report(run: Run, result: dict[str, Any], elapsed: float) -> None:
         return
     final = {"val_loss": losses.get("val", math.nan), "train_loss": losses.get("train", math.nan)}
     run.logger.hparams(configs_to_dict(run.configs), final, result["iter"])
-    sample = run.sample_text(run.log_cfg.sample_tokens or 200, seed=1)
     run.print(
         "",
         f"done: {result['iter']} iters in {elapsed:.0f} s; val loss {final['val_loss']:.4f} "

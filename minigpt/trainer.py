@@ -14,6 +14,7 @@ from typing import Any, Literal
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from minigpt.checkpoint import rng_state, set_rng_state
 
@@ -58,6 +59,8 @@ class TrainConfig:
     """Evaluate, log attention maps and save checkpoints every this many steps."""
     eval_iters: int = 20
     """Fixed batches per split for each evaluation."""
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """With several processes: ddp replicates the model; fsdp shards weights, grads and optimizer state."""
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters"):
@@ -167,9 +170,7 @@ class Trainer:
         for micro in range(self.micro_steps):
             x, y = self.sampler.next()
             last = micro == self.micro_steps - 1
-            # under DDP, gradients are all-reduced only on the last micro-step
-            no_sync = getattr(self.train_model, "no_sync", None)
-            with nullcontext() if last or no_sync is None else no_sync():
+            with self._gradient_sync(last):
                 with self.amp:
                     _, loss = self.train_model(x, y)
                 self.scaler.scale(loss / self.micro_steps).backward()
@@ -187,6 +188,8 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: a sharded DTensor
+            grad_norm = grad_norm.full_tensor()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -205,10 +208,23 @@ class Trainer:
         self.model.train()
         return torch.stack(losses).mean().item()
 
+    def _gradient_sync(self, sync: bool):
+        """Skip the gradient all-reduce on all but the last micro-step (DDP and FSDP)."""
+        if hasattr(self.train_model, "set_requires_gradient_sync"):  # FSDP2 module
+            self.train_model.set_requires_gradient_sync(sync)
+            return nullcontext()
+        if hasattr(self.train_model, "no_sync") and not sync:  # DDP
+            return self.train_model.no_sync()
+        return nullcontext()
+
     def state_dict(self) -> dict[str, Any]:
+        """Full (unsharded) state on CPU. Under FSDP every rank must call this (it gathers)."""
+        model_state, optim_state = get_state_dict(
+            self.model, self.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": optim_state,
             "scaler": self.scaler.state_dict(),
             "iter": self.iter,
             "best_val_loss": self.best_val_loss,
@@ -217,8 +233,10 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        set_state_dict(
+            self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+            options=StateDictOptions(full_state_dict=True),
+        )  # fmt: skip
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.iter = state["iter"]

@@ -157,8 +157,10 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path):
     assert ckpt["iter"] > 0
 
 
-def test_ddp_two_processes_match_one_process(corpus, tmp_path):
-    common = ["--train.max_iters=4", "--train.eval_interval=100", "--train.grad_accum=2", "--model.dropout=0.0"]
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_processes_match_one_process(corpus, tmp_path, parallel):
+    common = ["--train.max_iters=4", "--train.eval_interval=100", "--train.grad_accum=2", "--model.dropout=0.0",
+              f"--train.parallel={parallel}"]
     single = subprocess.run([sys.executable, str(ROOT / "train.py"), *tiny_args(corpus, tmp_path / "one", *common)],
                             capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=300)
     assert single.returncode == 0, single.stderr
