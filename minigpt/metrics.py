@@ -95,11 +95,12 @@ class TensorBoardLogger(MetricsLogger):
     `hparams()` stores its final metrics as scalars under `final/{name}`.
     """
 
-    def __init__(self, log_dir: str | Path, flush_secs: int = 30) -> None:
+    def __init__(self, log_dir: str | Path, flush_secs: int = 30, purge_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter  # heavy import: only when used
 
         self.log_dir = Path(log_dir)
-        self._writer: Any = SummaryWriter(log_dir=str(self.log_dir), flush_secs=flush_secs)
+        # purge_step: on resume, hide events an interrupted run logged after its checkpoint
+        self._writer: Any = SummaryWriter(log_dir=str(self.log_dir), flush_secs=flush_secs, purge_step=purge_step)
         self._painter: _AttentionPainter | None = None
         self._closed = False
 

@@ -237,7 +237,7 @@ class Run:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.configs, self.run_dir / "config.toml")
             if self.log_cfg.tensorboard:
-                self.logger = TensorBoardLogger(self.run_dir)
+                self.logger = TensorBoardLogger(self.run_dir, purge_step=self.trainer.iter if self.resumed else None)
 
     def _probe(self, n: int):
         """A fixed probe text for attention maps: n val tokens, starting at a line start."""
