@@ -480,11 +480,18 @@ def _check_sections(sections: Mapping[str, type]) -> None:
         _key_types(cls)  # raises TypeError for non-dataclasses and unsupported field types
 
 
-def _build(sections: Mapping[str, type], layers: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, Any]:
+def _build(
+    sections: Mapping[str, type], layers: Sequence[Mapping[str, Mapping[str, Any]]], base_layers: int = 0
+) -> dict[str, Any]:
     configs = {}
     for name, cls in sections.items():
         values: dict[str, Any] = {}
-        for layer in layers:  # later layers win
+        chosen = list(layers)
+        if base_layers and _has_presets(cls) and any("preset" in layer.get(name, {}) for layer in layers[base_layers:]):
+            # a preset named in the file or on the command line replaces the base's values for
+            # its section; keys given explicitly in the file or on the command line still apply
+            chosen = chosen[base_layers:]
+        for layer in chosen:  # later layers win
             values.update(layer.get(name, {}))
         configs[name] = _make(name, cls, values)
     return configs
@@ -541,7 +548,7 @@ def load_config(
     if path is not None:
         layers.append(_values_from_data(sections, _read_file(path), f" in {path}"))
     layers.append(_values_from_overrides(sections, overrides))
-    return _build(sections, layers)
+    return _build(sections, layers, base_layers=1 if base is not None else 0)
 
 
 def split_argv(argv: Sequence[str]) -> tuple[str | None, list[str], list[str]]:

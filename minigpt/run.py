@@ -144,9 +144,11 @@ def resolve_configs(argv: list[str]) -> tuple[dict[str, Any], Path | None, list[
                     f"but {new[key]!r} now; drop the override or start a new run"
                 )
         return configs, resume_from, rest
-    device = runtime.resolve_device(load_config(SECTIONS, path, overrides)["train"].device)
+    if path is not None:  # a config file is the whole recipe; the device defaults do not apply
+        return load_config(SECTIONS, path, overrides), None, rest
+    device = runtime.resolve_device(load_config(SECTIONS, None, overrides)["train"].device)
     base = DEFAULTS["cpu" if device.type == "cpu" else "gpu"]
-    return load_config(SECTIONS, path, overrides, base=base), None, rest
+    return load_config(SECTIONS, None, overrides, base=base), None, rest
 
 
 def default_run_name(data_cfg: DataConfig) -> str:

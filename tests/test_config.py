@@ -518,3 +518,17 @@ def test_project_configs_are_loadable_documented_and_round_trip(cls, tmp_path):
     assert configs_from_dict(sections, json.loads(json.dumps(configs_to_dict(defaults)))) == defaults
     undocumented = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in field_docs(cls)]
     assert not undocumented, f"{cls.__name__} fields without a docstring: {undocumented}"
+
+
+def test_preset_in_a_higher_layer_replaces_lower_layers_values(tmp_path):
+    from minigpt.model import ModelConfig
+
+    path = tmp_path / "run.toml"
+    path.write_text('[model]\npreset = "gpt2"\ndropout = 0.1\n')
+    base = {"model": {"n_layer": 4, "block_size": 64}}
+    model = load_config({"model": ModelConfig}, path, base=base)["model"]
+    assert model == ModelConfig.from_preset("gpt2", dropout=0.1)
+    model = load_config({"model": ModelConfig}, None, ["--model.preset=nano", "--model.n_layer=3"], base=base)["model"]
+    assert model == ModelConfig.from_preset("nano", n_layer=3)
+    # without a preset above it, the base layer applies as usual
+    assert load_config({"model": ModelConfig}, None, [], base=base)["model"].block_size == 64
