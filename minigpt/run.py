@@ -315,6 +315,7 @@ class Run:
         cfg = self.configs["train"]
         trainer = self.trainer
         end = min(cfg.max_iters, stop_at) if stop_at is not None else cfg.max_iters
+        self._fit_start = time.perf_counter()
         progress = Progress(
             cfg.max_iters, initial=trainer.iter, enabled=self.rt.is_main and self.log_cfg.progress, stream=self.out
         )
@@ -368,9 +369,10 @@ class Run:
         self.save(CHECKPOINT_LATEST)
         if best:
             self.save(CHECKPOINT_BEST)
+        elapsed = time.perf_counter() - self._fit_start
         progress.write(
             f"iter {trainer.iter:>5}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
-            + ("  (best, saved)" if best else "")
+            f"  [{elapsed:.0f} s]" + ("  (best, saved)" if best else "")
         )
         return losses
 

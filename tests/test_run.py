@@ -178,3 +178,17 @@ def test_two_processes_match_one_process(corpus, tmp_path, parallel):
     for name, value in a["model"].items():
         torch.testing.assert_close(b["model"][name], value, atol=1e-5, rtol=1e-4)
     assert abs(a["best_val_loss"] - b["best_val_loss"]) < 1e-4
+
+
+def test_default_run_depends_on_device_and_config_file_replaces_it(tmp_path):
+    from minigpt.run import DEFAULTS, resolve_configs
+
+    configs, resume, _ = resolve_configs([f"--train.out_dir={tmp_path}", "--train.device=cpu"])
+    assert resume is None
+    for key, value in DEFAULTS["cpu"]["model"].items():
+        assert getattr(configs["model"], key) == value
+    assert configs["train"].max_iters == DEFAULTS["cpu"]["train"]["max_iters"]
+    # a config file is the whole recipe: its preset is not mixed with the CPU defaults
+    configs, _, _ = resolve_configs([str(ROOT / "configs/baby-gpt.toml"), "--train.device=cpu"])
+    assert configs["model"] == ModelConfig.from_preset("baby-gpt")
+    assert configs["train"].max_iters == 5000
