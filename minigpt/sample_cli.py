@@ -68,24 +68,50 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--prompt-file", metavar="FILE", help="read the prompt from a UTF-8 file")
     gen.add_argument("--num-samples", type=int, default=1, metavar="N", help="independent samples (default: 1)")
     gen.add_argument("--max-new-tokens", type=int, default=500, metavar="N", help="tokens per sample (default: 500)")
-    gen.add_argument("--temperature", type=float, default=0.8, help="0 is greedy, 1 the model's own distribution (default: 0.8)")
+    gen.add_argument(
+        "--temperature", type=float, default=0.8, metavar="T",
+        help="0 is greedy, 1 the model's own distribution (default: 0.8)",
+    )  # fmt: skip
     gen.add_argument("--top-k", type=int, metavar="K", help="sample among the K most likely tokens only")
-    gen.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling: the most likely tokens up to probability P, in (0, 1]")
-    gen.add_argument("--seed", type=int, help="same seed, same text (default: a random seed, printed on stderr)")
-    gen.add_argument("--slide", type=int, metavar="N", help="past block_size, slide the context window by N tokens (default: block_size // 2)")
-    gen.add_argument("--no-kv-cache", action="store_true", help="recompute the whole context every step (slow; for comparison)")
+    gen.add_argument(
+        "--top-p", type=float, metavar="P",
+        help="nucleus sampling: keep the most likely tokens up to probability P, in (0, 1]",
+    )  # fmt: skip
+    gen.add_argument(
+        "--seed", type=int, metavar="N", help="same seed, same text (default: a random seed, printed on stderr)"
+    )
+    gen.add_argument(
+        "--slide", type=int, metavar="N",
+        help="past block_size, slide the context window by N tokens (default: block_size // 2)",
+    )  # fmt: skip
+    gen.add_argument(
+        "--no-kv-cache", action="store_true", help="recompute the whole context every step (slow; for comparison)"
+    )
 
     hw = p.add_argument_group("hardware")
-    hw.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="auto: CUDA, then MPS, then CPU")
-    hw.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
-                    help="autocast dtype; auto: bfloat16 on CUDA (float16 if unsupported), float32 elsewhere")
+    hw.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="auto: CUDA, then MPS, then CPU"
+    )
+    hw.add_argument(
+        "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+        help="autocast dtype; auto: bfloat16 on CUDA (float16 if unsupported), float32 elsewhere",
+    )  # fmt: skip
+    hw.add_argument(
+        "--threads", type=int, default=1, metavar="N",
+        help=f"CPU threads (default: 1; this machine has {os.cpu_count()}). More help big models or many "
+        "samples on an idle CPU, but are far slower when other jobs share the cores",
+    )  # fmt: skip
 
     att = p.add_argument_group("attention maps")
-    att.add_argument("--attention", nargs="?", const=True, metavar="TEXT",
-                     help="instead of sampling, run TEXT (or --prompt / --prompt-file) through the model and log "
-                          f"every layer's and head's attention map to TensorBoard under {PROBE_PREFIX}/")
-    att.add_argument("--attention-generate", type=int, default=0, metavar="N",
-                     help="first generate N tokens after the text and include them in the maps (default: 0)")
+    att.add_argument(
+        "--attention", nargs="?", const=True, metavar="TEXT",
+        help="instead of sampling, run TEXT (or --prompt / --prompt-file) through the model and log every "
+        f"layer's and head's attention map to TensorBoard under {PROBE_PREFIX}/",
+    )  # fmt: skip
+    att.add_argument(
+        "--attention-generate", type=int, default=0, metavar="N",
+        help="first generate N tokens after the text and include them in the maps (default: 0)",
+    )  # fmt: skip
     att.add_argument("--attention-png", metavar="DIR", help="also write the maps as PNG files into DIR")
     return p
 
@@ -124,14 +150,14 @@ def find_checkpoint(ckpt: str | None = None, run: str | None = None, runs_dir: s
             )
         return found, "--run"
     root = Path(runs_dir)
-    runs = [d for d in root.iterdir() if d.is_dir() and _run_checkpoint(d)] if root.is_dir() else []
+    runs = {d: c for d in sorted(root.iterdir()) if d.is_dir() and (c := _run_checkpoint(d))} if root.is_dir() else {}
     if not runs:
         raise CheckpointError(
             f"no checkpoint found under {root}/; train a model first with `python train.py` "
             "(or point to one with --ckpt PATH or --run DIR)"
         )
     newest = max(runs, key=_last_saved)
-    return _run_checkpoint(newest), f"the newest of {len(runs)} run(s) under {root}/"  # type: ignore[return-value]
+    return runs[newest], f"the newest of {len(runs)} run(s) under {root}/"
 
 
 def _run_checkpoint(run_dir: Path) -> Path | None:
@@ -142,6 +168,7 @@ def _run_checkpoint(run_dir: Path) -> Path | None:
 
 
 def _last_saved(run_dir: Path) -> float:
+    """When the run last wrote a checkpoint (ckpt_latest.pt is rewritten at every evaluation)."""
     return max((run_dir / n).stat().st_mtime for n in (CHECKPOINT_BEST, CHECKPOINT_LATEST) if (run_dir / n).is_file())
 
 
@@ -185,7 +212,8 @@ def resolve_device(preference: str) -> torch.device:
     try:
         return runtime.resolve_device(preference)
     except ValueError:
-        what = {"cuda": "no CUDA device is visible", "mps": "Apple MPS is not available"}.get(preference, "unknown device")
+        missing = {"cuda": "no CUDA device is visible", "mps": "Apple MPS is not available"}
+        what = missing.get(preference, "unknown device")
         raise ValueError(f"--device {preference}: {what} on this machine; use --device auto or cpu") from None
 
 
@@ -430,7 +458,7 @@ def probe_attention(
 # Entry point
 
 
-def _prepare(args: argparse.Namespace, err: TextIO) -> tuple[Loaded, SampleRequest, torch.device, torch.dtype | None, str]:
+def _prepare(args: argparse.Namespace, err: TextIO) -> tuple[Loaded, SampleRequest, runtime.Runtime]:
     """Check every argument and load the model; raises ValueError before anything is printed."""
     probing = args.attention is not None
     if not probing and (args.attention_png is not None or args.attention_generate):
@@ -444,9 +472,10 @@ def _prepare(args: argparse.Namespace, err: TextIO) -> tuple[Loaded, SampleReque
         if args.attention_generate < 0:
             raise ValueError(f"--attention-generate must be >= 0 (got {args.attention_generate})")
 
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1 (got {args.threads})")
     device = resolve_device(args.device)
-    amp_dtype = runtime.resolve_dtype(args.dtype, device)
-    dtype_name = {None: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[amp_dtype]
+    rt = runtime.Runtime(device, runtime.resolve_dtype(args.dtype, device))
     path, why = find_checkpoint(args.ckpt, args.run, args.runs_dir)
     loaded = load_model(path, device)
     tok, cfg = loaded.tokenizer, loaded.model.config
@@ -486,10 +515,11 @@ def _prepare(args: argparse.Namespace, err: TextIO) -> tuple[Loaded, SampleReque
     print(f"checkpoint: {path} ({why}; {trained})", file=err)
     print(
         f"model: {loaded.model.num_params() / 1e6:.2f}M parameters, block_size {cfg.block_size}, "
-        f"{tok.kind} tokenizer (vocab {tok.vocab_size}); {device.type} {dtype_name}; seed {seed}",
+        f"{tok.kind} tokenizer (vocab {tok.vocab_size}); {device.type} {rt.dtype_name}"
+        + (f"; seed {seed}" if max_new else ""),
         file=err,
     )
-    return loaded, req, device, amp_dtype, dtype_name
+    return loaded, req, rt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -505,16 +535,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     stats = GenerationStats()
     speed = ""  # how the stats line names the setup, once known
+    threads = torch.get_num_threads()
     try:
-        loaded, req, device, amp_dtype, dtype_name = _prepare(args, err)
-        speed = f"KV cache {'on' if req.use_cache else 'off'}, {device.type} {dtype_name}"
+        loaded, req, rt = _prepare(args, err)
+        speed = f"KV cache {'on' if req.use_cache else 'off'}, {rt.device.type} {rt.dtype_name}"
+        if rt.device.type == "cpu":
+            # A decoding step is many tiny ops; each multi-threaded op waits for every thread, so
+            # when another job holds a core, 2 threads can run 100x slower than 1 (docs/benchmarks.md).
+            torch.set_num_threads(args.threads)
+            speed += f", {args.threads} thread{'s' if args.threads > 1 else ''}"
         if len(req.prompt_ids) > loaded.model.config.block_size and args.attention is None:
             print(
                 f"note: the prompt is {len(req.prompt_ids)} tokens; the model sees at most the last "
                 f"{loaded.model.config.block_size} (block_size)",
                 file=err,
             )
-        with autocast(device, amp_dtype):
+        with autocast(rt.device, rt.amp_dtype):
             if args.attention is not None:
                 _attention_mode(args, loaded, req, out, err, stats, speed)
             else:
@@ -524,16 +560,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:  # CheckpointError, TokenizerError, ConfigError, bad flags
         print(f"error: {e}", file=err)
         return 2
+    except BrokenPipeError:  # `python sample.py | head`: the reader left; stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except OSError as e:  # e.g. an --attention-png folder or run folder we may not write to
+        print(f"error: {e}", file=err)
+        return 1
     except KeyboardInterrupt:
         out.write("\n")
         if stats.steps:
             print(format_stats(stats, speed) + " (interrupted)", file=err)
         print("interrupted", file=err)
         return 130
-    except BrokenPipeError:  # `python sample.py | head`: the reader left; stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
+    finally:
+        torch.set_num_threads(threads)  # main() may be called in-process (tests): leave it as found
 
 
 def _attention_mode(
@@ -561,8 +602,8 @@ def _attention_mode(
         )
     lines = [
         f"attention maps: {len(result.tokens)} tokens, {cfg.n_layer} layers x {cfg.n_head} heads",
-        f"TensorBoard: {result.log_dir}, tags {PROBE_PREFIX}/layer_L/head_H and {PROBE_PREFIX}/layer_L/all_heads "
-        f"at step {result.step} (probe number; text under {PROBE_PREFIX}/text, index in {PROBE_INDEX})",
+        f"TensorBoard: {result.log_dir}, step {result.step}: images {PROBE_PREFIX}/layer_L/head_H and "
+        f"{PROBE_PREFIX}/layer_L/all_heads, the text under {PROBE_PREFIX}/text (steps listed in {PROBE_INDEX})",
     ]
     if result.png_paths:
         lines.append(f"PNG: {len(result.png_paths)} files in {args.attention_png}")

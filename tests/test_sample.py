@@ -51,8 +51,8 @@ def sample(capsys, *argv):
     return code, out, err
 
 
-def sample_ok(capsys, *argv):
-    code, out, err = sample(capsys, *argv)
+def sample_ok(capsys, *argv, **kwargs):
+    code, out, err = sample(capsys, *argv, **kwargs)
     assert code == 0, err
     return out, err
 
@@ -109,7 +109,7 @@ def test_output_is_the_prompt_then_exactly_max_new_tokens(run_dir, capsys):
     new = out[len("First") :]
     assert len(new.removesuffix("\n")) == 40 or (len(new) == 40 and new.endswith("\n"))
     assert STATS.search(err), err
-    assert "(prompt 5 tokens)" in err and "KV cache on, cpu float32" in err and "seed 3" in err
+    assert "(prompt 5 tokens)" in err and "KV cache on, cpu float32, 1 thread" in err and "seed 3" in err
 
 
 def test_same_seed_same_text_other_seed_other_text(run_dir, capsys):
@@ -143,6 +143,23 @@ def test_num_samples_prints_each_sample_after_a_separator(run_dir, capsys):
 def test_underscore_spellings_of_flags_are_accepted(run_dir, capsys):
     code, out, _ = sample(capsys, "--run", run_dir, "--max_new_tokens=4", "--num_samples", 1, "--top_k=3")
     assert code == 0 and len(out.strip("\n")) <= 4
+
+
+def test_one_cpu_thread_by_default_and_the_global_setting_is_restored(run_dir, capsys):
+    before = torch.get_num_threads()
+    out, err = sample_ok(capsys, "--run", run_dir, "--max-new-tokens", 3)
+    assert "cpu float32, 1 thread\n" in err
+    out, err = sample_ok(capsys, "--run", run_dir, "--max-new-tokens", 3, "--threads", 2)
+    assert "cpu float32, 2 threads\n" in err
+    assert torch.get_num_threads() == before
+    assert_one_line_error(*sample(capsys, "--run", run_dir, "--threads", 0), "--threads must be at least 1")
+
+
+def test_help(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in ("--ckpt", "--run", "--prompt-file", "--max-new-tokens", "--top-p", "--no-kv-cache", "--attention-png"):
+        assert flag in out
 
 
 def test_prompt_file(run_dir, tmp_path, capsys):
@@ -214,11 +231,12 @@ def _events(run_dir):
 
 
 def test_attention_writes_tensorboard_maps_and_pngs(run_dir, tmp_path, capsys):
-    code, out, err = sample(capsys, "--run", run_dir, "--attention", "First Citizen", "--attention-png", tmp_path / "png")
+    png = tmp_path / "png"
+    code, out, err = sample(capsys, "--run", run_dir, "--attention", "First Citizen", "--attention-png", png)
     assert code == 0, err
     assert "attention maps: 13 tokens, 2 layers x 2 heads" in out
     assert f"tensorboard --logdir {run_dir.parent}" in out
-    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == [
+    assert sorted(p.name for p in png.iterdir()) == [
         "layer_0_all_heads.png", "layer_0_head_0.png", "layer_0_head_1.png",
         "layer_1_all_heads.png", "layer_1_head_0.png", "layer_1_head_1.png",
     ]  # fmt: skip
@@ -226,7 +244,9 @@ def test_attention_writes_tensorboard_maps_and_pngs(run_dir, tmp_path, capsys):
     assert sample(capsys, "--run", run_dir, "--attention", "Citizen")[0] == 0
     acc = _events(run_dir)
     tags = acc.Tags()
-    for tag in ("attention_probe/layer_0/head_0", "attention_probe/layer_1/head_1", "attention_probe/layer_1/all_heads"):
+    for tag in (
+        "attention_probe/layer_0/head_0", "attention_probe/layer_1/head_1", "attention_probe/layer_1/all_heads",
+    ):
         assert tag in tags["images"], tag
         assert [e.step for e in acc.Images(tag)] == [0, 1]
     assert "attention_probe_entropy/layer_0/head_1" in tags["scalars"]
