@@ -118,15 +118,15 @@ def validate_sampling(
         )
     if top_k is not None and not 1 <= top_k <= vocab_size:
         raise ValueError(
-            f"--top_k must be between 1 and the vocabulary size {vocab_size} (got {top_k}); "
+            f"--top-k must be between 1 and the vocabulary size {vocab_size} (got {top_k}); "
             f"leave it unset to sample from every token"
         )
     if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"--top_p must be in (0, 1] (got {top_p}); e.g. 0.9, or 1 to keep every token")
+        raise ValueError(f"--top-p must be in (0, 1] (got {top_p}); e.g. 0.9, or 1 to keep every token")
     if max_new_tokens < 1:
-        raise ValueError(f"--max_new_tokens must be at least 1 (got {max_new_tokens}); ask for 1 or more tokens")
+        raise ValueError(f"--max-new-tokens must be at least 1 (got {max_new_tokens}); ask for 1 or more tokens")
     if num_samples < 1:
-        raise ValueError(f"--num_samples must be at least 1 (got {num_samples})")
+        raise ValueError(f"--num-samples must be at least 1 (got {num_samples})")
     if slide is not None and block_size is not None and not 1 <= slide <= block_size:
         raise ValueError(
             f"--slide must be between 1 and block_size={block_size} (got {slide}); "

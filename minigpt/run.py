@@ -63,8 +63,8 @@ SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": 
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {
         "model": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "dropout": 0.0},
-        "train": {"batch_size": 32, "max_iters": 2500, "lr": 2e-3, "min_lr": 2e-4, "warmup_iters": 100,
-                  "eval_interval": 500, "eval_iters": 20},
+        "train": {"batch_size": 32, "max_iters": 2500, "lr": 3e-3, "min_lr": 3e-4, "warmup_iters": 50,
+                  "eval_interval": 250, "eval_iters": 20},
     },
     "gpu": {
         "model": {"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256, "dropout": 0.2},
@@ -168,6 +168,8 @@ class Run:
         self.rt = runtime.setup(configs["train"].device, configs["train"].dtype)
         train_cfg: TrainConfig = configs["train"]
         self.log_cfg: LogConfig = configs["log"]
+        if train_cfg.threads:
+            torch.set_num_threads(train_cfg.threads)
         torch.manual_seed(train_cfg.seed)
 
         # data: rank 0 prepares (or reuses) the token files, the others wait and then read them

@@ -33,6 +33,8 @@ class TrainConfig:
     """Compute dtype for autocast; auto: bfloat16 on CUDA (float16 where missing), float32 elsewhere."""
     compile: bool = False
     """Compile the model with torch.compile (slow start, faster steps on GPU)."""
+    threads: int = 0
+    """CPU threads for torch; 0 keeps torch's default (one per core). Use 1 on a machine shared with other jobs."""
     batch_size: int = 32
     """Sequences per micro-batch, per process."""
     grad_accum: int = 1
@@ -66,7 +68,7 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be at least 1 (got {getattr(self, name)})")
-        for name in ("warmup_iters", "lr_decay_iters", "weight_decay", "grad_clip"):
+        for name in ("warmup_iters", "lr_decay_iters", "weight_decay", "grad_clip", "threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0 (got {getattr(self, name)})")
         if not self.lr > 0:

@@ -192,3 +192,11 @@ def test_default_run_depends_on_device_and_config_file_replaces_it(tmp_path):
     configs, _, _ = resolve_configs([str(ROOT / "configs/baby-gpt.toml"), "--train.device=cpu"])
     assert configs["model"] == ModelConfig.from_preset("baby-gpt")
     assert configs["train"].max_iters == 5000
+
+
+def test_cpu_config_file_spells_out_the_cpu_default():
+    from minigpt.run import DEFAULTS, resolve_configs
+
+    default, _, _ = resolve_configs(["--train.device=cpu"])
+    spelled, _, _ = resolve_configs([str(ROOT / "configs/shakespeare-char-cpu.toml"), "--train.device=cpu"])
+    assert default == spelled
