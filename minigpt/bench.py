@@ -160,6 +160,53 @@ def bench_generate(
     return rows
 
 
+def profile_train(
+    cfg: ModelConfig, *, batch_size: int, device: torch.device, amp_dtype: torch.dtype | None, steps: int
+) -> tuple[list[dict[str, Any]], str]:
+    """Where a training step's time goes: phases (forward, backward, optimizer) and top ops."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    torch.manual_seed(0)
+    model = GPT(replace(cfg, dropout=0.0)).to(device)
+    batches = _RandomBatches(cfg, batch_size, device)
+    trainer = Trainer(model, TrainConfig(batch_size=batch_size, warmup_iters=0), batches, device=device,
+                      amp_dtype=amp_dtype)  # fmt: skip
+    amp = trainer.amp
+
+    def step() -> None:
+        with record_function("phase: data"):
+            x, y = batches.next()
+        with record_function("phase: forward"):
+            with amp:
+                _, loss = model(x, y)
+        with record_function("phase: backward"):
+            loss.backward()
+        with record_function("phase: clip + optimizer"):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            trainer.optimizer.step()
+            trainer.optimizer.zero_grad(set_to_none=True)
+        with record_function("phase: loss.item()"):
+            loss.item()
+
+    for _ in range(5):
+        step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+    wall = (time.perf_counter() - start) / steps
+    events = prof.key_averages()
+    rows = []
+    for e in events:
+        if e.key.startswith("phase: "):
+            rows.append({"phase": e.key[7:], "ms_per_step": e.cpu_time_total / 1000 / steps,
+                         "share": e.cpu_time_total / 1000 / steps / (1000 * wall)})  # fmt: skip
+    rows.sort(key=lambda r: -r["ms_per_step"])
+    top = events.table(sort_by="self_cpu_time_total", row_limit=15)
+    return rows, top
+
+
 def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     if not rows:
         return ""
@@ -168,7 +215,7 @@ def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
         keys += [k for k in row if k not in keys]
 
     def cell(key: str, v: Any) -> str:
-        if key == "mfu":
+        if key in ("mfu", "share"):
             return f"{v:.1%}"
         if isinstance(v, float):
             return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}"
@@ -195,7 +242,7 @@ def machine_line(device: torch.device) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minigpt.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["train", "attention", "generate", "all"])
+    parser.add_argument("what", choices=["train", "attention", "generate", "profile", "all"])
     parser.add_argument("--preset", default="nano", help="model preset (default: nano, nanoGPT's CPU shape)")
     parser.add_argument("--n-layer", type=int)
     parser.add_argument("--n-embd", type=int)
@@ -254,6 +301,12 @@ def main(argv: list[str] | None = None) -> int:
         results["generate"] = bench_generate(
             cfg, new_tokens=[int(n) for n in args.new_tokens.split(",")], device=device, repeats=args.repeats
         )
+    if args.what == "profile":
+        rows, top = profile_train(cfg, batch_size=args.batch_size, device=device, amp_dtype=amp_dtype,
+                                  steps=args.steps)  # fmt: skip
+        results["profile"] = rows
+        print("\n## top operators by self time (all profiled steps)\n")
+        print(top)
     for name, rows in results.items():
         print(f"\n## {name}\n")
         print(format_table(rows, markdown=args.markdown))

@@ -260,7 +260,10 @@ class Run:
     def header(self) -> str:
         cfg, rt = self.configs["train"], self.rt
         meta = self.data.meta
+        total = count_params(self.configs["model"])["total"]
         lines = [
+            f"minigpt: training a {total / 1e6:.2f}M-parameter GPT. Where the parameters are:",
+            "",
             format_param_table(self.configs["model"], cfg.batch_size),
             "",
             f"data:      {self.data.dir}  ({self.tokenizer.kind} tokenizer, vocab {self.tokenizer.vocab_size}, "

@@ -110,8 +110,9 @@ def configure_optimizer(model: nn.Module, cfg: TrainConfig, device_type: str) ->
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    # the fused kernel is one launch for all parameters; foreach is the portable fallback
-    fused = device_type == "cuda"
+    # the fused kernel updates all parameters in one pass (on this 2-core CPU: 0.65 ms instead of
+    # 1.9 ms per step for the nano model, see docs/benchmarks.md); foreach is the portable fallback
+    fused = device_type in ("cuda", "cpu")
     return torch.optim.AdamW(
         groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused, foreach=None if fused else True
     )
