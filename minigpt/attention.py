@@ -99,7 +99,9 @@ def attend(
     """
     t_q, t_k = scores.shape[-2:]
     allowed = mask
-    if causal or window is not None:
+    # one query at the last position (a KV-cache decoding step) may see every key: no band needed
+    last_query_only = t_q == 1 and window is None
+    if (causal and not last_query_only) or window is not None:
         band = causal_mask(t_q, t_k, window=window, device=scores.device)
         allowed = band if allowed is None else allowed & band
     weights = masked_softmax(scores, allowed)  # (..., T_q, T_k), rows sum to 1
