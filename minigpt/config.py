@@ -567,7 +567,9 @@ def split_argv(argv: Sequence[str]) -> tuple[str | None, list[str], list[str]]:
         i += 1
         name, eq, _ = token[2:].partition("=")
         if token.startswith("--") and "." in name:
-            if not eq and i < len(argv) and not argv[i].startswith("--"):
+            nxt = argv[i] if i < len(argv) else ""
+            is_path = nxt.lower().endswith((".toml", ".json"))  # a bare bool flag before the config file
+            if not eq and nxt and not nxt.startswith("--") and not is_path:
                 token = f"{token}={argv[i]}"
                 i += 1
             overrides.append(token)

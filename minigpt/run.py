@@ -122,8 +122,7 @@ def resolve_configs(argv: list[str]) -> tuple[dict[str, Any], Path | None, list[
     if rest and rest[0] == "--resume":
         target = rest[1] if len(rest) > 1 and not rest[1].startswith("-") else None
         rest = rest[2:] if target else rest[1:]
-        out_dir = load_config(SECTIONS, path, overrides)["train"].out_dir
-        resume_from = find_resume_checkpoint(target, out_dir)
+        resume_from = find_resume_checkpoint(target, _peek_train(path, overrides, "out_dir"))
     elif any(a.startswith("--resume=") for a in rest):
         raise ConfigError("write --resume RUN_DIR (with a space), or --resume alone for the newest run")
     if rest:
@@ -146,9 +145,22 @@ def resolve_configs(argv: list[str]) -> tuple[dict[str, Any], Path | None, list[
         return configs, resume_from, rest
     if path is not None:  # a config file is the whole recipe; the device defaults do not apply
         return load_config(SECTIONS, path, overrides), None, rest
-    device = runtime.resolve_device(load_config(SECTIONS, None, overrides)["train"].device)
+    device = runtime.resolve_device(_peek_train(None, overrides, "device"))
     base = DEFAULTS["cpu" if device.type == "cpu" else "gpu"]
     return load_config(SECTIONS, None, overrides, base=base), None, rest
+
+
+def _peek_train(path: str | None, overrides: list[str], key: str) -> Any:
+    """One [train] setting from the file and command line, before the full configs can be
+    validated (they depend on it: the device picks the default run, out_dir finds the run)."""
+    mine = [o for o in overrides if o.split("=", 1)[0] == f"--train.{key}"]
+    if path is not None:
+        from minigpt.config import _read_file
+
+        value = _read_file(path).get("train", {}).get(key)
+        if value is not None and not mine:
+            mine = [f"--train.{key}={value}"]
+    return getattr(load_config({"train": TrainConfig}, None, mine)["train"], key)
 
 
 def default_run_name(data_cfg: DataConfig) -> str:
@@ -173,9 +185,14 @@ class Run:
         torch.manual_seed(train_cfg.seed)
 
         # data: rank 0 prepares (or reuses) the token files, the others wait and then read them
+        error = None
         if self.rt.is_main:
-            self.data = prepare(configs["data"], progress=True)
-        runtime.barrier()
+            try:
+                self.data = prepare(configs["data"], progress=True)
+            except DataError as e:
+                error = e
+        if not runtime.all_ranks(error is None):  # a failure on rank 0 stops every rank
+            raise error or DataError("rank 0 could not prepare the data; see its error message")
         if not self.rt.is_main:
             self.data = prepare(configs["data"], progress=False)
         self.tokenizer = self.data.tokenizer
@@ -223,18 +240,30 @@ class Run:
             amp_dtype=self.rt.amp_dtype, micro_steps=micro_steps,
         )  # fmt: skip
 
+        self.tokens_per_step = bs * T * train_cfg.grad_accum
+        self.flops_per_step = flops_per_token(model_cfg)["total"] * self.tokens_per_step
+        # measured before a resume restores the RNG states (the benchmark draws random numbers)
+        self.peak_flops = (
+            runtime.measure_peak_flops(device, self.rt.amp_dtype or torch.float32)
+            if device.type == "cuda" and self.rt.is_main else None
+        )  # fmt: skip
         if resume_from is not None:
-            ckpt = load_checkpoint(resume_from, map_location=device)
+            ckpt = load_checkpoint(resume_from, map_location="cpu")  # RNG states must stay on the CPU
+            if ckpt["tokenizer"] != self.tokenizer.to_dict():
+                raise CheckpointError(
+                    f"cannot resume {resume_from}: the corpus now gives a different {self.tokenizer.kind} "
+                    "vocabulary than the checkpoint was trained with; restore the corpus or start a new run"
+                )
             self.trainer.load_state_dict(ckpt)
             self.run_dir = resume_from.parent
         else:
             self.run_dir = Path(train_cfg.out_dir) / (train_cfg.run_name or default_run_name(configs["data"]))
+            if (self.run_dir / CHECKPOINT_LATEST).exists():
+                raise CheckpointError(
+                    f"{self.run_dir} already holds a run; continue it with --resume {self.run_dir} "
+                    "or pick another --train.run_name"
+                )
         self.resumed = resume_from is not None
-        self.tokens_per_step = bs * T * train_cfg.grad_accum
-        self.flops_per_step = flops_per_token(model_cfg)["total"] * self.tokens_per_step
-        self.peak_flops = (
-            runtime.measure_peak_flops(device) if device.type == "cuda" and self.rt.is_main else None
-        )
         self.probe = self._probe(min(self.log_cfg.probe_tokens, T))
         self.logger: MetricsLogger = MetricsLogger()
         if self.rt.is_main:
@@ -243,11 +272,19 @@ class Run:
             if self.log_cfg.tensorboard:
                 self.logger = TensorBoardLogger(self.run_dir, purge_step=self.trainer.iter if self.resumed else None)
 
+    def _newline(self) -> list[int]:
+        """The newline's ids, or [] when a char vocabulary has no newline."""
+        try:
+            return self.tokenizer.encode("\n")
+        except ValueError:
+            return []
+
     def _probe(self, n: int):
-        """A fixed probe text for attention maps: n val tokens, starting at a line start."""
+        """A fixed probe text for attention maps: n val tokens, from the first line start
+        among the first 256 (the start of the split when there is none)."""
         head = self.data.probe_tokens(n + 256)
-        newline = self.tokenizer.encode("\n")
-        starts = [i + 1 for i in range(len(head) - n) if head[i : i + 1].tolist() == newline]
+        newline = self._newline()
+        starts = [i + 1 for i in range(len(head) - n) if newline and head[i : i + 1].tolist() == newline]
         start = starts[0] if starts else 0
         return head[start : start + n]
 
@@ -279,7 +316,8 @@ class Run:
     # -- evaluation ------------------------------------------------------------------------
 
     def sample_text(self, n_tokens: int, seed: int = 0) -> str:
-        prompt = [self.tokenizer.eot_id] if self.tokenizer.eot_id is not None else self.tokenizer.encode("\n")
+        prompt = [self.tokenizer.eot_id] if self.tokenizer.eot_id is not None else self._newline()
+        prompt = prompt or [int(self.probe[0])]
         gen = torch.Generator(device=self.rt.device).manual_seed(seed)
         ids = generate_ids(self.model, prompt, n_tokens, temperature=0.8, top_k=None, generator=gen)
         return self.tokenizer.decode(ids[0, len(prompt):].tolist())
@@ -306,12 +344,14 @@ class Run:
         self.logger.flush()
         return losses
 
-    def save(self, name: str) -> None:
-        """Write a checkpoint from rank 0; every rank must call this (FSDP gathers the state)."""
+    def save(self, *names: str) -> None:
+        """Write one checkpoint to each file name, from rank 0; every rank must call this
+        (under FSDP gathering the state is a collective)."""
         state = self.trainer.state_dict()
         if self.rt.is_main:
             ckpt = {**state, "config": configs_to_dict(self.configs), "tokenizer": self.tokenizer.to_dict()}
-            save_checkpoint(self.run_dir / name, ckpt)
+            for name in names:
+                save_checkpoint(self.run_dir / name, ckpt)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -339,6 +379,7 @@ class Run:
             while trainer.iter < end:
                 if trainer.iter % cfg.eval_interval == 0 and trainer.iter != skip_eval_at:
                     losses = self._eval_and_save(progress)
+                    t_last = time.perf_counter()  # step timing leaves the evaluation out
                 stats = trainer.step()
                 history.append(stats["loss"])
                 now = time.perf_counter()
@@ -351,10 +392,12 @@ class Run:
                         "perf/tokens_per_sec": tok_s, "perf/step_ms": 1000 * dt,
                     }  # fmt: skip
                     if self.peak_flops:
-                        scalars["perf/mfu"] = self.flops_per_step / dt / self.peak_flops
+                        # flops_per_step counts every process's tokens, so compare with all GPUs' peak
+                        scalars["perf/mfu"] = self.flops_per_step / dt / (self.peak_flops * self.rt.world_size)
                     self.logger.scalars(scalars, trainer.iter)
-                if stop.signal_name is not None:
-                    stopped_by = stop.signal_name
+                # all ranks stop at the same step, even if only some of them got the signal
+                if not runtime.all_ranks(stop.signal_name is None):
+                    stopped_by = stop.signal_name or "a signal to another process"
                     break
             # the final evaluation, or the one an uninterrupted run would do at this step
             # (a resumed run skips its first one, so the two runs log the same evaluations)
@@ -371,9 +414,7 @@ class Run:
         best = losses["val"] < trainer.best_val_loss
         if best:
             trainer.best_val_loss = losses["val"]
-        self.save(CHECKPOINT_LATEST)
-        if best:
-            self.save(CHECKPOINT_BEST)
+        self.save(CHECKPOINT_LATEST, *([CHECKPOINT_BEST] if best else []))
         elapsed = time.perf_counter() - self._fit_start
         progress.write(
             f"iter {trainer.iter:>5}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
@@ -396,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run.fit()
         elapsed = time.perf_counter() - t0
         # every rank samples (in lockstep under FSDP); rank 0 prints
-        sample = "" if result["stopped_by"] else run.sample_text(run.log_cfg.sample_tokens or 200, seed=1)
+        wants_sample = not result["stopped_by"] and run.log_cfg.sample_tokens > 0
+        sample = run.sample_text(run.log_cfg.sample_tokens, seed=1) if wants_sample else ""
         if run.rt.is_main:
             _report(run, result, elapsed, sample)
         return 0
@@ -428,9 +470,7 @@ def _report(run: Run, result: dict[str, Any], elapsed: float, sample: str) -> No
         "",
         f"done: {result['iter']} iters in {elapsed:.0f} s; val loss {final['val_loss']:.4f} "
         f"(best {run.trainer.best_val_loss:.4f})",
-        "",
-        "sample:",
-        sample.strip("\n"),
+        *(["", "sample:", sample.strip("\n")] if sample else []),
         "",
         f"checkpoints: {run.run_dir / CHECKPOINT_BEST}, {run.run_dir / CHECKPOINT_LATEST}",
         f"TensorBoard: tensorboard --logdir {run.run_dir.parent}",

@@ -87,6 +87,17 @@ def barrier() -> None:
         dist.barrier()
 
 
+def all_ranks(flag: bool) -> bool:
+    """True when `flag` is true on every process (a collective: every rank must call it)."""
+    if not dist.is_initialized():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item() > 0)
+
+
 def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.bfloat16, n: int = 8192) -> float:
     """Achievable matmul FLOP/s on this device, measured on the spot (CUDA only).
 

@@ -254,10 +254,17 @@ def encode_prompt(tokenizer: Tokenizer, text: str, flag: str = "--prompt") -> li
 
 
 def default_prompt(tokenizer: Tokenizer) -> tuple[str, list[int]]:
-    """What a sample starts from when no prompt is given: <|endoftext|> if there is one, else a newline."""
+    """What a sample starts from when no prompt is given: <|endoftext|> if there is one, else a
+    newline, else (a char vocabulary without newlines) a space or the first character."""
     if tokenizer.eot_id is not None:
         return "", [tokenizer.eot_id]
-    return "\n", tokenizer.encode("\n")
+    for text in ("\n", " "):
+        try:
+            return text, tokenizer.encode(text)
+        except ValueError:
+            pass
+    first = tokenizer.decode([0])
+    return first, [0]
 
 
 def read_prompt_file(path: str) -> str:

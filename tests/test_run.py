@@ -200,3 +200,41 @@ def test_cpu_config_file_spells_out_the_cpu_default():
     default, _, _ = resolve_configs(["--train.device=cpu"])
     spelled, _, _ = resolve_configs([str(ROOT / "configs/shakespeare-char-cpu.toml"), "--train.device=cpu"])
     assert default == spelled
+
+
+def test_corpus_without_newlines_trains_and_samples(tmp_path):
+    corpus = tmp_path / "one_line.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog " * 400)
+    run = Run(tiny_configs(corpus, tmp_path, "--train.max_iters=2", "--log.sample_tokens=5"))
+    result = run.fit()
+    assert result["iter"] == 2 and len(run.sample_text(5)) == 5
+
+
+def test_resume_with_a_changed_corpus_is_refused(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("abcdefgh\n" * 500)
+    Run(tiny_configs(corpus, tmp_path)).fit(stop_at=2)
+    corpus.write_text("ABCDEFGH\n" * 500)  # same vocabulary size, other characters
+    from minigpt.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="different char vocabulary"):
+        Run(tiny_configs(corpus, tmp_path), resume_from=tmp_path / "runs/r/ckpt_latest.pt")
+
+
+def test_a_new_run_never_overwrites_an_old_one(corpus, tmp_path):
+    from minigpt.checkpoint import CheckpointError
+
+    Run(tiny_configs(corpus, tmp_path)).fit(stop_at=1)
+    with pytest.raises(CheckpointError, match="already holds a run; continue it with --resume"):
+        Run(tiny_configs(corpus, tmp_path))
+
+
+def test_overrides_are_checked_against_the_defaults_they_apply_to():
+    from minigpt.run import resolve_configs
+
+    # lr defaults to 3e-3 in the CPU run (1e-3 in the dataclass): min_lr=2e-3 is valid there
+    configs, _, _ = resolve_configs(["--train.device=cpu", "--train.min_lr=2e-3"])
+    assert configs["train"].min_lr == 2e-3 and configs["train"].lr == 3e-3
+    # a bare bool flag does not take the config file as its value
+    configs, _, _ = resolve_configs(["--train.compile", str(ROOT / "configs/baby-gpt.toml"), "--train.device=cpu"])
+    assert configs["train"].compile is True and configs["model"].n_layer == 6
