@@ -17,6 +17,9 @@ import torch
 
 FORMAT = "minigpt-checkpoint"
 VERSION = 1
+# the two files every run folder holds: the lowest validation loss, and the newest state
+CHECKPOINT_BEST = "ckpt_best.pt"
+CHECKPOINT_LATEST = "ckpt_latest.pt"
 
 
 class CheckpointError(ValueError):

@@ -38,6 +38,7 @@ __all__ = [
     "field_docs",
     "format_help",
     "load_config",
+    "read_config_file",
     "save_config",
     "split_argv",
     "to_toml",
@@ -371,6 +372,11 @@ def _unknown_key_error(
 
 # ---------------------------------------------------------------------------------------------
 # Reading values from files, dicts and the command line
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A config file's raw data (TOML or JSON), without building any dataclass."""
+    return _read_file(path)
 
 
 def _read_file(path: str | Path) -> Any:

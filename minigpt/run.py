@@ -20,14 +20,28 @@ from typing import Any
 import torch
 
 from minigpt import runtime
-from minigpt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from minigpt.config import ConfigError, configs_to_dict, format_help, load_config, save_config, split_argv
+from minigpt.checkpoint import (
+    CHECKPOINT_BEST,
+    CHECKPOINT_LATEST,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from minigpt.config import (
+    ConfigError,
+    configs_to_dict,
+    format_help,
+    load_config,
+    read_config_file,
+    save_config,
+    split_argv,
+)
 from minigpt.data import BatchSampler, DataConfig, DataError, eval_batches, prepare
 from minigpt.generate import generate_ids
 from minigpt.metrics import MetricsLogger, Progress, TensorBoardLogger
 from minigpt.model import GPT, ModelConfig
 from minigpt.params import count_params, flops_per_token, format_param_table
-from minigpt.tokenizer import TokenizerError
+from minigpt.tokenizer import TokenizerError, default_prompt
 from minigpt.trainer import NonFiniteLossError, Trainer, TrainConfig
 
 
@@ -73,8 +87,6 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }  # fmt: skip
 
-CHECKPOINT_LATEST = "ckpt_latest.pt"
-CHECKPOINT_BEST = "ckpt_best.pt"
 
 
 class _StopRequested:
@@ -155,9 +167,7 @@ def _peek_train(path: str | None, overrides: list[str], key: str) -> Any:
     validated (they depend on it: the device picks the default run, out_dir finds the run)."""
     mine = [o for o in overrides if o.split("=", 1)[0] == f"--train.{key}"]
     if path is not None:
-        from minigpt.config import _read_file
-
-        value = _read_file(path).get("train", {}).get(key)
+        value = read_config_file(path).get("train", {}).get(key)
         if value is not None and not mine:
             mine = [f"--train.{key}={value}"]
     return getattr(load_config({"train": TrainConfig}, None, mine)["train"], key)
@@ -316,8 +326,7 @@ class Run:
     # -- evaluation ------------------------------------------------------------------------
 
     def sample_text(self, n_tokens: int, seed: int = 0) -> str:
-        prompt = [self.tokenizer.eot_id] if self.tokenizer.eot_id is not None else self._newline()
-        prompt = prompt or [int(self.probe[0])]
+        _, prompt = default_prompt(self.tokenizer)
         gen = torch.Generator(device=self.rt.device).manual_seed(seed)
         ids = generate_ids(self.model, prompt, n_tokens, temperature=0.8, top_k=None, generator=gen)
         return self.tokenizer.decode(ids[0, len(prompt):].tolist())

@@ -27,14 +27,12 @@ from typing import Any, TextIO
 import torch
 
 from minigpt import runtime
-from minigpt.checkpoint import CheckpointError, load_checkpoint
+from minigpt.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, CheckpointError, load_checkpoint
 from minigpt.config import configs_from_dict
 from minigpt.generate import GenerationStats, generate, validate_sampling
 from minigpt.model import GPT, ModelConfig
-from minigpt.tokenizer import GPT2_EOT, Tokenizer, tokenizer_from_dict
+from minigpt.tokenizer import GPT2_EOT, Tokenizer, default_prompt, tokenizer_from_dict
 
-CHECKPOINT_BEST = "ckpt_best.pt"
-CHECKPOINT_LATEST = "ckpt_latest.pt"
 PROBE_PREFIX = "attention_probe"
 PROBE_INDEX = "attention_probes.jsonl"
 """One JSON line per attention probe, in the run folder: its TensorBoard step and its text."""
@@ -251,20 +249,6 @@ def encode_prompt(tokenizer: Tokenizer, text: str, flag: str = "--prompt") -> li
             ids.append(tokenizer.eot_id)
         ids.extend(tokenizer.encode(part))
     return ids
-
-
-def default_prompt(tokenizer: Tokenizer) -> tuple[str, list[int]]:
-    """What a sample starts from when no prompt is given: <|endoftext|> if there is one, else a
-    newline, else (a char vocabulary without newlines) a space or the first character."""
-    if tokenizer.eot_id is not None:
-        return "", [tokenizer.eot_id]
-    for text in ("\n", " "):
-        try:
-            return text, tokenizer.encode(text)
-        except ValueError:
-            pass
-    first = tokenizer.decode([0])
-    return first, [0]
 
 
 def read_prompt_file(path: str) -> str:

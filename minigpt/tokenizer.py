@@ -207,3 +207,17 @@ def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
             )
         return GPT2Tokenizer()
     raise TokenizerError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(TOKENIZER_KINDS)}")
+
+
+def default_prompt(tokenizer: Tokenizer) -> tuple[str, list[int]]:
+    """What a sample starts from when no prompt is given: <|endoftext|> if there is one, else a
+    newline, else (a char vocabulary without newlines) a space or the first character."""
+    if tokenizer.eot_id is not None:
+        return "", [tokenizer.eot_id]
+    for text in ("\n", " "):
+        try:
+            return text, tokenizer.encode(text)
+        except ValueError:
+            pass
+    first = tokenizer.decode([0])
+    return first, [0]
