@@ -397,7 +397,7 @@ class Run:
                 progress.update(trainer.iter, loss=stats["loss"], lr=stats["lr"], tok_s=tok_s)
                 if trainer.iter % self.log_cfg.log_interval == 0:
                     scalars = {
-                        "loss/train": stats["loss"], "lr": stats["lr"], "grad_norm": stats["grad_norm"],
+                        "loss/train": stats["loss"], "lr": stats["lr"], "grad_norm": float(stats["grad_norm"]),
                         "perf/tokens_per_sec": tok_s, "perf/step_ms": 1000 * dt,
                     }  # fmt: skip
                     if self.peak_flops:

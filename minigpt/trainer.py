@@ -163,8 +163,9 @@ class Trainer:
             decay_iters=cfg.lr_decay_iters or cfg.max_iters,
         )  # fmt: skip
 
-    def step(self) -> dict[str, float]:
-        """One optimizer step over micro_steps micro-batches; returns loss, lr, grad_norm."""
+    def step(self) -> dict[str, Any]:
+        """One optimizer step over micro_steps micro-batches; returns loss, lr (floats) and
+        grad_norm (a 0-d tensor)."""
         lr = self.lr_at(self.iter)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -197,7 +198,8 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.iter += 1
-        return {"loss": loss_value, "lr": lr, "grad_norm": grad_norm.item()}
+        # grad_norm stays a tensor: reading it forces a GPU sync, so callers do it only when logging
+        return {"loss": loss_value, "lr": lr, "grad_norm": grad_norm.detach()}
 
     @torch.no_grad()
     def evaluate(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
