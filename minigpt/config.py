@@ -527,7 +527,9 @@ def _make(section: str, cls: type, values: dict[str, Any]) -> Any:
     try:
         return cls(**values)
     except ValueError as e:  # the dataclass's own validation (__post_init__)
-        raise ConfigError(f"{section}: {e}") from e
+        message = str(e)
+        # name the section unless the message already does (e.g. "model.n_head must ...")
+        raise ConfigError(message if f"{section}." in message else f"{section}: {message}") from e
 
 
 def load_config(

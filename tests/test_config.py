@@ -532,3 +532,11 @@ def test_preset_in_a_higher_layer_replaces_lower_layers_values(tmp_path):
     assert model == ModelConfig.from_preset("nano", n_layer=3)
     # without a preset above it, the base layer applies as usual
     assert load_config({"model": ModelConfig}, None, [], base=base)["model"].block_size == 64
+
+
+def test_post_init_error_naming_its_key_is_not_prefixed_twice():
+    from minigpt.model import ModelConfig
+
+    with pytest.raises(ConfigError) as info:
+        load_config({"model": ModelConfig}, None, ["--model.n_head=5"])
+    assert str(info.value).startswith("model.n_embd=128 is not divisible by model.n_head=5")
