@@ -528,8 +528,8 @@ def _make(section: str, cls: type, values: dict[str, Any]) -> Any:
         return cls(**values)
     except ValueError as e:  # the dataclass's own validation (__post_init__)
         message = str(e)
-        # name the section unless the message already does (e.g. "model.n_head must ...")
-        raise ConfigError(message if f"{section}." in message else f"{section}: {message}") from e
+        # name the section unless the message starts with it (e.g. "model.n_head must ...")
+        raise ConfigError(message if message.startswith(f"{section}.") else f"{section}: {message}") from e
 
 
 def load_config(
