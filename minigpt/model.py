@@ -196,6 +196,19 @@ class GPT(nn.Module):
         """Parameters counted once each (a tied LM head adds nothing)."""
         return sum(p.numel() for p in self.parameters())
 
+    @torch.no_grad()
+    def attention_maps(self, ids) -> torch.Tensor:
+        """Attention weights of one sequence, for looking at: ids (T,) -> (n_layer, n_head, T, T),
+        float32 on the CPU, computed in eval mode (no dropout) by the hand-written attention."""
+        x = torch.as_tensor(ids, dtype=torch.long, device=self.wte.weight.device).reshape(1, -1)  # (1, T)
+        was_training = self.training
+        self.eval()
+        try:
+            _, _, att = self(x, return_attention=True)
+        finally:
+            self.train(was_training)
+        return torch.stack([a[0] for a in att]).float().cpu()  # (n_layer, nh, T, T)
+
     def forward(
         self,
         idx: torch.Tensor,

@@ -341,11 +341,7 @@ class Run:
         losses = {split: self.trainer.evaluate(batches) for split, batches in self.eval_sets.items()}
         self.logger.scalars({f"loss/{k}_eval": v for k, v in losses.items()}, it)
         if self.log_cfg.attention_maps:
-            self.model.eval()
-            with torch.no_grad():
-                x = torch.as_tensor(self.probe, dtype=torch.long, device=self.rt.device)[None]
-                _, _, att = self.model(x, return_attention=True)
-            weights = torch.stack([a[0] for a in att]).float().cpu()  # (n_layer, nh, T, T)
+            weights = self.model.attention_maps(self.probe)  # (n_layer, nh, T, T)
             tokens = [self.tokenizer.decode_token(int(t)) for t in self.probe]
             self.logger.attention(weights, tokens, it)
         if self.log_cfg.sample_tokens:

@@ -387,19 +387,6 @@ class ProbeResult:
     png_paths: list[Path]
 
 
-def attention_weights(model: GPT, ids: Sequence[int]) -> torch.Tensor:
-    """Attention probabilities of one sequence: ids (T,) -> (n_layer, n_head, T, T), float32 on CPU."""
-    x = torch.as_tensor(list(ids), dtype=torch.long, device=model.wte.weight.device)[None]  # (1, T)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            _, _, att = model(x, return_attention=True)
-    finally:
-        model.train(was_training)
-    return torch.stack([a[0] for a in att]).float().cpu()  # (n_layer, nh, T, T)
-
-
 def next_probe_step(log_dir: Path) -> int:
     """Probes of one run get steps 0, 1, 2, ...: the number of earlier probes in its index file."""
     index = log_dir / PROBE_INDEX
@@ -426,7 +413,7 @@ def probe_attention(
 
     block_size = loaded.model.config.block_size
     kept = list(ids)[-block_size:]
-    weights = attention_weights(loaded.model, kept)
+    weights = loaded.model.attention_maps(kept)  # (n_layer, nh, T, T)
     labels = [loaded.tokenizer.decode_token(t) for t in kept]
     log_dir = Path(log_dir) if log_dir is not None else loaded.path.parent
     step = next_probe_step(log_dir)

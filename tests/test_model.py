@@ -128,3 +128,12 @@ def test_presets_by_name():
 def test_config_is_frozen():
     with pytest.raises(Exception):
         TINY.n_layer = 3  # type: ignore[misc]
+
+
+def test_attention_maps_of_one_sequence():
+    model = GPT(TINY.replace(dropout=0.5)).train()
+    maps = model.attention_maps([1, 2, 3, 4, 5])
+    assert maps.shape == (2, 2, 5, 5) and maps.dtype == torch.float32
+    torch.testing.assert_close(maps.sum(-1), torch.ones(2, 2, 5))  # eval mode: no dropout on the weights
+    torch.testing.assert_close(maps, model.attention_maps(torch.tensor([1, 2, 3, 4, 5])))  # deterministic
+    assert model.training  # the caller's mode is restored
