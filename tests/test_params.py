@@ -1,7 +1,6 @@
 """The parameter counter against built models and against the GPT-3 paper."""
 
 import pytest
-import torch
 
 from minigpt.model import GPT, ModelConfig, load_presets
 from minigpt.params import count_params, flops_per_token, format_param_table, main, training_memory

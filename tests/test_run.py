@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -195,7 +194,7 @@ def test_default_run_depends_on_device_and_config_file_replaces_it(tmp_path):
 
 
 def test_cpu_config_file_spells_out_the_cpu_default():
-    from minigpt.run import DEFAULTS, resolve_configs
+    from minigpt.run import resolve_configs
 
     default, _, _ = resolve_configs(["--train.device=cpu"])
     spelled, _, _ = resolve_configs([str(ROOT / "configs/shakespeare-char-cpu.toml"), "--train.device=cpu"])
