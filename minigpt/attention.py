@@ -16,14 +16,11 @@ nh number of heads, hs head size (d_head).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-if TYPE_CHECKING:
-    from minigpt.model import ModelConfig
 
 
 def causal_mask(t_q: int, t_k: int, *, window: int | None = None, device=None) -> torch.Tensor:

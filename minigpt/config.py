@@ -1,759 +1,398 @@
-"""Typed configs: TOML/JSON files, dotted command-line overrides, --help text and round-trips.
+"""Every setting of minigpt, as frozen dataclasses: data, not code.
 
-Each concern owns a frozen dataclass (ModelConfig, TrainConfig, ...) in its own module, with a
-string literal under every field that documents it. This module is the generic machinery that
-fills those dataclasses; it knows nothing about GPTs:
+One dataclass per concern (ModelConfig, DataConfig, TrainConfig, LogConfig, SampleConfig), and
+one per entry point that groups them (RunConfig for train.py, ...). The string under each field is
+its --help text. Each class checks its own values in __post_init__ and names the field it rejects;
+minigpt.cli fills these classes from TOML files and the command line.
 
-    sections = {"model": ModelConfig, "train": TrainConfig}
-    path, overrides, rest = split_argv(sys.argv[1:])
-    configs = load_config(sections, path, overrides)   # {"model": ModelConfig(...), ...}
-
-Precedence is command line > config file > dataclass defaults. Strings are parsed by each
-field's declared type (never eval). Unknown sections, unknown keys and bad values raise
-ConfigError, a ValueError with a one-line message that names the key and the closest valid one.
+This module imports nothing else from minigpt, so every other module may import it.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import difflib
-import functools
-import inspect
-import json
-import math
-import re
-import textwrap
 import tomllib
-import types
-import typing
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path, PurePath
-from typing import Any, Literal
-
-__all__ = [
-    "ConfigError",
-    "configs_from_dict",
-    "configs_to_dict",
-    "field_docs",
-    "format_help",
-    "load_config",
-    "read_config_file",
-    "save_config",
-    "split_argv",
-    "to_toml",
-]
-
-_NONE = type(None)
-_TRUE_WORDS = ("true", "yes", "on", "1")
-_FALSE_WORDS = ("false", "no", "off", "0")
-_NONE_WORDS = ("none", "null")
-_INT_RE = re.compile(r"[+-]?[0-9]+(?:_[0-9]+)*")  # like Python and TOML: 1_000 is allowed
-_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
-_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
-
-
-class ConfigError(ValueError):
-    """A bad config file, section, key or value; the message is one line meant for the user."""
-
-
-class _BadValue(Exception):
-    """A value that does not fit its field's type; the caller adds which key it was."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Introspection: field docs and types
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Field name -> its attribute docstring: the string literal on the line after the field.
-
-    Base-class fields are included. Fields without such a string are left out.
-    """
-    return dict(_field_docs(cls))
-
-
-@functools.cache
-def _field_docs(cls: type) -> dict[str, str]:
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):  # bases first, so a subclass's docs win
-        if klass is object or not dataclasses.is_dataclass(klass):
-            continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError, SyntaxError):  # no source (REPL, exec) means no docs
-            continue
-        classdef = tree.body[0]
-        if not isinstance(classdef, ast.ClassDef):
-            continue
-        body = classdef.body
-        for stmt, after in zip(body, body[1:]):
-            if (
-                isinstance(stmt, ast.AnnAssign)
-                and isinstance(stmt.target, ast.Name)
-                and isinstance(after, ast.Expr)
-                and isinstance(after.value, ast.Constant)
-                and isinstance(after.value.value, str)
-            ):
-                docs[stmt.target.id] = inspect.cleandoc(after.value.value)
-    names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set(docs)
-    return {name: doc for name, doc in docs.items() if name in names}
-
-
-def _has_presets(cls: type) -> bool:
-    return callable(getattr(cls, "from_preset", None))
-
-
-@functools.cache
-def _key_types(cls: type) -> dict[str, Any]:
-    """Settable key -> its type: the init fields, plus `preset` if the class has from_preset."""
-    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
-        raise TypeError(f"config sections must be dataclass types, got {cls!r}")
-    try:
-        hints = typing.get_type_hints(cls)
-    except NameError as e:
-        raise TypeError(f"cannot resolve the type hints of {cls.__qualname__}: {e}") from e
-    key_types = {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
-    for name, tp in key_types.items():
-        _check_supported(tp, f"{cls.__qualname__}.{name}")
-    if _has_presets(cls) and "preset" not in key_types:
-        key_types["preset"] = str
-    return key_types
-
-
-def _check_supported(tp: Any, where: str) -> None:
-    arms = _union_arms(tp)
-    if arms is not None:
-        for arm in arms:
-            if arm is not _NONE:
-                _check_supported(arm, where)
-        return
-    if typing.get_origin(tp) is Literal:
-        if all(type(choice) in (str, int, bool) for choice in typing.get_args(tp)):
-            return
-    elif (spec := _sequence_spec(tp)) is not None:
-        _, item_type, fixed = spec
-        for item in fixed if fixed is not None else (item_type,):
-            _check_supported(item, where)
-        return
-    elif tp in (bool, int, float, str) or _is_path_type(tp):
-        return
-    raise TypeError(
-        f"{where}: type {tp!r} is not supported by minigpt.config; use int, float, bool, str, "
-        "Path, Literal[...] of str/int, X | None, tuple[X, ...] or list[X]"
-    )
-
-
-def _union_arms(tp: Any) -> tuple[Any, ...] | None:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return typing.get_args(tp)
-    return None
-
-
-def _sequence_spec(tp: Any) -> tuple[type, Any, tuple[Any, ...] | None] | None:
-    """For list/tuple hints: (container, item type, item types of a fixed-length tuple)."""
-    origin = typing.get_origin(tp) or tp
-    if origin not in (list, tuple):
-        return None
-    args = typing.get_args(tp)
-    if not args:
-        return origin, str, None
-    if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-        return tuple, None, args
-    return origin, args[0], None
-
-
-def _is_path_type(tp: Any) -> bool:
-    return isinstance(tp, type) and issubclass(tp, PurePath)
-
-
-def _type_name(tp: Any) -> str:
-    """Short spelling of a type for --help and errors: int, {cpu,cuda}, int | none, int,..."""
-    arms = _union_arms(tp)
-    if arms is not None:
-        names = [_type_name(arm) for arm in arms if arm is not _NONE]
-        return " | ".join(names + ["none"] * (_NONE in arms))
-    if typing.get_origin(tp) is Literal:
-        return "{" + ",".join(str(choice) for choice in typing.get_args(tp)) + "}"
-    if (spec := _sequence_spec(tp)) is not None:
-        _, item_type, fixed = spec
-        if fixed is not None:
-            return ",".join(_type_name(item) for item in fixed)
-        return f"{_type_name(item_type)},..."
-    if _is_path_type(tp):
-        return "path"
-    return tp.__name__
-
-
-def _expected(tp: Any) -> str:
-    """The phrase after 'expected' in an error message."""
-    simple = {bool: "a bool", int: "an int", float: "a float", str: "a string"}
-    if tp in simple:
-        return simple[tp]
-    if _is_path_type(tp):
-        return "a path"
-    if (spec := _sequence_spec(tp)) is not None and spec[2] is None:
-        return f"a list of {_type_name(spec[1])}"
-    return _type_name(tp)
-
-
-def _describe(value: Any) -> str:
-    """How a value read from a file or dict is shown in an error message."""
-    if isinstance(value, bool):
-        return f"the bool {str(value).lower()}"
-    if isinstance(value, str):
-        return f"the string {value!r}"
-    if isinstance(value, int):
-        return f"the int {value}"
-    if isinstance(value, float):
-        return f"the float {value!r}"
-    if isinstance(value, (list, tuple)):
-        return f"the array {list(value)!r}"
-    if isinstance(value, Mapping):
-        return "a table"
-    if value is None:
-        return "null"
-    return repr(value)
-
-
-# ---------------------------------------------------------------------------------------------
-# Parsing values by declared type
-
-
-def _parse_text(text: str, tp: Any) -> Any:
-    """Parse a command-line string as type `tp`."""
-    arms = _union_arms(tp)
-    if arms is not None:
-        return _parse_union(text, tp, _parse_text, repr(text), text.strip().lower() in _NONE_WORDS)
-    if typing.get_origin(tp) is Literal:
-        choices = typing.get_args(tp)
-        for choice in choices:
-            try:
-                if _parse_text(text, type(choice)) == choice:
-                    return choice
-            except _BadValue:
-                pass
-        raise _choice_error(choices, text, repr(text))
-    if _sequence_spec(tp) is not None:
-        inner = text.strip()
-        if inner[:1] + inner[-1:] in ("[]", "()"):  # tolerate --x=[1,2] and --x=(1,2)
-            inner = inner[1:-1]
-        items = [item.strip() for item in inner.split(",")] if inner.strip() else []
-        return _convert_items(tp, items, _parse_text)
-    if tp is bool:
-        word = text.strip().lower()
-        if word in _TRUE_WORDS or word in _FALSE_WORDS:
-            return word in _TRUE_WORDS
-        raise _BadValue(f"expected a bool (true/false, yes/no, on/off, 1/0), got {text!r}")
-    if tp is int:
-        if _INT_RE.fullmatch(text.strip()):
-            return int(text)
-        raise _BadValue(f"expected an int, got {text!r}")
-    if tp is float:
-        try:
-            return float(text)
-        except ValueError:
-            raise _BadValue(f"expected a float, got {text!r}") from None
-    if tp is str:
-        return text
-    if _is_path_type(tp):
-        return tp(text)
-    raise TypeError(f"unsupported config type {tp!r}")
-
-
-def _parse_data(value: Any, tp: Any) -> Any:
-    """Check and convert a value read from TOML, JSON or a dict as type `tp`."""
-    arms = _union_arms(tp)
-    if arms is not None:
-        # TOML has no null, so "none" (what to_toml writes for None) also means None.
-        is_none = value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS)
-        return _parse_union(value, tp, _parse_data, _describe(value), is_none)
-    if typing.get_origin(tp) is Literal:
-        choices = typing.get_args(tp)
-        for choice in choices:
-            if type(value) is type(choice) and value == choice:
-                return choice
-        raise _choice_error(choices, value, _describe(value))
-    if _sequence_spec(tp) is not None:
-        if isinstance(value, (list, tuple)):
-            return _convert_items(tp, list(value), _parse_data)
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp in (int, float):
-        # bool is a subclass of int, but true is not a number in a config file.
-        if isinstance(value, int) and not isinstance(value, bool):
-            return tp(value)  # an int is fine for a float field
-        if tp is float and isinstance(value, float):
-            return value
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif _is_path_type(tp):
-        if isinstance(value, (str, PurePath)):
-            return tp(value)
-    else:
-        raise TypeError(f"unsupported config type {tp!r}")
-    raise _BadValue(f"expected {_expected(tp)}, got {_describe(value)}")
-
-
-def _parse_union(value: Any, tp: Any, parse: Callable[[Any, Any], Any], shown: str, is_none: bool) -> Any:
-    arms = typing.get_args(tp)
-    if is_none and _NONE in arms:
-        return None
-    # str accepts any text, so try it last: "3" for `int | str` is the int 3.
-    others = sorted((arm for arm in arms if arm is not _NONE), key=lambda arm: arm is str)
-    errors = []
-    for arm in others:
-        try:
-            return parse(value, arm)
-        except _BadValue as e:
-            errors.append(str(e))
-    if len(others) == 1:
-        raise _BadValue(errors[0] + ("; none is also accepted" if _NONE in arms else ""))
-    raise _BadValue(f"expected {_type_name(tp)}, got {shown}")
-
-
-def _choice_error(choices: tuple[Any, ...], value: Any, shown: str) -> _BadValue:
-    names = [str(choice) for choice in choices]
-    close = difflib.get_close_matches(str(value), names, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return _BadValue(f"expected one of {', '.join(names)}, got {shown}{hint}")
-
-
-def _convert_items(tp: Any, items: list[Any], parse: Callable[[Any, Any], Any]) -> list | tuple:
-    container, item_type, fixed = _sequence_spec(tp)
-    if fixed is not None and len(items) != len(fixed):
-        raise _BadValue(f"expected {len(fixed)} items ({_type_name(tp)}), got {len(items)}")
-    out = []
-    for i, item in enumerate(items):
-        try:
-            out.append(parse(item, fixed[i] if fixed is not None else item_type))
-        except _BadValue as e:
-            raise _BadValue(f"item {i + 1}: {e}") from None
-    return container(out)
-
-
-# ---------------------------------------------------------------------------------------------
-# Errors for unknown names
-
-
-def _unknown_section_error(
-    section: str, sections: Mapping[str, type], where: str, key: str | None = None
-) -> ConfigError:
-    """`key` is given for a command-line flag --section.key, None for a file's [section]."""
-    close = difflib.get_close_matches(section, list(sections), n=1)
-    if key is None:
-        hint = f" (did you mean [{close[0]}]?)" if close else ""
-        return ConfigError(f"unknown section [{section}]{where}{hint}; valid sections: {', '.join(sections)}")
-    hint = f" (did you mean --{close[0]}.{key}?)" if close else ""
-    return ConfigError(
-        f"unknown option --{section}.{key}: no section [{section}]{hint}; valid sections: {', '.join(sections)}"
-    )
-
-
-def _unknown_key_error(
-    section: str, key: str, sections: Mapping[str, type], where: str, cli: bool
-) -> ConfigError:
-    def show(s: str, k: str) -> str:
-        return f"--{s}.{k}" if cli else f"'{s}.{k}'"
-
-    valid = list(_key_types(sections[section]))
-    # A key that exists in another section was most likely put in the wrong one.
-    owners = [name for name, cls in sections.items() if key in _key_types(cls)]
-    close = difflib.get_close_matches(key, valid, n=1)
-    guess = show(owners[0], key) if owners else show(section, close[0]) if close else None
-    hint = f" (did you mean {guess}?)" if guess else ""
-    what = "option" if cli else "key"
-    return ConfigError(
-        f"unknown {what} {show(section, key)}{where}{hint}; valid keys for [{section}]: {', '.join(valid)}"
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading values from files, dicts and the command line
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A config file's raw data (TOML or JSON), without building any dataclass."""
-    return _read_file(path)
-
-
-def _read_file(path: str | Path) -> Any:
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".toml", ".json"):
-        raise ConfigError(f"config file {path} must end in .toml or .json")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read config file {path}: {e}") from None
-    try:
-        return tomllib.loads(text) if suffix == ".toml" else json.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML: {e}") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: invalid JSON: {e}") from None
-
-
-def _values_from_data(
-    sections: Mapping[str, type], data: Any, where: str, allow_extra_sections: bool = False
-) -> dict[str, dict[str, Any]]:
-    """{section: {key: value}} from nested data, each value checked against its field's type."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"config{where} must be a table of sections, got {_describe(data)}")
-    out: dict[str, dict[str, Any]] = {}
-    for section, table in data.items():
-        if section not in sections:
-            owners = [name for name, cls in sections.items() if section in _key_types(cls)]
-            if owners and not isinstance(table, Mapping):
-                raise ConfigError(f"key '{section}'{where} is outside any section; put it under [{owners[0]}]")
-            if allow_extra_sections:
-                continue
-            raise _unknown_section_error(section, sections, where)
-        if not isinstance(table, Mapping):
-            raise ConfigError(f"'{section}'{where} must be a table [{section}] of keys, got {_describe(table)}")
-        key_types = _key_types(sections[section])
-        values = out[section] = {}
-        for key, value in table.items():
-            if key not in key_types:
-                raise _unknown_key_error(section, key, sections, where, cli=False)
-            try:
-                values[key] = _parse_data(value, key_types[key])
-            except _BadValue as e:
-                raise ConfigError(f"{section}.{key}{where}: {e}") from None
-    return out
-
-
-def _pair_overrides(tokens: Sequence[str]) -> Iterator[tuple[str, str | None]]:
-    """Yield (flag, text) from --a.b=v, --a.b v, a.b=v, or a bare --a.b (text None)."""
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        i += 1
-        if not token.startswith("--"):
-            if "=" in token and "." in token.partition("=")[0]:
-                token = "--" + token
-            else:
-                raise ConfigError(f"unexpected argument {token!r}; overrides look like --section.key=value")
-        flag, eq, text = token.partition("=")
-        if eq:
-            yield flag, text
-        elif i < len(tokens) and not tokens[i].startswith("--"):
-            yield flag, tokens[i]
-            i += 1
-        else:
-            yield flag, None
-
-
-def _values_from_overrides(sections: Mapping[str, type], overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
-    if isinstance(overrides, str):
-        raise TypeError("overrides must be a sequence of strings, not one string")
-    out: dict[str, dict[str, Any]] = {}
-    for flag, text in _pair_overrides(overrides):
-        section, dot, key = flag[2:].partition(".")
-        if not dot:
-            owners = [name for name, cls in sections.items() if section in _key_types(cls)]
-            hint = f" (did you mean --{owners[0]}.{section}?)" if owners else ""
-            raise ConfigError(f"unknown option {flag}{hint}; config overrides look like --section.key=value")
-        if section not in sections:
-            raise _unknown_section_error(section, sections, "", key)
-        key_types = _key_types(sections[section])
-        if key not in key_types:
-            raise _unknown_key_error(section, key, sections, "", cli=True)
-        tp = key_types[key]
-        if text is None:  # a bare flag switches a bool on
-            if tp is not bool and bool not in (_union_arms(tp) or ()):
-                raise ConfigError(f"{flag} needs a value: {flag}=VALUE ({_type_name(tp)})")
-            text = "true"
-        try:
-            out.setdefault(section, {})[key] = _parse_text(text, tp)
-        except _BadValue as e:
-            raise ConfigError(f"{flag}: {e}") from None
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Building dataclasses
-
-
-def _check_sections(sections: Mapping[str, type]) -> None:
-    for name, cls in sections.items():
-        if not name or not _BARE_KEY_RE.fullmatch(name):
-            raise TypeError(f"section name {name!r} must be letters, digits, '_' or '-'")
-        _key_types(cls)  # raises TypeError for non-dataclasses and unsupported field types
-
-
-def _build(
-    sections: Mapping[str, type], layers: Sequence[Mapping[str, Mapping[str, Any]]], base_layers: int = 0
-) -> dict[str, Any]:
-    configs = {}
-    for name, cls in sections.items():
-        values: dict[str, Any] = {}
-        chosen = list(layers)
-        if base_layers and _has_presets(cls) and any("preset" in layer.get(name, {}) for layer in layers[base_layers:]):
-            # a preset named in the file or on the command line replaces the base's values for
-            # its section; keys given explicitly in the file or on the command line still apply
-            chosen = chosen[base_layers:]
-        for layer in chosen:  # later layers win
-            values.update(layer.get(name, {}))
-        configs[name] = _make(name, cls, values)
-    return configs
-
-
-def _make(section: str, cls: type, values: dict[str, Any]) -> Any:
-    fields = [f for f in dataclasses.fields(cls) if f.init]
-    if _has_presets(cls) and "preset" in values:
-        # The preset gives the base values; the section's other keys override them.
-        is_field = any(f.name == "preset" for f in fields)
-        preset = values["preset"] if is_field else values.pop("preset")
-        try:
-            base = cls.from_preset(preset)
-        except ValueError as e:
-            raise ConfigError(f"{section}.preset: {e}") from e
-        values = {f.name: getattr(base, f.name) for f in fields} | values
-    missing = [
-        f.name
-        for f in fields
-        if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ConfigError(
-            f"[{section}] needs a value for {', '.join(missing)}: set it in the config file "
-            f"or with --{section}.{missing[0]}=VALUE"
-        )
-    try:
-        return cls(**values)
-    except ValueError as e:  # the dataclass's own validation (__post_init__)
-        message = str(e)
-        # name the section unless the message starts with it (e.g. "model.n_head must ...")
-        raise ConfigError(message if message.startswith(f"{section}.") else f"{section}: {message}") from e
-
-
-def load_config(
-    sections: Mapping[str, type],
-    path: str | Path | None = None,
-    overrides: Sequence[str] = (),
-    *,
-    base: Mapping[str, Mapping[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """Build one dataclass per section from defaults < base < config file < overrides.
-
-    sections: section name -> dataclass type, e.g. {"model": ModelConfig, "train": TrainConfig}.
-    path: a .toml file with one [section] table per section, or a .json file of the same shape.
-    overrides: command-line strings "--section.key=value", or "--section.key" "value" as two
-        items; a bare "--section.key" sets a bool to true.
-    base: nested values as from configs_to_dict (e.g. a checkpoint's config), below the file.
-    Returns section name -> dataclass instance, in the order of `sections`.
-    Raises ConfigError (a ValueError) with a one-line message for any bad input.
-    """
-    _check_sections(sections)
-    layers = []
-    if base is not None:
-        layers.append(_values_from_data(sections, base, " in the base config"))
-    if path is not None:
-        layers.append(_values_from_data(sections, _read_file(path), f" in {path}"))
-    layers.append(_values_from_overrides(sections, overrides))
-    return _build(sections, layers, base_layers=1 if base is not None else 0)
-
-
-def split_argv(argv: Sequence[str]) -> tuple[str | None, list[str], list[str]]:
-    """Split command-line arguments into (config path, dotted overrides, everything else).
-
-    The config path is the first positional argument ending in .toml or .json. Overrides are
-    the --section.key[=value] arguments, normalised to "--section.key=value" ("--section.key"
-    alone for a bare bool flag). The rest (--resume, --help, ...) is left for the script.
-    """
-    path: str | None = None
-    overrides: list[str] = []
-    rest: list[str] = []
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        i += 1
-        name, eq, _ = token[2:].partition("=")
-        if token.startswith("--") and "." in name:
-            nxt = argv[i] if i < len(argv) else ""
-            is_path = nxt.lower().endswith((".toml", ".json"))  # a bare bool flag before the config file
-            if not eq and nxt and not nxt.startswith("--") and not is_path:
-                token = f"{token}={argv[i]}"
-                i += 1
-            overrides.append(token)
-        elif path is None and not token.startswith("-") and token.lower().endswith((".toml", ".json")):
-            path = token
-        else:
-            rest.append(token)
-    return path, overrides, rest
-
-
-# ---------------------------------------------------------------------------------------------
-# Help text
-
-
-def format_help(sections: Mapping[str, type], prog: str = "train.py") -> str:
-    """--help text: every key with its type, default and one-line description, by section."""
-    _check_sections(sections)
-    lines = [
-        f"usage: {prog} [CONFIG.toml] [--SECTION.KEY=VALUE ...]",
-        "",
-        "Each setting starts at its default below, then takes the value from CONFIG.toml",
-        "(one [section] table per section), then from --section.key=value or --section.key value.",
-    ]
-    for name, cls in sections.items():
-        summary = _class_summary(cls)
-        lines += ["", f"[{name}]" + (f"  {summary}" if summary else "")]
-        key_types = _key_types(cls)
-        docs = _field_docs(cls)
-        defaults = {f.name: _default_text(f) for f in dataclasses.fields(cls) if f.init}
-        heads = {key: f"--{name}.{key} {_type_name(tp)}" for key, tp in key_types.items()}
-        width = min(max(map(len, heads.values()), default=0), 48)
-        for key in key_types:
-            if key in defaults:
-                doc = docs.get(key, "")
-                tail = defaults[key]
-            else:  # the preset hook
-                doc = f"Start from {cls.__name__}.from_preset(NAME); other [{name}] keys override it."
-                tail = "optional"
-            lines.append(f"  {heads[key]:<{width}}  ({tail})")
-            if doc:
-                lines.append(f"      {doc.splitlines()[0]}")
-    return "\n".join(lines) + "\n"
-
-
-def _class_summary(cls: type) -> str:
-    doc = cls.__doc__ or ""
-    if doc.startswith(cls.__name__ + "("):  # the signature dataclass writes when there is no docstring
-        return ""
-    return inspect.cleandoc(doc).split("\n")[0]
-
-
-def _default_text(f: dataclasses.Field) -> str:
-    if f.default is not dataclasses.MISSING:
-        return f"default: {_format_cli(f.default)}"
-    if f.default_factory is not dataclasses.MISSING:
-        return f"default: {_format_cli(f.default_factory())}"
-    return "required"
-
-
-def _format_cli(value: Any) -> str:
-    """A value spelled the way it would be typed on the command line."""
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (list, tuple)) and value:
-        return ",".join(_format_cli(item) for item in value)
-    if value in ("", (), []):
-        return '""'
-    return str(value)
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing configs out: TOML text and plain dicts
-
-
-def to_toml(configs: Mapping[str, Any], *, comments: bool = False) -> str:
-    """TOML text with one [section] table per config; load_config reads it back identically.
-
-    None is written as the string "none", which Optional fields read back as None (TOML has
-    no null). With comments=True each key is preceded by its field doc as # comments.
-    """
-    blocks = []
-    for name, config in configs.items():
-        _require_instance(name, config)
-        docs = _field_docs(type(config)) if comments else {}
-        lines = [f"[{_toml_key(name)}]"]
-        for f in dataclasses.fields(config):
-            if not f.init:
-                continue
-            lines += [f"# {line}".rstrip() for line in docs.get(f.name, "").splitlines()]
-            lines.append(f"{_toml_key(f.name)} = {_toml_value(getattr(config, f.name))}")
-        blocks.append("\n".join(lines) + "\n")
-    return "\n".join(blocks)
-
-
-def _require_instance(name: str, config: Any) -> None:
-    if not dataclasses.is_dataclass(config) or isinstance(config, type):
-        raise TypeError(f"config {name!r} must be a dataclass instance, got {config!r}")
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY_RE.fullmatch(key) else _toml_string(key)
-
-
-def _toml_string(text: str) -> str:
-    out = []
-    for char in text:
-        if char in _TOML_ESCAPES:
-            out.append(_TOML_ESCAPES[char])
-        elif ord(char) < 0x20 or ord(char) == 0x7F:  # other control characters must be escaped
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
-
-
-def _toml_value(value: Any) -> str:
-    if value is None:
-        return '"none"'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return int.__repr__(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return float.__repr__(value)  # shortest text that reads back to the same float
-    if isinstance(value, PurePath):
-        return _toml_string(str(value))
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    raise TypeError(f"cannot write a {type(value).__name__} ({value!r}) as a TOML config value")
-
-
-def configs_to_dict(configs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Plain JSON-able data {section: {key: value}}: tuples become lists, paths strings."""
-    out = {}
-    for name, config in configs.items():
-        _require_instance(name, config)
-        out[name] = {f.name: _to_plain(getattr(config, f.name)) for f in dataclasses.fields(config) if f.init}
-    return out
-
-
-def _to_plain(value: Any) -> Any:
-    if isinstance(value, PurePath):
-        return str(value)
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(item) for item in value]
-    return value
-
-
-def configs_from_dict(
-    sections: Mapping[str, type], data: Mapping[str, Any], *, allow_extra_sections: bool = False
-) -> dict[str, Any]:
-    """Rebuild configs from configs_to_dict data; missing sections and keys take defaults.
-
-    allow_extra_sections=True skips sections of `data` not in `sections` (e.g. rebuilding only
-    the model from a checkpoint that stores every section).
-    """
-    _check_sections(sections)
-    return _build(sections, [_values_from_data(sections, data, "", allow_extra_sections)])
-
-
-def save_config(configs: Mapping[str, Any], path: str | Path) -> Path:
-    """Write configs to a .toml file (or .json, by suffix) that load_config reads back."""
-    path = Path(path)
-    if path.suffix.lower() == ".json":
-        text = json.dumps(configs_to_dict(configs), indent=2) + "\n"
-    elif path.suffix.lower() == ".toml":
-        text = to_toml(configs)
-    else:
-        raise ValueError(f"config file {path} must end in .toml or .json")
-    path.write_text(text, encoding="utf-8")
-    return path
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+import tyro
+
+TOKENIZERS = ("char", "gpt2")
+DEVICES = Literal["auto", "cpu", "cuda", "mps"]
+DTYPES = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 65
+    """Number of token ids; set from the tokenizer when training (65 for char-level Shakespeare)."""
+    block_size: int = 256
+    """Context length: the most tokens the model sees at once (n_ctx in the GPT-3 paper)."""
+    n_layer: int = 4
+    """Number of transformer blocks."""
+    n_head: int = 4
+    """Attention heads per block."""
+    n_embd: int = 128
+    """Model width (d_model)."""
+    d_head: int | None = None
+    """Size of each head; None means n_embd // n_head. n_head * d_head may differ from n_embd."""
+    d_ff: int | None = None
+    """Hidden width of the MLP; None means 4 * n_embd."""
+    dropout: float = 0.0
+    """Dropout on attention weights, residual branches and embeddings, in [0, 1)."""
+    bias: bool = True
+    """Biases in Linear layers and LayerNorms (GPT-2 and GPT-3 have them)."""
+    tie_weights: bool = True
+    """Share the LM head's weight with the token embedding (GPT-2)."""
+    attn_impl: Literal["manual", "sdpa"] = "manual"
+    """manual: the hand-written attention (yields attention maps); sdpa: torch's fused kernel."""
+    attn_score: Literal["scaled_dot", "dot", "additive"] = "scaled_dot"
+    """Score function: q.k/sqrt(d_head), plain q.k, or additive w^T tanh(W_q q + W_k k)."""
+    attn_window: int | None = None
+    """Local attention band: each query sees only the last attn_window positions. None = dense."""
+    attn_window_layers: Literal["all", "alternate"] = "alternate"
+    """Which layers use the band: all, or alternate (odd layers banded, even dense, as in GPT-3)."""
+    preset: str | None = None
+    """Start from a named size in minigpt/presets.toml (e.g. gpt2, gpt3-small); other model keys override it."""
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"model.{name} must be a positive integer (got {value!r})")
+        for name in ("d_head", "d_ff", "attn_window"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ValueError(f"model.{name} must be a positive integer or None (got {value!r})")
+        if self.d_head is None and self.n_embd % self.n_head:
+            raise ValueError(
+                f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}; "
+                f"pick n_head dividing n_embd or set model.d_head explicitly"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1) (got {self.dropout})")
+        if self.attn_impl not in ("manual", "sdpa"):
+            raise ValueError(f"model.attn_impl must be 'manual' or 'sdpa' (got {self.attn_impl!r})")
+        if self.attn_score not in ("scaled_dot", "dot", "additive"):
+            raise ValueError(
+                f"model.attn_score must be 'scaled_dot', 'dot' or 'additive' (got {self.attn_score!r})"
+            )
+        if self.attn_impl == "sdpa" and self.attn_score == "additive":
+            raise ValueError("model.attn_score='additive' has no fused kernel; use model.attn_impl='manual'")
+        if self.preset is not None and self.preset not in load_presets():
+            raise ValueError(f"model.preset={self.preset!r} is unknown; valid presets: {', '.join(load_presets())}")
+        if self.attn_window_layers not in ("all", "alternate"):
+            raise ValueError(
+                f"model.attn_window_layers must be 'all' or 'alternate' (got {self.attn_window_layers!r})"
+            )
+
+    @property
+    def head_size(self) -> int:
+        """d_head, derived from n_embd // n_head unless set."""
+        return self.d_head if self.d_head is not None else self.n_embd // self.n_head
+
+    @property
+    def attn_dim(self) -> int:
+        """Width of the concatenated heads, n_head * d_head (d_attn in Kaplan et al.)."""
+        return self.n_head * self.head_size
+
+    @property
+    def ff_dim(self) -> int:
+        return self.d_ff if self.d_ff is not None else 4 * self.n_embd
+
+    def window_for_layer(self, layer_idx: int) -> int | None:
+        """The attention band of one layer (None = dense causal attention)."""
+        if self.attn_window is None:
+            return None
+        if self.attn_window_layers == "alternate" and layer_idx % 2 == 0:
+            return None
+        return self.attn_window
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
+        """A named model size from minigpt/presets.toml, optionally with fields replaced."""
+        presets = load_presets()
+        if name not in presets:
+            raise ValueError(f"model.preset={name!r} is unknown; valid presets: {', '.join(presets)}")
+        return cls(**{**presets[name]["model"], "preset": name, **overrides})
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+
+
+@cache
+def load_presets() -> dict[str, dict[str, Any]]:
+    """Preset name -> {"model": fields, "published_params": int | None, "source": str}."""
+    text = resources.files("minigpt").joinpath("presets.toml").read_text(encoding="utf-8")
+    table = tomllib.loads(text)["preset"]
+    return {
+        name: {
+            "model": {k: v for k, v in entry.items() if k not in ("published_params", "source")},
+            "published_params": entry.get("published_params"),
+            "source": entry.get("source", ""),
+        }
+        for name, entry in table.items()
+    }
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the training text comes from and how it is tokenized."""
+
+    path: str = "data/shakespeare/input.txt"
+    """Corpus: a UTF-8 text file, or a folder whose .txt files (recursively, sorted) are the documents."""
+    tokenizer: Literal["char", "gpt2"] = "char"
+    """char: one token per character of the training text; gpt2: GPT-2 BPE (50,257 tokens)."""
+    hf_dataset: str | None = None
+    """Hugging Face hub dataset name (e.g. roneneldan/TinyStories); when set, used instead of path. Needs network."""
+    hf_config: str | None = None
+    """Configuration name of the hub dataset, for datasets that have several (e.g. wikitext-2-raw-v1)."""
+    hf_split: str = "train"
+    """Split of the hub dataset to read; minigpt cuts its own train/val from it."""
+    hf_text_column: str = "text"
+    """Column of the hub dataset that holds the text."""
+    val_fraction: float = 0.1
+    """Fraction of the corpus characters, taken from the end, held out as the validation split."""
+    cache_dir: str = "data/cache"
+    """Folder for prepared token files (one subfolder per source and tokenizer)."""
+
+    def __post_init__(self) -> None:
+        if self.tokenizer not in TOKENIZERS:
+            raise ValueError(
+                f"data.tokenizer={self.tokenizer!r} is not a tokenizer; choose one of {', '.join(TOKENIZERS)}"
+            )
+        if not isinstance(self.val_fraction, (int, float)) or not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(
+                f"data.val_fraction={self.val_fraction!r} must be between 0 and 1 (exclusive); try data.val_fraction=0.1"
+            )
+        if self.hf_dataset is None and not self.path:
+            raise ValueError("data.path is empty; pass a text file or folder, e.g. data.path=data/shakespeare/input.txt")
+        if self.hf_dataset is not None:
+            for name in ("hf_dataset", "hf_split", "hf_text_column"):
+                if not str(getattr(self, name)).strip():
+                    raise ValueError(f"data.{name} is empty; give a value or leave data.hf_dataset unset")
+        if not self.cache_dir:
+            raise ValueError("data.cache_dir is empty; pass a folder, e.g. data.cache_dir=data/cache")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: device, batch, optimizer, schedule, evaluation and checkpoints."""
+
+    out_dir: str = "runs"
+    """Folder that holds one sub-folder per run (TensorBoard logs, checkpoints, config)."""
+    run_name: str = ""
+    """Name of this run's folder under out_dir; empty: <corpus>-<tokenizer>-<date>-<time>."""
+    seed: int = 1337
+    """Seed for initialisation, batch sampling and dropout."""
+    device: DEVICES = "auto"
+    """Where to train; auto picks CUDA, then Apple MPS, then CPU."""
+    dtype: DTYPES = "auto"
+    """Compute dtype for autocast; auto: bfloat16 on CUDA (float16 where missing), float32 elsewhere."""
+    compile: bool = False
+    """Compile the model with torch.compile (slow start, faster steps on GPU)."""
+    threads: int = 0
+    """CPU threads for torch; 0 keeps torch's default (one per core). Use 1 on a machine shared with other jobs."""
+    batch_size: int = 32
+    """Sequences per micro-batch, per process."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step, over all processes (divided among DDP ranks)."""
+    max_iters: int = 2000
+    """Optimizer steps in the whole run."""
+    lr: float = 1e-3
+    """Peak learning rate, reached after warmup."""
+    min_lr: float = 1e-4
+    """Learning-rate floor at the end of the cosine decay."""
+    warmup_iters: int = 100
+    """Steps of linear warmup from 0 to lr."""
+    lr_decay_iters: int = 0
+    """Step at which the cosine decay reaches min_lr; 0 means max_iters."""
+    weight_decay: float = 0.1
+    """AdamW weight decay, applied to weight matrices only (not biases, norms or embeddings)."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.99
+    """AdamW beta2."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value; 0 disables clipping."""
+    eval_interval: int = 250
+    """Evaluate, log attention maps and save checkpoints every this many steps."""
+    eval_iters: int = 20
+    """Fixed batches per split for each evaluation."""
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """With several processes: ddp replicates the model; fsdp shards weights, grads and optimizer state."""
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be at least 1 (got {getattr(self, name)})")
+        for name in ("warmup_iters", "lr_decay_iters", "weight_decay", "grad_clip", "threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0 (got {getattr(self, name)})")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr must be positive (got {self.lr})")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"train.min_lr must be in [0, train.lr={self.lr}] (got {self.min_lr})")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be in [0, 1) (got {getattr(self, name)})")
+        if "/" in self.run_name or self.run_name in (".", ".."):
+            raise ValueError(f"train.run_name must be a plain folder name (got {self.run_name!r})")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """What a run logs: TensorBoard scalars, attention maps, samples, progress."""
+
+    tensorboard: bool = True
+    """Write TensorBoard event files into the run folder (view with: tensorboard --logdir runs)."""
+    progress: bool = True
+    """Show progress: a tqdm bar on a terminal, periodic plain lines otherwise (CI logs)."""
+    log_interval: int = 10
+    """Log training scalars to TensorBoard every this many steps."""
+    attention_maps: bool = True
+    """At each evaluation, log every layer's and head's attention map on a fixed probe text."""
+    probe_tokens: int = 32
+    """Length of the probe text (from the start of the validation split) for attention maps."""
+    sample_tokens: int = 200
+    """Tokens of text to generate at each evaluation and at the end (0: none)."""
+
+    def __post_init__(self) -> None:
+        if self.log_interval < 1:
+            raise ValueError(f"log.log_interval must be at least 1 (got {self.log_interval})")
+        if self.probe_tokens < 2:
+            raise ValueError(f"log.probe_tokens must be at least 2 (got {self.probe_tokens})")
+        if self.sample_tokens < 0:
+            raise ValueError(f"log.sample_tokens must be >= 0 (got {self.sample_tokens})")
+
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Train a GPT: python train.py [CONFIG.toml] [--section.key=value ...] [--resume [RUN_DIR]]"""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Generate text from a trained checkpoint, or log its attention maps on a text."""
+
+    ckpt: str | None = None
+    """A checkpoint file, e.g. runs/NAME/ckpt_latest.pt."""
+    run: str | None = None
+    """A run folder: its ckpt_best.pt (ckpt_latest.pt if none). Default: the newest run under runs_dir."""
+    runs_dir: str = "runs"
+    """Where to look for the newest run."""
+    prompt: str | None = None
+    """Text to continue (default: a newline, or <|endoftext|> for GPT-2 BPE)."""
+    prompt_file: str | None = None
+    """Read the prompt from this UTF-8 file instead."""
+    num_samples: int = 1
+    """Independent samples to draw."""
+    max_new_tokens: int = 500
+    """Tokens to generate per sample."""
+    temperature: float = 0.8
+    """0 is greedy, 1 the model's own distribution."""
+    top_k: int | None = None
+    """Sample among the k most likely tokens only."""
+    top_p: float | None = None
+    """Nucleus sampling: keep the most likely tokens up to probability p, in (0, 1]."""
+    seed: int | None = None
+    """Same seed, same text (default: a random seed, printed on stderr)."""
+    slide: int | None = None
+    """Past block_size, slide the context window by this many tokens (default: block_size // 2)."""
+    kv_cache: bool = True
+    """Reuse keys and values of earlier tokens; --no_kv_cache recomputes the whole context (slow)."""
+    device: DEVICES = "auto"
+    """Where to run; auto picks CUDA, then Apple MPS, then CPU."""
+    dtype: DTYPES = "auto"
+    """Autocast dtype; auto: bfloat16 on CUDA (float16 where missing), float32 elsewhere."""
+    threads: int = 1
+    """CPU threads. More help big models on an idle CPU, but are far slower when other jobs share the cores."""
+    attention: bool = False
+    """Instead of sampling, run the prompt through the model and log every head's attention map to TensorBoard."""
+    attention_generate: int = 0
+    """With attention: first generate this many tokens after the prompt and include them in the maps."""
+    attention_png: str | None = None
+    """With attention: also write the maps as PNG files into this folder."""
+
+    def __post_init__(self) -> None:
+        if self.ckpt is not None and self.run is not None:
+            raise ValueError("give ckpt or run, not both")
+        if self.prompt is not None and self.prompt_file is not None:
+            raise ValueError("give prompt or prompt_file, not both")
+        for name in ("num_samples", "max_new_tokens", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
+        if self.attention_generate < 0:
+            raise ValueError(f"attention_generate must be >= 0 (got {self.attention_generate})")
+
+
+@dataclass(frozen=True)
+class ParamsConfig:
+    """Count a model's parameters, training FLOPs and memory from its config (a preset or a run's file)."""
+
+    model: ModelConfig = field(default_factory=lambda: ModelConfig.from_preset("gpt3-175b"))
+    batch_size: int = 1
+    """Sequences per batch, for the memory estimate."""
+    seq_len: int | None = None
+    """Sequence length for FLOPs and memory (default: model.block_size)."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1 (got {self.batch_size})")
+        if self.seq_len is not None and self.seq_len < 1:
+            raise ValueError(f"seq_len must be at least 1 (got {self.seq_len})")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Benchmarks: training-step throughput, attention cost by context length, generation speed, a profile."""
+
+    what: Annotated[Literal["train", "attention", "generate", "profile", "all"], tyro.conf.Positional] = "train"
+    """Which benchmark to run."""
+    model: ModelConfig = field(default_factory=lambda: ModelConfig.from_preset("nano"))
+    batch_size: int = 12
+    """Sequences per training step."""
+    attn: tuple[Literal["manual", "sdpa"], ...] = ("manual", "sdpa")
+    """Attention paths to time in `train`."""
+    compile: Literal["off", "on", "both"] = "off"
+    """Time `train` without torch.compile, with it, or both."""
+    device: DEVICES = "auto"
+    """Where to run; auto picks CUDA, then Apple MPS, then CPU."""
+    dtype: DTYPES = "auto"
+    """Autocast dtype; auto: bfloat16 on CUDA, float32 elsewhere."""
+    steps: int = 20
+    """Timed steps per repeat."""
+    warmup: int = 5
+    """Untimed steps before timing."""
+    repeats: int = 3
+    """Repeats; the median is reported."""
+    block_sizes: tuple[int, ...] = (64, 128, 256, 512, 1024)
+    """Context lengths for `attention`."""
+    new_tokens: tuple[int, ...] = (100, 500)
+    """Generated lengths for `generate`."""
+    threads: int = 0
+    """CPU threads for torch; 0 keeps torch's default."""
+    markdown: bool = False
+    """Print Markdown tables."""
+    json: str | None = None
+    """Also write the rows as JSON to this file."""
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "steps", "repeats"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
+        for name in ("warmup", "threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)})")
+        for name in ("block_sizes", "new_tokens"):
+            if not getattr(self, name) or min(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be positive integers (got {getattr(self, name)})")

@@ -34,6 +34,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
+from minigpt.config import DataConfig
 from minigpt.tokenizer import TOKENIZER_KINDS, Tokenizer, TokenizerError, build_tokenizer, tokenizer_from_dict
 
 FORMAT_VERSION = 1
@@ -49,46 +50,6 @@ _READ_BYTES = 1 << 20
 
 class DataError(ValueError):
     """Bad data input; the message is one line naming the problem and the fix."""
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where the training text comes from and how it is tokenized."""
-
-    path: str = "data/shakespeare/input.txt"
-    """Corpus: a UTF-8 text file, or a folder whose .txt files (recursively, sorted) are the documents."""
-    tokenizer: Literal["char", "gpt2"] = "char"
-    """char: one token per character of the training text; gpt2: GPT-2 BPE (50,257 tokens)."""
-    hf_dataset: str | None = None
-    """Hugging Face hub dataset name (e.g. roneneldan/TinyStories); when set, used instead of path. Needs network."""
-    hf_config: str | None = None
-    """Configuration name of the hub dataset, for datasets that have several (e.g. wikitext-2-raw-v1)."""
-    hf_split: str = "train"
-    """Split of the hub dataset to read; minigpt cuts its own train/val from it."""
-    hf_text_column: str = "text"
-    """Column of the hub dataset that holds the text."""
-    val_fraction: float = 0.1
-    """Fraction of the corpus characters, taken from the end, held out as the validation split."""
-    cache_dir: str = "data/cache"
-    """Folder for prepared token files (one subfolder per source and tokenizer)."""
-
-    def __post_init__(self) -> None:
-        if self.tokenizer not in TOKENIZER_KINDS:
-            raise ValueError(
-                f"--data.tokenizer={self.tokenizer!r} is not a tokenizer; choose one of {', '.join(TOKENIZER_KINDS)}"
-            )
-        if not isinstance(self.val_fraction, (int, float)) or not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(
-                f"--data.val_fraction={self.val_fraction!r} must be between 0 and 1 (exclusive); try --data.val_fraction=0.1"
-            )
-        if self.hf_dataset is None and not self.path:
-            raise ValueError("--data.path is empty; pass a text file or folder, e.g. --data.path=data/shakespeare/input.txt")
-        if self.hf_dataset is not None:
-            for name in ("hf_dataset", "hf_split", "hf_text_column"):
-                if not str(getattr(self, name)).strip():
-                    raise ValueError(f"--data.{name} is empty; give a value or leave --data.hf_dataset unset")
-        if not self.cache_dir:
-            raise ValueError("--data.cache_dir is empty; pass a folder, e.g. --data.cache_dir=data/cache")
 
 
 def token_dtype(vocab_size: int) -> np.dtype:

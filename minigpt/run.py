@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from minigpt import runtime
+from minigpt.config import LogConfig
 from minigpt.checkpoint import (
     CHECKPOINT_BEST,
     CHECKPOINT_LATEST,
@@ -43,30 +44,6 @@ from minigpt.model import GPT, ModelConfig
 from minigpt.params import count_params, flops_per_token, format_param_table
 from minigpt.tokenizer import TokenizerError, default_prompt
 from minigpt.trainer import NonFiniteLossError, Trainer, TrainConfig
-
-
-@dataclass(frozen=True)
-class LogConfig:
-    tensorboard: bool = True
-    """Write TensorBoard event files into the run folder (view with: tensorboard --logdir runs)."""
-    progress: bool = True
-    """Show progress: a tqdm bar on a terminal, periodic plain lines otherwise (CI logs)."""
-    log_interval: int = 10
-    """Log training scalars to TensorBoard every this many steps."""
-    attention_maps: bool = True
-    """At each evaluation, log every layer's and head's attention map on a fixed probe text."""
-    probe_tokens: int = 32
-    """Length of the probe text (from the start of the validation split) for attention maps."""
-    sample_tokens: int = 200
-    """Tokens of text to generate at each evaluation and at the end (0: none)."""
-
-    def __post_init__(self) -> None:
-        if self.log_interval < 1:
-            raise ValueError(f"log.log_interval must be at least 1 (got {self.log_interval})")
-        if self.probe_tokens < 2:
-            raise ValueError(f"log.probe_tokens must be at least 2 (got {self.probe_tokens})")
-        if self.sample_tokens < 0:
-            raise ValueError(f"log.sample_tokens must be >= 0 (got {self.sample_tokens})")
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "log": LogConfig}

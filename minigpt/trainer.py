@@ -17,69 +17,7 @@ import torch.nn as nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from minigpt.checkpoint import rng_state, set_rng_state
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    out_dir: str = "runs"
-    """Folder that holds one sub-folder per run (TensorBoard logs, checkpoints, config)."""
-    run_name: str = ""
-    """Name of this run's folder under out_dir; empty: <corpus>-<tokenizer>-<date>-<time>."""
-    seed: int = 1337
-    """Seed for initialisation, batch sampling and dropout."""
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    """Where to train; auto picks CUDA, then Apple MPS, then CPU."""
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Compute dtype for autocast; auto: bfloat16 on CUDA (float16 where missing), float32 elsewhere."""
-    compile: bool = False
-    """Compile the model with torch.compile (slow start, faster steps on GPU)."""
-    threads: int = 0
-    """CPU threads for torch; 0 keeps torch's default (one per core). Use 1 on a machine shared with other jobs."""
-    batch_size: int = 32
-    """Sequences per micro-batch, per process."""
-    grad_accum: int = 1
-    """Micro-batches per optimizer step, over all processes (divided among DDP ranks)."""
-    max_iters: int = 2000
-    """Optimizer steps in the whole run."""
-    lr: float = 1e-3
-    """Peak learning rate, reached after warmup."""
-    min_lr: float = 1e-4
-    """Learning-rate floor at the end of the cosine decay."""
-    warmup_iters: int = 100
-    """Steps of linear warmup from 0 to lr."""
-    lr_decay_iters: int = 0
-    """Step at which the cosine decay reaches min_lr; 0 means max_iters."""
-    weight_decay: float = 0.1
-    """AdamW weight decay, applied to weight matrices only (not biases, norms or embeddings)."""
-    beta1: float = 0.9
-    """AdamW beta1."""
-    beta2: float = 0.99
-    """AdamW beta2."""
-    grad_clip: float = 1.0
-    """Clip the global gradient norm to this value; 0 disables clipping."""
-    eval_interval: int = 250
-    """Evaluate, log attention maps and save checkpoints every this many steps."""
-    eval_iters: int = 20
-    """Fixed batches per split for each evaluation."""
-    parallel: Literal["ddp", "fsdp"] = "ddp"
-    """With several processes: ddp replicates the model; fsdp shards weights, grads and optimizer state."""
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be at least 1 (got {getattr(self, name)})")
-        for name in ("warmup_iters", "lr_decay_iters", "weight_decay", "grad_clip", "threads"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"train.{name} must be >= 0 (got {getattr(self, name)})")
-        if not self.lr > 0:
-            raise ValueError(f"train.lr must be positive (got {self.lr})")
-        if not 0 <= self.min_lr <= self.lr:
-            raise ValueError(f"train.min_lr must be in [0, train.lr={self.lr}] (got {self.min_lr})")
-        for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be in [0, 1) (got {getattr(self, name)})")
-        if "/" in self.run_name or self.run_name in (".", ".."):
-            raise ValueError(f"train.run_name must be a plain folder name (got {self.run_name!r})")
+from minigpt.config import TrainConfig
 
 
 def get_lr(it: int, *, lr: float, min_lr: float, warmup_iters: int, decay_iters: int) -> float:

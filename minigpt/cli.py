@@ -1,0 +1,271 @@
+"""Fill the dataclasses of minigpt.config from TOML files and the command line.
+
+Every entry point (train.py, sample.py, data/prepare.py, python -m minigpt.params, python -m
+minigpt.bench) parses its arguments the same way:
+
+    cfg = parse(RunConfig, sys.argv[1:], prog="python train.py")
+
+Each value starts at the dataclass default, then takes the value from a base (a default run,
+or a checkpoint's saved config), then from an optional CONFIG.toml (or .json) positional
+argument, then from `--section.key=value` flags. tyro turns the dataclasses into flags and
+--help (the string under each field is its help text); this module reads and writes the files,
+checks their keys and types, expands `preset` keys, and turns every error into one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import io
+import json
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import tomli_w
+import tyro
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value; the message is one line that names the key and the fix."""
+
+
+# -- files -----------------------------------------------------------------------------------
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """The raw tables of a .toml or .json config file."""
+    path = Path(path)
+    if path.suffix.lower() not in (".toml", ".json"):
+        raise ConfigError(f"config file {path} must end in .toml or .json")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid {path.suffix[1:].upper()}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold tables of keys, got {type(data).__name__}")
+    return data
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain TOML/JSON-ready data: nested dicts, lists for tuples, "none" for None (TOML has no null)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return "none" if value is None else value
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def save(cfg: Any, path: str | Path) -> Path:
+    """Write a config as TOML that `parse` and `from_dict` read back to an equal config."""
+    path = Path(path)
+    path.write_text(tomli_w.dumps(to_dict(cfg)), encoding="utf-8")
+    return path
+
+
+# -- checking and building -------------------------------------------------------------------
+
+
+def _fields(cls: type) -> dict[str, Any]:
+    """Field name -> type, with Annotated[...] markers (tyro's) stripped."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+def _arms(tp: Any) -> tuple[Any, ...]:
+    return typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+
+
+def _fits(value: Any, tp: Any) -> bool:
+    """Whether a value read from a file has the declared type (no conversion, no guessing)."""
+    if len(arms := _arms(tp)) > 1:
+        return any(_fits(value, arm) for arm in arms)
+    if tp is type(None):
+        return value is None
+    if typing.get_origin(tp) is Literal:
+        return value in typing.get_args(tp) and not isinstance(value, bool)
+    if typing.get_origin(tp) is tuple:
+        item = typing.get_args(tp)[0]
+        return isinstance(value, (list, tuple)) and all(_fits(v, item) for v in value)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _type_name(tp: Any) -> str:
+    if len(arms := _arms(tp)) > 1:
+        return " or ".join(_type_name(arm) for arm in arms)
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    if typing.get_origin(tp) is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return "none" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _unknown(key: str, valid: Sequence[str], where: str, flag: bool) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=1)
+    show = (lambda k: f"--{k}") if flag else (lambda k: k)
+    hint = f" (did you mean {show(close[0])}?)" if close else ""
+    section = key.rpartition(".")[0]
+    keys = [k.rpartition(".")[2] for k in valid if k.rpartition(".")[0] == section]
+    if not keys:  # an unknown section: list the sections
+        keys, section = sorted({k.partition(".")[0] for k in valid if "." in k}), ""
+        listing = f"valid sections: {', '.join(keys)}"
+    else:
+        listing = f"valid keys{f' of [{section}]' if section else ''}: {', '.join(keys)}"
+    return ConfigError(f"unknown {'option' if flag else 'key'} {show(key)}{where}{hint}; {listing}")
+
+
+def _leaves(cls: type, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> type, for every setting of cls and its nested sections."""
+    out = {}
+    for name, tp in _fields(cls).items():
+        if dataclasses.is_dataclass(tp):
+            out |= _leaves(tp, f"{prefix}{name}.")
+        else:
+            out[prefix + name] = tp
+    return out
+
+
+def _check(cls: type, data: Mapping[str, Any], where: str, prefix: str = "") -> dict[str, Any]:
+    """Check a file's (or checkpoint's) keys and value types against cls; "none" becomes None."""
+    leaves = list(_leaves(cls))
+    out = {}
+    for key, value in data.items():
+        tp = _fields(cls).get(key)
+        if tp is None:
+            raise _unknown(prefix + key, leaves if not prefix else [k for k in leaves if k.startswith(prefix)],
+                           where, flag=False)  # fmt: skip
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{prefix}{key}{where} must be a table [{prefix}{key}] of keys, got {value!r}")
+            out[key] = _check(tp, value, where, f"{prefix}{key}.")
+            continue
+        if value == "none" and type(None) in _arms(tp):
+            value = None
+        if not _fits(value, tp):
+            raise ConfigError(f"{prefix}{key}{where}: expected {_type_name(tp)}, got {value!r}")
+        out[key] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def _apply(cls: type, values: dict[str, Any], layer: Mapping[str, Any]) -> None:
+    """Merge one checked layer into values (a section's `preset` resets it to the preset first)."""
+    for key, value in layer.items():
+        tp = _fields(cls)[key]
+        if dataclasses.is_dataclass(tp):
+            if "preset" in value and value["preset"] is not None and hasattr(tp, "from_preset"):
+                try:
+                    values[key] = dataclasses.asdict(tp.from_preset(value["preset"]))
+                except ValueError as e:
+                    raise ConfigError(str(e)) from None
+            _apply(tp, values[key], value)
+        else:
+            values[key] = value
+
+
+def _build(cls: type[T], values: Mapping[str, Any]) -> T:
+    kwargs = {}
+    for name, tp in _fields(cls).items():
+        kwargs[name] = _build(tp, values[name]) if dataclasses.is_dataclass(tp) else values[name]
+    try:
+        return cls(**kwargs)
+    except ValueError as e:  # the dataclass's own check in __post_init__, which names the field
+        raise ConfigError(str(e)) from None
+
+
+def from_dict(cls: type[T], *layers: Mapping[str, Any], where: Sequence[str] = ()) -> T:
+    """Defaults < layers[0] < layers[1] < ...; each layer is checked (`where` names it in errors)."""
+    values = dataclasses.asdict(cls())
+    for i, layer in enumerate(layers):
+        _apply(cls, values, _check(cls, layer, where[i] if i < len(where) else ""))
+    return _build(cls, values)
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def _flag_names(cls: type) -> list[str]:
+    """Every accepted flag name (underscored, no leading --), including tyro's --no_ bool forms."""
+    names = []
+    for key, tp in _leaves(cls).items():
+        names.append(key)
+        if tp is bool:
+            head, _, last = key.rpartition(".")
+            names.append(f"{head}.no_{last}" if head else f"no_{last}")
+    return names
+
+
+def _one_line(box: str) -> str:
+    """tyro's boxed error, as one line: the text above the box's first rule, plus its first suggestion."""
+    lines = [line.strip(" │╭╮╰╯─\t") for line in box.splitlines()]
+    lines = [line for line in lines if not line.startswith("For full helptext")]
+    body = lines[1 : lines.index("", 1)] if "" in lines[1:] else lines[1:]
+    message = " ".join(body).strip()
+    message = message.removeprefix("Error parsing ").replace("Expected 1 values", "Expected a value")
+    message = re.sub(r"^(?!unrecognized)[A-Za-z_]+: ", "", message, flags=re.I)  # "model: model.n_layer must ..." 
+    return message[0].lower() + message[1:] if message else "bad command line"
+
+
+def parse(
+    cls: type[T],
+    argv: Sequence[str],
+    *,
+    prog: str,
+    base: Mapping[str, Any] | None = None,
+    base_name: str = "",
+) -> T:
+    """Defaults < base < CONFIG file (a positional .toml/.json argument) < --section.key flags."""
+    argv = list(argv)
+    layers, where = [base or {}], [f" in {base_name}" if base_name else ""]
+    files = [a for a in argv if not a.startswith("-") and a.lower().endswith((".toml", ".json"))]
+    if len(files) > 1:
+        raise ConfigError(f"give one config file, not {len(files)}: {', '.join(files)}")
+    for path in files:
+        argv.remove(path)
+        layers.append(read_file(path))
+        where.append(f" in {path}")
+    # A preset on the command line starts its section over, like a preset in a file.
+    sections = {k for k, tp in _fields(cls).items() if dataclasses.is_dataclass(tp) and hasattr(tp, "from_preset")}
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        section = name[2:].removesuffix(".preset")
+        if name[2:].replace("-", "_") == f"{section}.preset" and section in sections:
+            value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+            layers.append({section: {"preset": value}})
+            where.append(f" ({name})")
+    default = from_dict(cls, *layers, where=where)
+
+    valid, leaves = _flag_names(cls), _leaves(cls)
+    for arg in argv:
+        name = arg.partition("=")[0][2:].replace("-", "_")
+        if arg.startswith("--") and name not in valid and name != "help":
+            raise _unknown(name, valid, "", flag=True)
+        if arg.startswith("--") and "=" in arg and leaves.get(name) is bool:
+            head, _, last = name.rpartition(".")
+            no = f"{head}.no_{last}" if head else f"no_{last}"
+            raise ConfigError(f"--{name} is a switch and takes no value: write --{name} or --{no}")
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            return tyro.cli(cls, args=argv, default=default, prog=prog, use_underscores=True)
+    except SystemExit as e:
+        if e.code in (0, None):
+            raise
+        raise ConfigError(f"{_one_line(err.getvalue())} (see {prog} --help)") from None
