@@ -70,10 +70,14 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return plain(dataclasses.asdict(cfg))
 
 
+def to_toml(cfg: Any) -> str:
+    """A config as TOML text that `parse` and `from_dict` read back to an equal config."""
+    return tomli_w.dumps(to_dict(cfg))
+
+
 def save(cfg: Any, path: str | Path) -> Path:
-    """Write a config as TOML that `parse` and `from_dict` read back to an equal config."""
     path = Path(path)
-    path.write_text(tomli_w.dumps(to_dict(cfg)), encoding="utf-8")
+    path.write_text(to_toml(cfg), encoding="utf-8")
     return path
 
 
@@ -230,8 +234,13 @@ def parse(
     prog: str,
     base: Mapping[str, Any] | None = None,
     base_name: str = "",
+    ignore: Sequence[str] = (),
 ) -> T:
-    """Defaults < base < CONFIG file (a positional .toml/.json argument) < --section.key flags."""
+    """Defaults < base < CONFIG file (a positional .toml/.json argument) < --section.key flags.
+
+    ignore: tables of the CONFIG file this tool does not use (e.g. [train] for a tool that
+    only reads [model] from a run's config); any other unknown table is an error.
+    """
     argv = list(argv)
     layers, where = [base or {}], [f" in {base_name}" if base_name else ""]
     files = [a for a in argv if not a.startswith("-") and a.lower().endswith((".toml", ".json"))]
@@ -239,7 +248,7 @@ def parse(
         raise ConfigError(f"give one config file, not {len(files)}: {', '.join(files)}")
     for path in files:
         argv.remove(path)
-        layers.append(read_file(path))
+        layers.append({k: v for k, v in read_file(path).items() if k not in ignore})
         where.append(f" in {path}")
     # A preset on the command line starts its section over, like a preset in a file.
     sections = {k for k, tp in _fields(cls).items() if dataclasses.is_dataclass(tp) and hasattr(tp, "from_preset")}

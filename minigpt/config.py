@@ -281,6 +281,15 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class PrepareConfig:
+    """Tokenize a corpus into data/cache/ once, ahead of training (train.py also does this on its own)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    quiet: bool = False
+    """No progress bars."""
+
+
+@dataclass(frozen=True)
 class SampleConfig:
     """Generate text from a trained checkpoint, or log its attention maps on a text."""
 

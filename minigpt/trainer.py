@@ -1,23 +1,31 @@
-"""The training loop: optimizer, learning-rate schedule, one step, evaluation, state.
+"""The training loop: optimizer, learning-rate schedule, steps, evaluation schedule, checkpoints.
 
-Nothing here is GPT-specific beyond `model(x, y) -> (logits, loss)`. Run setup (devices,
-data, logging, checkpoints on disk) lives in minigpt.run; this module is the engine it drives.
+Nothing here is GPT-specific beyond `model(x, y) -> (logits, loss)`. Building the model, data and
+loggers lives in minigpt.run; this module owns the loop that runs them.
 """
 
 from __future__ import annotations
 
 import math
+import signal
+import sys
+import time
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, TextIO
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-from minigpt.checkpoint import rng_state, set_rng_state
+from tqdm import tqdm
+
+from minigpt import runtime
+from minigpt.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, rng_state, save_checkpoint, set_rng_state
 from minigpt.config import TrainConfig
+from minigpt.metrics import MetricsLogger
 
 
 def get_lr(it: int, *, lr: float, min_lr: float, warmup_iters: int, decay_iters: int) -> float:
@@ -38,12 +46,11 @@ def configure_optimizer(model: nn.Module, cfg: TrainConfig, device_type: str) ->
     not decayed either: a row is updated only when its token occurs, but decay would
     shrink it every step, so rare tokens would drift toward 0 (minGPT makes the same choice).
     """
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        is_embedding = name.startswith(("wte.", "wpe."))
-        (decay if p.dim() >= 2 and not is_embedding else no_decay).append(p)
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 and id(p) not in embeddings else no_decay).append(p)
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -60,39 +67,75 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-class Trainer:
-    """Owns the optimizer and step counter; `state_dict()` holds everything resume needs.
+class StopRequested:
+    """Turns Ctrl-C / SIGTERM into a flag the loop checks between steps, so the run saves a
+    consistent checkpoint (after a whole step) and exits cleanly. A second Ctrl-C quits at once."""
 
-    model: the plain model (saved and evaluated); train_model: what the step calls, the
-    same model or a DDP/compiled wrapper of it. sampler: yields (x, y) training batches
-    and has state_dict()/load_state_dict().
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+
+    def __enter__(self) -> StopRequested:
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal_name is not None:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """Owns the optimizer, the step counter, the loop, the evaluation schedule and the checkpoints.
+
+    model: the plain model (evaluated and saved); train_model: what a step calls, the same model
+    or a DDP/compiled wrapper of it. batches: gives (x, y) training batches with `next()` and has
+    state_dict()/load_state_dict(). eval_sets: split name -> fixed batches for evaluation.
+    run_dir: where checkpoints go (None: none are written); meta: saved with every checkpoint.
+    on_eval(iter): called after each evaluation, e.g. to log attention maps and samples.
     """
 
     def __init__(
         self,
         model: nn.Module,
         cfg: TrainConfig,
-        sampler: Any,
+        batches: Any,
         *,
         train_model: nn.Module | None = None,
         device: torch.device = torch.device("cpu"),
         amp_dtype: torch.dtype | None = None,
         micro_steps: int | None = None,
+        eval_sets: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] | None = None,
+        run_dir: Path | None = None,
+        meta: dict[str, Any] | None = None,
+        logger: MetricsLogger | None = None,
+        on_eval: Callable[[int], None] | None = None,
+        log_interval: int = 10,
+        tokens_per_step: int = 0,
+        flops_per_step: float = 0.0,
+        peak_flops: float | None = None,
+        is_main: bool = True,
+        progress: bool = True,
+        out: TextIO = sys.stdout,
     ):
-        self.model = model
+        self.model, self.cfg, self.batches, self.device = model, cfg, batches, device
         self.train_model = train_model if train_model is not None else model
-        self.cfg = cfg
-        self.sampler = sampler
-        self.device = device
         self.micro_steps = micro_steps if micro_steps is not None else cfg.grad_accum
         self.optimizer = configure_optimizer(model, cfg, device.type)
-        self.amp = (
-            torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-        )
+        self.amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
         # fp16 needs loss scaling to keep small gradients from flushing to zero; bf16 does not
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        self.eval_sets = eval_sets or {}
+        self.run_dir, self.meta, self.on_eval = run_dir, meta or {}, on_eval
+        self.logger = logger or MetricsLogger()
+        self.log_interval, self.is_main, self.progress, self.out = log_interval, is_main, progress, out
+        self.tokens_per_step, self.flops_per_step, self.peak_flops = tokens_per_step, flops_per_step, peak_flops
         self.iter = 0
         self.best_val_loss = math.inf
+        self.evaluated_at: int | None = None  # the step of the last evaluation, saved in checkpoints
 
     def lr_at(self, it: int) -> float:
         cfg = self.cfg
@@ -103,16 +146,15 @@ class Trainer:
 
     def step(self) -> dict[str, Any]:
         """One optimizer step over micro_steps micro-batches; returns loss, lr (floats) and
-        grad_norm (a 0-d tensor)."""
+        grad_norm (a 0-d tensor: reading it forces a GPU sync, so callers do it only when logging)."""
         lr = self.lr_at(self.iter)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.train_model.train()
         total = torch.zeros((), device=self.device)
         for micro in range(self.micro_steps):
-            x, y = self.sampler.next()
-            last = micro == self.micro_steps - 1
-            with self._gradient_sync(last):
+            x, y = self.batches.next()
+            with self._gradient_sync(micro == self.micro_steps - 1):
                 with self.amp:
                     _, loss = self.train_model(x, y)
                 self.scaler.scale(loss / self.micro_steps).backward()
@@ -136,20 +178,99 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.iter += 1
-        # grad_norm stays a tensor: reading it forces a GPU sync, so callers do it only when logging
         return {"loss": loss_value, "lr": lr, "grad_norm": grad_norm.detach()}
 
     @torch.no_grad()
-    def evaluate(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-        """Mean loss of the plain model over fixed batches, in eval mode (no dropout)."""
+    def evaluate(self) -> dict[str, float]:
+        """Mean loss of the plain model on each fixed evaluation set, in eval mode (no dropout)."""
         self.model.eval()
-        losses = []
-        for x, y in batches:
-            with self.amp:
-                _, loss = self.model(x.to(self.device), y.to(self.device))
-            losses.append(loss.float())
+        losses = {}
+        for split, batches in self.eval_sets.items():
+            total = torch.zeros((), device=self.device)
+            for x, y in batches:
+                with self.amp:
+                    total += self.model(x.to(self.device), y.to(self.device))[1].float()
+            losses[split] = total.item() / len(batches)
         self.model.train()
-        return torch.stack(losses).mean().item()
+        return losses
+
+    def fit(self, stop_at: int | None = None) -> dict[str, Any]:
+        """Train until cfg.max_iters (or stop_at), evaluating and saving every eval_interval steps.
+
+        Returns the last losses, the per-step training losses, and what stopped the run (None
+        when it ran to the end). A run resumed from a checkpoint does not evaluate its first
+        step again, so interrupted-and-resumed runs log exactly what uninterrupted runs log.
+        """
+        cfg = self.cfg
+        end = min(cfg.max_iters, stop_at or cfg.max_iters)
+        start = time.perf_counter()
+        # a bar on a terminal; in a log file, the evaluation lines alone show the progress
+        show = self.progress and self.is_main and self.out.isatty()
+        bar = tqdm(total=cfg.max_iters, initial=self.iter, disable=not show, file=self.out, unit="step", dynamic_ncols=True)
+        history: list[float] = []
+        losses: dict[str, float] = {}
+        stopped_by = None
+        with StopRequested() as stop, bar:
+            while self.iter < end:
+                if self.iter % cfg.eval_interval == 0 and self.iter != self.evaluated_at:
+                    losses = self._evaluate_and_save(bar, start)
+                t0 = time.perf_counter()
+                stats = self.step()
+                dt = time.perf_counter() - t0
+                history.append(stats["loss"])
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{stats['lr']:.2e}",
+                                tok_s=f"{self.tokens_per_step / dt:,.0f}", refresh=False)  # fmt: skip
+                if self.iter % self.log_interval == 0:
+                    self._log_step(stats, dt)
+                if not runtime.all_ranks(stop.signal_name is None):  # every rank stops at the same step
+                    stopped_by = stop.signal_name or "a signal to another process"
+                    break
+            if self.iter % cfg.eval_interval == 0 or self.iter >= cfg.max_iters:
+                if self.iter != self.evaluated_at:
+                    losses = self._evaluate_and_save(bar, start)
+            else:  # stopped between evaluations: keep the state to resume from
+                self.save(CHECKPOINT_LATEST)
+        runtime.barrier()
+        return {"losses": losses, "history": history, "stopped_by": stopped_by, "iter": self.iter}
+
+    def _log_step(self, stats: dict[str, Any], dt: float) -> None:
+        scalars = {
+            "loss/train": stats["loss"], "lr": stats["lr"], "grad_norm": float(stats["grad_norm"]),
+            "perf/tokens_per_sec": self.tokens_per_step / dt, "perf/step_ms": 1000 * dt,
+        }  # fmt: skip
+        if self.peak_flops:
+            scalars["perf/mfu"] = self.flops_per_step / dt / self.peak_flops
+        self.logger.scalars(scalars, self.iter)
+
+    def _evaluate_and_save(self, bar: tqdm, start: float) -> dict[str, float]:
+        """The checkpoint policy: latest after every evaluation, best when val loss improves."""
+        losses = self.evaluate()
+        self.evaluated_at = self.iter
+        self.logger.scalars({f"loss/{k}_eval": v for k, v in losses.items()}, self.iter)
+        if self.on_eval is not None:
+            self.on_eval(self.iter)
+        self.logger.flush()
+        best = losses.get("val", math.inf) < self.best_val_loss
+        if best:
+            self.best_val_loss = losses["val"]
+        self.save(CHECKPOINT_LATEST, *([CHECKPOINT_BEST] if best else []))
+        if self.is_main:
+            bar.write(
+                f"iter {self.iter:>5}: train loss {losses.get('train', math.nan):.4f}, "
+                f"val loss {losses.get('val', math.nan):.4f}  [{time.perf_counter() - start:.0f} s]"
+                + ("  (best, saved)" if best else ""),
+                file=self.out,
+            )
+        return losses
+
+    def save(self, *names: str) -> None:
+        """Write the state to each file name in run_dir, from rank 0. Every rank must call this
+        (under FSDP gathering the state is a collective)."""
+        state = self.state_dict()
+        if self.is_main and self.run_dir is not None:
+            for name in names:
+                save_checkpoint(self.run_dir / name, {**state, **self.meta})
 
     def _gradient_sync(self, sync: bool):
         """Skip the gradient all-reduce on all but the last micro-step (DDP and FSDP)."""
@@ -170,8 +291,9 @@ class Trainer:
             "optimizer": optim_state,
             "scaler": self.scaler.state_dict(),
             "iter": self.iter,
+            "evaluated_at": self.evaluated_at,
             "best_val_loss": self.best_val_loss,
-            "sampler": self.sampler.state_dict(),
+            "sampler": self.batches.state_dict(),
             "rng": rng_state(),
         }
 
@@ -183,6 +305,7 @@ class Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.iter = state["iter"]
+        self.evaluated_at = state.get("evaluated_at")
         self.best_val_loss = state["best_val_loss"]
-        self.sampler.load_state_dict(state["sampler"])
+        self.batches.load_state_dict(state["sampler"])
         set_rng_state(state["rng"])
