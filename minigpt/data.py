@@ -1,9 +1,9 @@
 """Data: turn a text corpus into token files once, then sample training batches from them.
 
-`prepare(cfg)` reads the corpus (a local file or folder of .txt files, or a Hugging Face hub dataset)
-through the `datasets` library, splits it by position into train and val (the last `val_fraction`
-of the characters is val, so validation text is never seen in training), tokenizes both splits and
-writes, into a cache folder such as `data/cache/shakespeare-input-char/`:
+`prepare(cfg)` reads the corpus (a local UTF-8 file, a folder of .txt files, or a Hugging Face hub
+dataset through `datasets`), cuts it by position into train and val (the last `val_fraction` of the
+characters is val, so validation text is never seen in training), tokenizes both splits and writes,
+into a cache folder such as `data/cache/shakespeare-input-char/`:
 
     train.bin, val.bin   token ids, flat, uint16 when the vocabulary fits, else uint32
     meta.json            tokenizer, vocab size, dtype, token counts, source sha256, format version
@@ -17,35 +17,35 @@ files that look complete.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import hashlib
+import itertools
 import json
+import multiprocessing
 import os
 import re
-import shutil
 import socket
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from minigpt.config import DataConfig
-from minigpt.tokenizer import TOKENIZER_KINDS, Tokenizer, TokenizerError, build_tokenizer, tokenizer_from_dict
+from minigpt.tokenizer import Tokenizer, TokenizerError, build_tokenizer, tokenizer_from_dict
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val")
 EVAL_SEED = 1337
 """Seed of `eval_batches`, fixed so two evaluations of one model see the same windows."""
 
-_CHUNK_CHARS = 1 << 16  # documents are cut into pieces of about this many characters for the batched map
-_PARALLEL_MIN_BYTES = 64 << 20  # corpora larger than this are tokenized with several processes
-_PROGRESS_MIN_BYTES = 8 << 20  # smaller local corpora take about a second: no progress bars
-_READ_BYTES = 1 << 20
+_CHUNK_CHARS = 1 << 16  # documents are encoded in pieces of about this many characters
+_PARALLEL_MIN_CHARS = 64 << 20  # corpora larger than this are tokenized with several processes
+_PROGRESS_MIN_CHARS = 8 << 20  # smaller corpora take about a second: no progress bar
 
 
 class DataError(ValueError):
@@ -62,290 +62,190 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 # ----------------------------------------------------------------------------------------------
-# Source: what is read, and a fingerprint of it
+# Source: where the documents come from, and a fingerprint that says when they change
 
 
 @dataclass
 class _Source:
-    kind: Literal["file", "folder", "hf"]
-    name: str  # readable part of the cache folder name
     sha256: str
-    info: dict[str, Any]  # written to meta.json
-    files: list[Path] = field(default_factory=list)
-    chars: list[int] = field(default_factory=list)  # characters per file, as datasets should read them
-    nbytes: int = 0
+    info: dict[str, Any]  # meta.json's "source", together with the sha256
+    files: list[Path]  # a local corpus's documents, in order; empty for a hub dataset
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "corpus"
+def cache_folder(cfg: DataConfig) -> Path:
+    """The folder prepare(cfg) uses, e.g. data/cache/shakespeare-input-char."""
+    if cfg.hf_dataset:
+        name = "-".join([cfg.hf_dataset.replace("/", "--"), *([cfg.hf_config] if cfg.hf_config else []), cfg.hf_split])
+    else:
+        path = Path(cfg.path).resolve()
+        name = path.name if path.is_dir() else f"{path.parent.name}-{path.stem}"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "corpus"
+    return Path(cfg.cache_dir) / f"{name}-{cfg.tokenizer}"
 
 
-def _scan_file(path: Path, shown: Path) -> tuple[str, int, int]:
-    """sha256, characters (with \\r\\n read as one newline, as Python's text mode does) and bytes of a file."""
-    digest = hashlib.sha256()
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    chars = crlf = pos = 0
-    last = b""
+def _file_sha256(path: Path) -> str:
     with open(path, "rb") as f:
-        while chunk := f.read(_READ_BYTES):
-            digest.update(chunk)
-            pending = len(decoder.getstate()[0])
-            try:
-                chars += len(decoder.decode(chunk))
-            except UnicodeDecodeError as e:
-                raise DataError(
-                    f"{shown} is not UTF-8 text (invalid byte at offset {pos - pending + e.start}); "
-                    "convert it to UTF-8 (e.g. iconv -t utf-8) or pass another file"
-                ) from None
-            crlf += chunk.count(b"\r\n") + (last == b"\r" and chunk[:1] == b"\n")
-            last = chunk[-1:]
-            pos += len(chunk)
-    try:
-        decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        pending = len(decoder.getstate()[0])
-        raise DataError(
-            f"{shown} is not UTF-8 text (truncated character at byte offset {pos - pending}); "
-            "convert it to UTF-8 or pass another file"
-        ) from None
-    return digest.hexdigest(), chars - crlf, pos
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _local_source(cfg: DataConfig) -> _Source:
     path = Path(cfg.path)
     if not path.exists():
         where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
-        raise DataError(
-            f"corpus {cfg.path} does not exist{where}; pass an existing text file or folder with --data.path=..."
-        )
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
-        if not files:
-            raise DataError(f"folder {cfg.path} has no .txt files; put the text in .txt files or pass a file with --data.path=...")
-    else:
-        files = [path]
-    digest = hashlib.sha256()
-    chars, nbytes = [], 0
-    for f in files:
-        shown = f if f == path else path / f.relative_to(path)
-        file_sha, n_chars, n_bytes = _scan_file(f, shown)
-        chars.append(n_chars)
-        nbytes += n_bytes
-        # one file: its own sha256 (comparable with `sha256sum`); a folder: names and contents.
-        digest.update(f"{f.relative_to(path).as_posix() if f != path else ''}\0{file_sha}\n".encode())
-    if sum(chars) == 0:
+        raise DataError(f"corpus {cfg.path} does not exist{where}; set data.path to an existing text file or folder")
+    files = sorted(p for p in path.rglob("*.txt") if p.is_file()) if path.is_dir() else [path]
+    if not files:
+        raise DataError(f"folder {cfg.path} has no .txt files; put the text in .txt files or set data.path to a file")
+    nbytes = sum(f.stat().st_size for f in files)
+    if nbytes == 0:
         raise DataError(f"corpus {cfg.path} is empty; pass a file (or folder) that holds text")
-    sha = file_sha if len(files) == 1 and files[0] == path else digest.hexdigest()
-    resolved = path.resolve()
-    name = resolved.name if path.is_dir() else f"{resolved.parent.name}-{resolved.stem}"
-    info = {"kind": "folder" if path.is_dir() else "file", "path": str(cfg.path), "files": len(files), "bytes": nbytes}
-    return _Source(
-        kind="folder" if path.is_dir() else "file",
-        name=_slug(name),
-        sha256=sha,
-        info=info,
-        files=files,
-        chars=chars,
-        nbytes=nbytes,
-    )
+    if path.is_dir():  # names and contents of the files
+        digest = hashlib.sha256()
+        for f in files:
+            digest.update(f"{f.relative_to(path).as_posix()}\0{_file_sha256(f)}\n".encode())
+        sha = digest.hexdigest()
+    else:  # the file's own sha256, comparable with `sha256sum`
+        sha = _file_sha256(path)
+    kind = "folder" if path.is_dir() else "file"
+    return _Source(sha, {"kind": kind, "path": str(cfg.path), "files": len(files), "bytes": nbytes}, files)
 
 
 def _hf_source(cfg: DataConfig) -> _Source:
-    # The hub dataset is identified by name, config, split and column: preparing it once lets later
-    # runs (even offline) reuse the token files. Delete the cache folder to fetch it again.
+    # A hub dataset is known by name, config, split and column: preparing it once lets later runs
+    # (even offline) reuse the token files. Delete the cache folder to fetch it again.
     identity = {"hf_dataset": cfg.hf_dataset, "hf_config": cfg.hf_config, "hf_split": cfg.hf_split,
-                "hf_text_column": cfg.hf_text_column}
+                "hf_text_column": cfg.hf_text_column}  # fmt: skip
     sha = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    parts = [str(cfg.hf_dataset).replace("/", "--")] + ([cfg.hf_config] if cfg.hf_config else []) + [cfg.hf_split]
-    return _Source(kind="hf", name=_slug("-".join(parts)), sha256=sha, info={"kind": "hf", **identity})
+    return _Source(sha, {"kind": "hf", **identity}, [])
+
+
+def _read_files(files: list[Path]) -> Iterator[str]:
+    """Each non-empty file's text, with "\\r\\n" and "\\r" read as "\\n" (as Python's text mode does)."""
+    for f in files:
+        data = f.read_bytes()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            truncated = e.reason == "unexpected end of data" and e.end == len(data)
+            what = "truncated character at byte offset" if truncated else "invalid byte at offset"
+            raise DataError(
+                f"{f} is not UTF-8 text ({what} {e.start}); "
+                "convert it to UTF-8 (e.g. iconv -t utf-8) or pass another file"
+            ) from None
+        if text:
+            yield text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _check_online(dataset: str) -> None:
     """Fail in seconds, not minutes, when the hub cannot be reached."""
-    flags = [v for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if os.environ.get(v, "").upper() in {"1", "ON", "YES", "TRUE"}]
-    if flags:
-        raise DataError(
-            f"hub dataset {dataset!r} needs the network but {flags[0]} is set; unset it, or use a local file with --data.path=..."
-        )
+    for flag in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(flag, "").upper() in {"1", "ON", "YES", "TRUE"}:
+            raise DataError(
+                f"hub dataset {dataset!r} needs the network but {flag} is set; "
+                "unset it, or set data.path to a local text file"
+            )
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     host = url.hostname or "huggingface.co"
-    port = url.port or (80 if url.scheme == "http" else 443)
     try:
-        socket.create_connection((host, port), timeout=5).close()
+        socket.create_connection((host, url.port or (80 if url.scheme == "http" else 443)), timeout=5).close()
     except OSError as e:
         raise DataError(
             f"hub dataset {dataset!r} needs the network but {host} cannot be reached ({e.strerror or e}); "
-            "use a local text file with --data.path=... (or prepare it once while online)"
+            "set data.path to a local text file (or prepare the dataset once while online)"
         ) from None
 
 
-# ----------------------------------------------------------------------------------------------
-# Reading with `datasets`
-
-
-@contextlib.contextmanager
-def _datasets_quiet(progress: bool, offline: bool) -> Iterator[Any]:
-    """Import `datasets` with its progress bars and hub access set for this call, restored afterwards."""
-    import datasets
+def _hub_documents(cfg: DataConfig, progress: bool) -> Callable[[], Iterator[str]]:
+    """Download (or reuse datasets' cache of) the hub dataset; return a function that yields its texts."""
+    _check_online(str(cfg.hf_dataset))
+    import datasets  # slow to import, and only hub datasets need it
 
     bars_were_on = not datasets.are_progress_bars_disabled()
-    was_offline = datasets.config.HF_HUB_OFFLINE
     if not progress:
         datasets.disable_progress_bars()
-    if offline:
-        # local files need no network; this also stops load_dataset's download-count ping.
-        datasets.config.HF_HUB_OFFLINE = True
     try:
-        yield datasets
-    finally:
-        datasets.config.HF_HUB_OFFLINE = was_offline
-        if bars_were_on:
-            datasets.enable_progress_bars()
-
-
-def _read_local(datasets: Any, source: _Source, work: Path, in_memory: bool) -> Any:
-    # sample_by="document": one row per file with its whole text; keep_linebreaks keeps every "\n".
-    # The text builder opens files in text mode, so "\r\n" arrives as "\n" (counted that way in _scan_file).
-    return datasets.load_dataset(
-        "text",
-        data_files=[str(f.resolve()) for f in source.files],
-        sample_by="document",
-        keep_linebreaks=True,
-        split="train",
-        cache_dir=str(work / "hf"),
-        keep_in_memory=in_memory,
-    )
-
-
-def _read_hub(datasets: Any, cfg: DataConfig) -> Any:
-    try:
-        ds = datasets.load_dataset(
-            cfg.hf_dataset, cfg.hf_config, split=cfg.hf_split, cache_dir=str(Path(cfg.cache_dir) / "hf")
-        )
+        ds = datasets.load_dataset(cfg.hf_dataset, cfg.hf_config, split=cfg.hf_split, cache_dir=f"{cfg.cache_dir}/hf")
     except Exception as e:  # datasets raises many types; the user needs the first line of any of them
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(
             f"could not load hub dataset {cfg.hf_dataset!r} (config {cfg.hf_config}, split {cfg.hf_split!r}): {first}; "
-            "check --data.hf_dataset, --data.hf_config and --data.hf_split"
+            "check data.hf_dataset, data.hf_config and data.hf_split"
         ) from None
-    if cfg.hf_text_column not in ds.column_names:
+    finally:
+        if bars_were_on:
+            datasets.enable_progress_bars()
+    column = cfg.hf_text_column
+    if column not in ds.column_names:
         raise DataError(
-            f"hub dataset {cfg.hf_dataset!r} has no column {cfg.hf_text_column!r} (columns: {', '.join(ds.column_names)}); "
-            "set --data.hf_text_column=..."
+            f"hub dataset {cfg.hf_dataset!r} has no column {column!r} (columns: {', '.join(ds.column_names)}); "
+            "set data.hf_text_column to one of them"
         )
-    ds = ds.select_columns([cfg.hf_text_column])
-    if cfg.hf_text_column != "text":
-        ds = ds.rename_column(cfg.hf_text_column, "text")
-    return ds.filter(_is_text, batched=True)
-
-
-def _is_text(batch: dict[str, list]) -> list[bool]:
-    return [isinstance(t, str) for t in batch["text"]]
+    ds = ds.select_columns([column])
+    return lambda: (t for batch in ds.iter(batch_size=1024) for t in batch[column] if isinstance(t, str) and t)
 
 
 # ----------------------------------------------------------------------------------------------
-# Splitting and tokenizing (functions given to Dataset.map are module-level so worker processes can use them)
+# Splitting and tokenizing
+
+
+def _rows(docs: Iterable[str], n_docs: int, cut: int, newline: bool) -> Iterator[tuple[str, str, bool]]:
+    """(split, text, eot) for each document, and for both halves of the one the cut falls inside.
+
+    eot: the text ends a document that is not the last one, so a separator follows: the tokenizer's
+    end-of-text token, or (newline=True, for the char tokenizer, which has none) a newline."""
+    start = 0
+    for i, text in enumerate(docs):
+        end, eot = start + len(text), i < n_docs - 1
+        if end <= cut or start >= cut:
+            parts = [("train" if end <= cut else "val", text, eot)]
+        else:
+            parts = [("train", text[: cut - start], False), ("val", text[cut - start :], eot)]
+        for split, part, sep in parts:
+            if sep and newline and not part.endswith("\n"):
+                part += "\n"
+            yield split, part, sep
+        start = end
+
 
 # A cut right after "\n" with a printable non-space ASCII character on both sides starts a new
 # pre-tokenization piece in GPT-2's pattern, so tokenizing the pieces gives exactly the ids of the whole.
 _SAFE_CUT = re.compile(r"[!-~]\n(?=[!-~])")
 
 
-def _cut_pieces(text: str, size: int) -> list[str]:
-    pieces, start = [], 0
-    while len(text) - start > size:
-        m = _SAFE_CUT.search(text, start + size)
-        if m is None:
-            break
-        pieces.append(text[start : m.start() + 2])
-        start = m.start() + 2
-    pieces.append(text[start:])
-    return pieces
+def _pieces(rows: Iterable[tuple[str, str, bool]]) -> Iterator[tuple[str, str, bool]]:
+    """Rows cut at safe places into pieces of about _CHUNK_CHARS; only a row's last piece keeps its eot."""
+    for split, text, eot in rows:
+        start = 0
+        while len(text) - start > _CHUNK_CHARS and (m := _SAFE_CUT.search(text, start + _CHUNK_CHARS)):
+            yield split, text[start : m.start() + 2], False
+            start = m.start() + 2
+        yield split, text[start:], eot
 
 
-class _Chunk:
-    """Batched map: cut long documents into pieces; only a document's last piece keeps its separator flag."""
-
-    def __init__(self, newline_between_docs: bool):
-        self.newline = newline_between_docs
-
-    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        texts, seps = [], []
-        for text, sep in zip(batch["text"], batch["sep"]):
-            if sep and self.newline and not text.endswith("\n"):
-                text += "\n"  # char tokenizer has no end-of-text token: documents are kept apart by a newline
-            pieces = _cut_pieces(text, _CHUNK_CHARS)
-            texts += pieces
-            seps += [False] * (len(pieces) - 1) + [sep]
-        return {"text": texts, "sep": seps}
+def _tokenize(pieces: Iterator[tuple[str, str, bool]], tokenizer: Tokenizer, workers: int) -> Iterator[tuple]:
+    """(split, text, ids) for each piece, in order; with workers > 1, blocks of pieces are encoded in parallel."""
+    eot = [] if tokenizer.eot_id is None else [tokenizer.eot_id]
+    with multiprocessing.Pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        while block := list(itertools.islice(pieces, 64 * workers)):  # a block at a time bounds the memory
+            texts = [text for _, text, _ in block]
+            encoded = pool.map(tokenizer.encode, texts) if pool else map(tokenizer.encode, texts)
+            for (split, text, sep), ids in zip(block, encoded):
+                yield split, text, ids + eot if sep else ids
 
 
-class _Encode:
-    """Batched map: text pieces -> token ids, with end-of-text after each document that has a separator."""
-
-    def __init__(self, tokenizer_dict: dict[str, Any]):
-        self.tokenizer_dict = tokenizer_dict
-        self._tok: Tokenizer | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"tokenizer_dict": self.tokenizer_dict, "_tok": None}
-
-    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        if self._tok is None:
-            self._tok = tokenizer_from_dict(self.tokenizer_dict)
-        tok, eot = self._tok, self._tok.eot_id
-        ids = []
-        for text, sep in zip(batch["text"], batch["sep"]):
-            row = tok.encode(text)
-            if sep and eot is not None:
-                row.append(eot)
-            ids.append(row)
-        return {"ids": ids}
-
-
-def _char_counts(batch: dict[str, list]) -> dict[str, list]:
-    return {"n": [len(t) for t in batch["text"]]}
-
-
-def _split_docs(datasets: Any, docs: Any, lengths: np.ndarray, val_fraction: float) -> tuple[Any, Any, int, int]:
-    """Cut the concatenated documents at character int(n * (1 - val_fraction)); return (train, val) datasets."""
-    total = int(lengths.sum())
-    cut = int(total * (1.0 - val_fraction))
-    if cut == 0 or cut == total:
+def _char_tokenizer(rows: Iterable[tuple[str, str, bool]]) -> Tokenizer:
+    """Char vocabulary from the train split only; val must not add characters."""
+    seen: dict[str, set[str]] = {split: set() for split in SPLITS}
+    for split, text, _ in rows:
+        seen[split].update(text)
+    unseen = sorted(seen["val"] - seen["train"])
+    if unseen:
+        shown = " ".join(repr(c) for c in unseen[:10]) + (" ..." if len(unseen) > 10 else "")
         raise DataError(
-            f"corpus of {total} characters leaves an empty {'train' if cut == 0 else 'val'} split with "
-            f"val_fraction={val_fraction}; use a longer corpus or change --data.val_fraction"
+            f"the val split has {len(unseen)} character(s) that never occur in train: {shown}; "
+            "set data.tokenizer to gpt2, change data.val_fraction, or remove them from the corpus"
         )
-    ends = np.cumsum(lengths)
-    k = int(np.searchsorted(ends, cut, side="right"))  # document holding the first val character
-    offset = cut - (int(ends[k - 1]) if k > 0 else 0)
-    n_docs = len(docs)
-
-    features = datasets.Features({"text": datasets.Value("string"), "sep": datasets.Value("bool")})
-
-    def flagged(start: int, stop: int, last_sep: bool) -> Any:
-        # Rows start..stop-1 with "sep" = a document follows, so the document separator goes after the row.
-        if start >= stop:
-            return None
-        flags = [True] * (stop - start - 1) + [last_sep]
-        return docs.select(range(start, stop)).add_column("sep", flags).cast(features)
-
-    def piece(text: str, sep: bool) -> Any:
-        return datasets.Dataset.from_dict({"text": [text], "sep": [sep]}, features=features)
-
-    train_parts = [flagged(0, k, True)]
-    val_parts = []
-    if offset > 0:
-        text = docs[k]["text"]
-        train_parts.append(piece(text[:offset], False))
-        val_parts.append(piece(text[offset:], k < n_docs - 1))
-        rest_start = k + 1
-    else:
-        rest_start = k
-    val_parts.append(flagged(rest_start, n_docs, False))
-    train = datasets.concatenate_datasets([p for p in train_parts if p is not None])
-    val = datasets.concatenate_datasets([p for p in val_parts if p is not None])
-    return train, val, cut, total - cut
+    return build_tokenizer("char", "".join(sorted(seen["train"])))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,24 +262,12 @@ class PreparedData:
     reused: bool = False
     """True when prepare() found valid files and wrote nothing."""
 
-    @property
-    def train_path(self) -> Path:
-        return self.dir / "train.bin"
-
-    @property
-    def val_path(self) -> Path:
-        return self.dir / "val.bin"
-
-    @property
-    def vocab_size(self) -> int:
-        return int(self.meta["vocab_size"])
-
     def load_split(self, name: str) -> np.memmap:
         """Read-only memmap of a split's token ids, shape (N,)."""
         if name not in SPLITS:
             raise ValueError(f"split {name!r} does not exist; choose one of {', '.join(SPLITS)}")
         return np.memmap(self.dir / f"{name}.bin", dtype=np.dtype(self.meta["dtype"]), mode="r",
-                         shape=(int(self.meta[f"{name}_tokens"]),))
+                         shape=(int(self.meta[f"{name}_tokens"]),))  # fmt: skip
 
     def probe_tokens(self, n_tokens: int) -> np.ndarray:
         """The first `n_tokens` ids of val (fewer if val is shorter): a fixed text window, e.g. for attention maps."""
@@ -390,14 +278,14 @@ _META_KEYS = ("format_version", "source", "tokenizer", "vocab_size", "dtype", "v
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
-    """meta.json as a dict; corrupted files raise DataError."""
+    """meta.json as a dict; a corrupted file raises DataError."""
     fix = f"delete the folder {path.parent} and run again to rebuild it"
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"{path} is corrupted ({type(e).__name__}); {fix}") from None
-    if not isinstance(meta, dict) or any(k not in meta for k in _META_KEYS):
-        missing = [k for k in _META_KEYS if not isinstance(meta, dict) or k not in meta]
+    missing = [k for k in _META_KEYS if k not in meta] if isinstance(meta, dict) else list(_META_KEYS)
+    if missing:
         raise DataError(f"{path} is corrupted (missing {', '.join(missing)}); {fix}")
     return meta
 
@@ -419,9 +307,7 @@ def load_prepared(directory: str | Path, *, reused: bool = True) -> PreparedData
     except TokenizerError as e:
         raise DataError(f"{meta_path} has a bad tokenizer ({e}); {fix}") from None
     if tokenizer.vocab_size != meta["vocab_size"]:
-        raise DataError(
-            f"{meta_path} says vocab_size {meta['vocab_size']} but its tokenizer has {tokenizer.vocab_size}; {fix}"
-        )
+        raise DataError(f"{meta_path} says vocab_size {meta['vocab_size']} but its tokenizer has {tokenizer.vocab_size}; {fix}")
     dtype = np.dtype(meta["dtype"])
     if tokenizer.vocab_size > np.iinfo(dtype).max + 1:
         raise DataError(
@@ -429,8 +315,7 @@ def load_prepared(directory: str | Path, *, reused: bool = True) -> PreparedData
             f"(at most {np.iinfo(dtype).max + 1}); {fix}"
         )
     for split in SPLITS:
-        n = meta[f"{split}_tokens"]
-        file = directory / f"{split}.bin"
+        n, file = meta[f"{split}_tokens"], directory / f"{split}.bin"
         size = file.stat().st_size if file.exists() else None
         if not isinstance(n, int) or n <= 0 or size != n * dtype.itemsize:
             raise DataError(
@@ -440,154 +325,85 @@ def load_prepared(directory: str | Path, *, reused: bool = True) -> PreparedData
     return PreparedData(dir=directory, meta=meta, tokenizer=tokenizer, reused=reused)
 
 
-def cache_folder(cfg: DataConfig) -> Path:
-    """The folder prepare(cfg) uses, e.g. data/cache/shakespeare-input-char."""
-    source = _hf_source(cfg) if cfg.hf_dataset else _local_source(cfg)
-    return Path(cfg.cache_dir) / f"{source.name}-{cfg.tokenizer}"
-
-
 def _matches(meta: dict[str, Any], source: _Source, cfg: DataConfig) -> bool:
     """Was this meta.json written for the same source, tokenizer and split?"""
+    src, tok = meta["source"], meta["tokenizer"]
     return (
-        meta.get("format_version") == FORMAT_VERSION
-        and isinstance(meta.get("source"), dict)
-        and meta["source"].get("sha256") == source.sha256
-        and isinstance(meta.get("tokenizer"), dict)
-        and meta["tokenizer"].get("kind") == cfg.tokenizer
-        and meta.get("val_fraction") == cfg.val_fraction
-    )
-
-
-def _write_tokens(ds: Any, path: Path, dtype: np.dtype, progress: bool, desc: str) -> int:
-    from tqdm.auto import tqdm
-
-    n = 0
-    with open(path, "wb") as f, tqdm(total=len(ds), desc=desc, unit="rows", disable=not progress, leave=False) as bar:
-        for batch in ds.iter(batch_size=1024):
-            for row in batch["ids"]:
-                np.asarray(row, dtype=dtype).tofile(f)
-                n += len(row)
-            bar.update(len(batch["ids"]))
-        f.flush()
-        os.fsync(f.fileno())
-    return n
+        meta["format_version"] == FORMAT_VERSION
+        and isinstance(src, dict) and src.get("sha256") == source.sha256
+        and isinstance(tok, dict) and tok.get("kind") == cfg.tokenizer
+        and meta["val_fraction"] == cfg.val_fraction
+    )  # fmt: skip
 
 
 def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
     """Tokenize the corpus of `cfg` into its cache folder, or reuse what an earlier call wrote there."""
-    if cfg.hf_dataset:
-        source = _hf_source(cfg)
-    else:
-        source = _local_source(cfg)  # validates path, UTF-8 and emptiness before anything is written
-    out = Path(cfg.cache_dir) / f"{source.name}-{cfg.tokenizer}"
+    source = _hf_source(cfg) if cfg.hf_dataset else _local_source(cfg)
+    out = cache_folder(cfg)
     meta_path = out / "meta.json"
-    if meta_path.exists():
-        meta = _read_meta(meta_path)
-        if _matches(meta, source, cfg):
-            return load_prepared(out, reused=True)
-    if source.kind == "hf":
-        _check_online(str(cfg.hf_dataset))
+    if meta_path.exists() and _matches(_read_meta(meta_path), source, cfg):
+        return load_prepared(out, reused=True)
+
+    docs = _hub_documents(cfg, progress) if cfg.hf_dataset else lambda: _read_files(source.files)
+    lengths = [len(text) for text in docs()]  # also checks that every local file is UTF-8
+    total = sum(lengths)
+    if cfg.hf_dataset:
+        if total == 0:
+            column = cfg.hf_text_column
+            raise DataError(f"hub dataset {cfg.hf_dataset!r} has no text in column {column!r}; check data.hf_text_column")
+        source.info["rows"] = len(lengths)
+    cut = int(total * (1.0 - cfg.val_fraction))  # the first val character
+    if cut == 0 or cut == total:
+        raise DataError(
+            f"corpus of {total} characters leaves an empty {'train' if cut == 0 else 'val'} split with "
+            f"val_fraction={cfg.val_fraction}; use a longer corpus or change data.val_fraction"
+        )
+
+    def rows() -> Iterator[tuple[str, str, bool]]:
+        return _rows(docs(), len(lengths), cut, newline=cfg.tokenizer == "char")
+
+    tokenizer = _char_tokenizer(rows()) if cfg.tokenizer == "char" else build_tokenizer(cfg.tokenizer)
+    dtype = token_dtype(tokenizer.vocab_size)
+    workers = min(os.cpu_count() or 1, 8) if total > _PARALLEL_MIN_CHARS else 1
 
     out.mkdir(parents=True, exist_ok=True)
     tag = f"tmp-{os.getpid()}"
-    work = out / f".{tag}"
     try:
-        meta = _build(cfg, source, out, work, tag, progress)
+        counts = dict.fromkeys(SPLITS, 0)
+        bar = tqdm(total=total, desc=f"Tokenizing ({cfg.tokenizer})", unit="char", unit_scale=True, leave=False,
+                   disable=not progress or total < _PROGRESS_MIN_CHARS)  # fmt: skip
+        with open(out / f"train.bin.{tag}", "wb") as train, open(out / f"val.bin.{tag}", "wb") as val, bar:
+            files = {"train": train, "val": val}
+            for split, text, ids in _tokenize(_pieces(rows()), tokenizer, workers):
+                np.asarray(ids, dtype=dtype).tofile(files[split])
+                counts[split] += len(ids)
+                bar.update(len(text))
+            for f in files.values():
+                f.flush()
+                os.fsync(f.fileno())
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "source": {**source.info, "sha256": source.sha256},
+            "tokenizer": tokenizer.to_dict(),
+            "vocab_size": tokenizer.vocab_size,
+            "dtype": dtype.name,
+            "val_fraction": cfg.val_fraction,
+            "train_tokens": counts["train"],
+            "val_tokens": counts["val"],
+            "train_chars": cut,
+            "val_chars": total - cut,
+        }
         # Swap in the new files: meta.json goes first (without it the folder is "not prepared")
         # and comes back last, so an interruption never pairs a meta.json with other token files.
         meta_path.unlink(missing_ok=True)
         for split in SPLITS:
             os.replace(out / f"{split}.bin.{tag}", out / f"{split}.bin")
-        tmp_meta = out / f"meta.json.{tag}"
-        tmp_meta.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp_meta, meta_path)
+        (out / f"meta.json.{tag}").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        os.replace(out / f"meta.json.{tag}", meta_path)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
         for leftover in out.glob(f"*.{tag}"):
             leftover.unlink(missing_ok=True)
     return load_prepared(out, reused=False)
-
-
-def _build(cfg: DataConfig, source: _Source, out: Path, work: Path, tag: str, progress: bool) -> dict[str, Any]:
-    """Read, split, tokenize; write {split}.bin.{tag} into `out` and return the meta dict."""
-    large = source.nbytes > _PARALLEL_MIN_BYTES
-    progress = progress and (source.kind == "hf" or source.nbytes > _PROGRESS_MIN_BYTES)
-    work.mkdir(parents=True, exist_ok=True)
-    with _datasets_quiet(progress, offline=source.kind != "hf") as datasets:
-        docs = _read_local(datasets, source, work, in_memory=not large) if source.kind != "hf" else _read_hub(datasets, cfg)
-        if source.kind == "hf":
-            source.info["rows"] = len(docs)
-            large = docs.data.nbytes > _PARALLEL_MIN_BYTES
-        num_proc = min(os.cpu_count() or 1, 8) if large else None
-
-        def map_kw(name: str) -> dict[str, Any]:
-            # Small corpora stay in memory; large ones go through cache files inside `work` (deleted afterwards).
-            if num_proc is None:
-                return {"keep_in_memory": True}
-            return {"num_proc": num_proc, "cache_file_name": str(work / f"{name}.arrow")}
-
-        n = docs.map(_char_counts, batched=True, remove_columns=docs.column_names, **map_kw("lengths"))["n"]
-        lengths = np.asarray(n, dtype=np.int64)
-        if source.kind != "hf" and lengths.tolist() != source.chars:
-            raise DataError(
-                f"datasets read {int(lengths.sum())} characters from {cfg.path} but it holds {sum(source.chars)}; "
-                "check that the files are plain UTF-8 text and are not changing while being read"
-            )
-        if not lengths.any():
-            raise DataError(f"hub dataset {cfg.hf_dataset!r} has no text in column {cfg.hf_text_column!r}; check --data.hf_text_column")
-        if not lengths.all():  # empty documents add nothing but separators
-            keep = np.flatnonzero(lengths)
-            docs, lengths = docs.select(keep, keep_in_memory=True), lengths[keep]
-        train, val, train_chars, val_chars = _split_docs(datasets, docs, lengths, cfg.val_fraction)
-        chunk = _Chunk(newline_between_docs=cfg.tokenizer == "char")
-        pieces = {
-            name: ds.map(chunk, batched=True, desc=f"Cutting {name}", **map_kw(f"{name}-pieces"))
-            for name, ds in (("train", train), ("val", val))
-        }
-
-        if cfg.tokenizer == "char":
-            # Vocabulary from the training split only (the issue's rule); val must not add characters.
-            seen: set[str] = set()
-            for batch in pieces["train"].iter(batch_size=1024):
-                for text in batch["text"]:
-                    seen.update(text)
-            tokenizer = build_tokenizer("char", "".join(sorted(seen)))
-            val_seen: set[str] = set()
-            for batch in pieces["val"].iter(batch_size=1024):
-                for text in batch["text"]:
-                    val_seen.update(text)
-            unseen = sorted(val_seen - seen)
-            if unseen:
-                shown = " ".join(repr(c) for c in unseen[:10]) + (" ..." if len(unseen) > 10 else "")
-                raise DataError(
-                    f"the val split has {len(unseen)} character(s) that never occur in train: {shown}; "
-                    "use --data.tokenizer=gpt2, another --data.val_fraction, or remove them from the corpus"
-                )
-        else:
-            tokenizer = build_tokenizer(cfg.tokenizer)
-        dtype = token_dtype(tokenizer.vocab_size)
-
-        encode = _Encode(tokenizer.to_dict())
-        counts = {}
-        for name, ds in pieces.items():
-            ids = ds.map(encode, batched=True, batch_size=64, remove_columns=ds.column_names,
-                         desc=f"Tokenizing {name} ({cfg.tokenizer})", **map_kw(f"{name}-ids"))
-            counts[name] = _write_tokens(ids, out / f"{name}.bin.{tag}", dtype, progress, f"Writing {name}.bin")
-            if counts[name] == 0:
-                raise DataError(f"the {name} split has no tokens; use a longer corpus or change --data.val_fraction")
-
-    return {
-        "format_version": FORMAT_VERSION,
-        "source": {**source.info, "sha256": source.sha256},
-        "tokenizer": tokenizer.to_dict(),
-        "vocab_size": tokenizer.vocab_size,
-        "dtype": dtype.name,
-        "val_fraction": cfg.val_fraction,
-        "train_tokens": counts["train"],
-        "val_tokens": counts["val"],
-        "train_chars": train_chars,
-        "val_chars": val_chars,
-    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -608,10 +424,11 @@ class BatchSampler:
     with world_size W and micro_steps m micro-batches per rank and optimizer step, rank r's
     n-th draw is global micro-batch (n // m) * m * W + r * m + n % m. So every rank draws its
     own windows, and W processes together see exactly the batches one process with m * W
-    accumulation steps would see: DDP and single-process runs train on the same data. It reads only those windows of
-    block_size + 1 tokens (the corpus is never copied) and returns x = window[:-1], y = window[1:]
-    as int64 tensors of shape (B, T). `state_dict()` is the step count, the same on every rank:
-    loading any rank's state makes the next batches those an uninterrupted run would have drawn.
+    accumulation steps would see: DDP and single-process runs train on the same data.
+    It reads only those windows of block_size + 1 tokens (the corpus is never copied) and returns
+    x = window[:-1], y = window[1:] as int64 tensors of shape (B, T). `state_dict()` is the step
+    count, the same on every rank: loading any rank's state makes the next batches those an
+    uninterrupted run would have drawn.
     """
 
     def __init__(
@@ -635,15 +452,10 @@ class BatchSampler:
             raise ValueError(f"batch_size and block_size must be >= 1, got {batch_size} and {block_size}")
         n = len(tokens)
         if n < block_size + 1:
-            fit = f"use --model.block_size={n - 1} or less, or a longer corpus" if n >= 2 else "use a longer corpus"
+            fit = f"set model.block_size to {n - 1} or less, or use a longer corpus" if n >= 2 else "use a longer corpus"
             raise DataError(f"the {split} split has {n} tokens, fewer than block_size + 1 = {block_size + 1}; {fit}")
-        self.tokens = tokens
-        self.batch_size = batch_size
-        self.block_size = block_size
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.micro_steps = micro_steps
+        self.tokens, self.batch_size, self.block_size, self.seed = tokens, batch_size, block_size, seed
+        self.rank, self.world_size, self.micro_steps = rank, world_size, micro_steps
         self.device = torch.device(device)
         self.step = 0
         self._generator = torch.Generator()
@@ -658,18 +470,11 @@ class BatchSampler:
         starts = torch.randint(len(self.tokens) - T, (B,), generator=self._generator).tolist()
         windows = np.stack([self.tokens[i : i + T + 1] for i in starts]).astype(np.int64)  # (B, T+1)
         batch = torch.from_numpy(windows)
-        x, y = batch[:, :-1], batch[:, 1:]  # (B, T) each; y[b, t] is the token after x[b, t]
+        x, y = batch[:, :-1].contiguous(), batch[:, 1:].contiguous()  # (B, T) each; y[b, t] follows x[b, t]
         if self.device.type == "cuda":
             # pinned host memory lets the copy run asynchronously with the GPU's work
-            x = x.contiguous().pin_memory().to(self.device, non_blocking=True)
-            y = y.contiguous().pin_memory().to(self.device, non_blocking=True)
-        else:
-            x, y = x.contiguous().to(self.device), y.contiguous().to(self.device)
-        return x, y
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        while True:
-            yield self.next()
+            return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
+        return x.to(self.device), y.to(self.device)
 
     def state_dict(self) -> dict[str, int]:
         return {"seed": self.seed, "step": self.step}

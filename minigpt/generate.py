@@ -111,25 +111,26 @@ def validate_sampling(
     slide: int | None = None,
     block_size: int | None = None,
 ) -> None:
-    """Raise a one-line ValueError naming the bad flag and how to fix it."""
-    if not temperature >= 0:  # also catches NaN
+    """Raise a one-line ValueError that names the bad argument and how to fix it."""
+    if not (math.isfinite(temperature) and temperature >= 0):  # NaN fails both
         raise ValueError(
-            f"--temperature must be >= 0 (got {temperature}); use 0 for greedy decoding, 1 for plain sampling"
+            f"temperature must be a finite number >= 0 (got {temperature}); "
+            "use 0 for greedy decoding, 1 for plain sampling"
         )
     if top_k is not None and not 1 <= top_k <= vocab_size:
         raise ValueError(
-            f"--top-k must be between 1 and the vocabulary size {vocab_size} (got {top_k}); "
+            f"top_k must be between 1 and the vocabulary size {vocab_size} (got {top_k}); "
             f"leave it unset to sample from every token"
         )
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"--top-p must be in (0, 1] (got {top_p}); e.g. 0.9, or 1 to keep every token")
+    if top_p is not None and not 0 < top_p <= 1:  # NaN fails the comparison too
+        raise ValueError(f"top_p must be in (0, 1] (got {top_p}); e.g. 0.9, or 1 to keep every token")
     if max_new_tokens < 1:
-        raise ValueError(f"--max-new-tokens must be at least 1 (got {max_new_tokens}); ask for 1 or more tokens")
+        raise ValueError(f"max_new_tokens must be at least 1 (got {max_new_tokens}); ask for 1 or more tokens")
     if num_samples < 1:
-        raise ValueError(f"--num-samples must be at least 1 (got {num_samples})")
+        raise ValueError(f"num_samples must be at least 1 (got {num_samples})")
     if slide is not None and block_size is not None and not 1 <= slide <= block_size:
         raise ValueError(
-            f"--slide must be between 1 and block_size={block_size} (got {slide}); "
+            f"slide must be between 1 and block_size={block_size} (got {slide}); "
             f"1 crops to the last block_size tokens every step"
         )
 
@@ -254,7 +255,7 @@ def generate(
         raise ValueError("give either seed or generator, not both; a seed builds the generator for you")
     idx = _as_batch(prompt, device)
     if idx.size(1) == 0:
-        raise ValueError("--prompt is empty; give at least one token (e.g. a newline) to start from")
+        raise ValueError("prompt is empty; give at least one token (e.g. a newline) to start from")
     if idx.min() < 0 or idx.max() >= config.vocab_size:
         raise ValueError(
             f"prompt has token ids outside [0, {config.vocab_size}); "

@@ -1,47 +1,48 @@
 """Parameter, FLOP and memory accounting from a ModelConfig alone (nothing is allocated).
 
-    python -m minigpt.params --preset gpt3-175b
-    python -m minigpt.params --config configs/gpt2.toml
+    python -m minigpt.params                          # gpt3-175b
+    python -m minigpt.params --model.preset gpt2 --batch_size 8
+    python -m minigpt.params configs/gpt2.toml        # or a run's config.toml
 
 Every parameter of minigpt.model.GPT is accounted for; tests check the total against
-sum(p.numel() for p in model.parameters()) for built models.
+sum(p.numel() for p in model.parameters()) for built models. `human` and `text_table` are
+the number and table formatting that the other tools reuse.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
+from collections.abc import Sequence
 
-from minigpt.model import ModelConfig, load_presets
+from minigpt import cli
+from minigpt.config import ModelConfig, ParamsConfig, load_presets
+
+PROG = "python -m minigpt.params"
 
 
 def count_params(config: ModelConfig) -> dict[str, int]:
-    """Parameter counts by component. Keys prefixed `layer.` are for ONE block.
+    """Parameter counts by component. Keys prefixed `layer.` are for ONE block, `head.` for ONE head.
 
     "embedding" is the token and position embeddings plus the LM head when untied (the
     unembedding); "non_embedding" is the rest, the N of Kaplan et al. (2020).
-    "attention_per_head" is what one head owns: its d_head columns of the Q, K and V
-    weights and biases, its d_head rows of the output projection (the output bias is
-    shared by all heads and not included), and its additive-score network if any.
+    "head.weights" is what one head owns in weight matrices, the count the GPT-3 arithmetic
+    checks: its d_head columns of W_Q, W_K and W_V, its d_head rows of W_O, and its
+    additive-score network if any. "head.biases" is its share of the Q, K and V biases
+    (the output bias is shared by all heads and belongs to none).
     """
     d, a, f, v = config.n_embd, config.attn_dim, config.ff_dim, config.vocab_size
     hs, nh = config.head_size, config.n_head
     b = 1 if config.bias else 0
 
-    c: dict[str, int] = {}
-    c["token_embedding"] = v * d
-    c["position_embedding"] = config.block_size * d
+    c: dict[str, int] = {"token_embedding": v * d, "position_embedding": config.block_size * d}
     # one block: Q, K, V are d -> n_head*d_head each, the output projection maps back
-    c["layer.attn_q"] = d * a + b * a
-    c["layer.attn_k"] = d * a + b * a
-    c["layer.attn_v"] = d * a + b * a
+    for name in ("q", "k", "v"):
+        c[f"layer.attn_{name}"] = d * a + b * a
     c["layer.attn_out"] = a * d + b * d
     c["layer.attn_score"] = nh * (2 * hs * hs + hs) if config.attn_score == "additive" else 0
     c["layer.mlp_fc"] = d * f + b * f
     c["layer.mlp_proj"] = f * d + b * d
-    c["layer.ln_1"] = d + b * d
-    c["layer.ln_2"] = d + b * d
+    c["layer.ln_1"] = c["layer.ln_2"] = d + b * d
     c["layer.total"] = sum(n for k, n in c.items() if k.startswith("layer."))
     c["layer.biases"] = b * (3 * a + d + f + d + d + d)  # included above: Linear + LayerNorm biases
     c["layers"] = config.n_layer * c["layer.total"]
@@ -50,7 +51,8 @@ def count_params(config: ModelConfig) -> dict[str, int]:
     c["embedding"] = c["token_embedding"] + c["position_embedding"] + c["lm_head"]
     c["total"] = c["embedding"] + c["layers"] + c["ln_f"]
     c["non_embedding"] = c["total"] - c["embedding"]
-    c["attention_per_head"] = 3 * (d * hs + b * hs) + hs * d + c["layer.attn_score"] // nh
+    c["head.weights"] = 3 * d * hs + hs * d + c["layer.attn_score"] // nh
+    c["head.biases"] = 3 * b * hs
     return c
 
 
@@ -64,11 +66,9 @@ def flops_per_token(config: ModelConfig, seq_len: int | None = None) -> dict[str
     for training: 12 * n_layer * attn_dim * T (PaLM, Chowdhery et al. 2022, App. B;
     T is the full context, the causal mask's skipped half is not subtracted).
     """
-    t = seq_len if seq_len is not None else config.block_size
-    counts = count_params(config)
-    n_matmul = counts["non_embedding"] + config.vocab_size * config.n_embd
-    dense = 6 * n_matmul
-    attention = 12 * config.n_layer * config.attn_dim * t
+    t = seq_len or config.block_size
+    n_matmul = count_params(config)["non_embedding"] + config.vocab_size * config.n_embd
+    dense, attention = 6 * n_matmul, 12 * config.n_layer * config.attn_dim * t
     return {"params_in_matmuls": n_matmul, "dense": dense, "attention": attention, "total": dense + attention}
 
 
@@ -82,148 +82,106 @@ def training_memory(config: ModelConfig, batch_size: int = 1, seq_len: int | Non
     T*B*(34*d + 5*n_head*T) bytes with 2-byte activations (doubled for fp32), plus the
     logits and their gradient (fp32). Treat them as an order of magnitude.
     """
-    t = seq_len if seq_len is not None else config.block_size
+    t = seq_len or config.block_size
     p = count_params(config)["total"]
-    state = {"weights": 4 * p, "gradients": 4 * p, "adamw": 8 * p}
     acts16 = config.n_layer * t * batch_size * (34 * config.n_embd + 5 * config.n_head * t)
     logits = 2 * 4 * batch_size * t * config.vocab_size
     out = {}
     for name, act in (("fp32", 2 * acts16), ("bf16-mixed", acts16)):
-        row = {**state, "activations": act + logits}
-        row["total"] = sum(row.values())
-        out[name] = row
+        row = {"weights": 4 * p, "gradients": 4 * p, "adamw": 8 * p, "activations": act + logits}
+        out[name] = row | {"total": sum(row.values())}
     return out
 
 
 def human(n: float, unit: str = "") -> str:
-    """124_439_808 -> '124.44M'; with unit='B' bytes in binary units (GiB)."""
+    """124_439_808 -> '124.44M', 45.25 -> "45.25"; with unit='B', bytes in binary units (GiB)."""
     if unit == "B":
-        for suffix, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-            if abs(n) >= size:
-                return f"{n / size:.2f} {suffix}"
-        return f"{n:.0f} B"
-    for suffix, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        steps, sep, last = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)), " ", f"{n:.0f} B"
+    else:
+        steps, sep, last = (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)), "", f"{n:.4g}"
+    for suffix, size in steps:
         if abs(n) >= size:
-            return f"{n / size:.2f}{suffix}"
-    return f"{n:.0f}"
+            return f"{n / size:.2f}{sep}{suffix}"
+    return last
 
 
-def _table(rows: list[tuple[str, ...]], align: str) -> str:
-    """Aligned text table; align is one char per column, 'l' or 'r'."""
+def text_table(rows: Sequence[Sequence[str]], align: str = "", markdown: bool = False) -> str:
+    """rows[0] is the header. align: 'l' or 'r' per column (default: first left, rest right)."""
+    if markdown:
+        lines = ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines[:1] + ["|" + "---|" * len(rows[0])] + lines[1:])
+    align = align or "l" + "r" * (len(rows[0]) - 1)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for j, row in enumerate(rows):
-        cells = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(row, widths, align)]
-        lines.append("  ".join(cells).rstrip())
-        if j == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    lines = ["  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, align)).rstrip()
+             for r in rows]  # fmt: skip
+    return "\n".join(lines[:1] + ["  ".join("-" * w for w in widths)] + lines[1:])
 
 
 def format_param_table(config: ModelConfig, batch_size: int = 1, seq_len: int | None = None) -> str:
-    """The breakdown as an aligned text table (printed by train.py at start)."""
-    c = count_params(config)
-    total = c["total"]
-    L = config.n_layer
+    """The breakdown as an aligned text table with notes (train.py prints it at start)."""
+    c, L = count_params(config), config.n_layer
     rows = [("component", "params", "exact", "share")]
 
     def row(label: str, n: int) -> None:
-        rows.append((label, human(n), f"{n:,}", f"{100 * n / total:.2f}%"))
+        rows.append((label, human(n), f"{n:,}", f"{100 * n / c['total']:.2f}%"))
 
     row("token embedding (wte)", c["token_embedding"])
     row("position embedding (wpe)", c["position_embedding"])
-    for key, label in (
-        ("attn_q", "attention Q"),
-        ("attn_k", "attention K"),
-        ("attn_v", "attention V"),
-        ("attn_out", "attention output"),
-        ("attn_score", "attention additive score"),
-        ("mlp_fc", "MLP up"),
-        ("mlp_proj", "MLP down"),
-        ("ln_1", "LayerNorm 1"),
-        ("ln_2", "LayerNorm 2"),
-    ):
+    for key, label in (("attn_q", "attention Q"), ("attn_k", "attention K"), ("attn_v", "attention V"),
+                       ("attn_out", "attention output"), ("attn_score", "attention additive score"),
+                       ("mlp_fc", "MLP up"), ("mlp_proj", "MLP down"), ("ln_1", "LayerNorm 1"),
+                       ("ln_2", "LayerNorm 2")):  # fmt: skip
         if c[f"layer.{key}"]:
             row(f"  {label} x {L} layers", L * c[f"layer.{key}"])
     row(f"  (of which biases) x {L}", L * c["layer.biases"])
     row(f"blocks total ({human(c['layer.total'])} each)", c["layers"])
     row("final LayerNorm (ln_f)", c["ln_f"])
     row("LM head" + (" (tied to wte)" if config.tie_weights else ""), c["lm_head"])
-    row("embedding", c["embedding"])
-    row("non-embedding", c["non_embedding"])
-    row("total", total)
-    table = _table(rows, "lrrr")
+    for key in ("embedding", "non_embedding", "total"):
+        row(key.replace("_", "-"), c[key])
 
-    hs, nh = config.head_size, config.n_head
-    flops = flops_per_token(config, seq_len)
-    mem = training_memory(config, batch_size, seq_len)
-    t = seq_len or config.block_size
+    d, hs, nh = config.n_embd, config.head_size, config.n_head
+    score = f" + {c['layer.attn_score'] // nh:,} additive-score weights" if c["layer.attn_score"] else ""
+    flops, mem = flops_per_token(config, seq_len), training_memory(config, batch_size, seq_len)
+    fp32 = mem["fp32"]
     notes = [
-        f"shape: {L} layers, d_model {config.n_embd}, {nh} heads x d_head {hs} = {config.attn_dim}, "
+        f"shape: {L} layers, d_model {d}, {nh} heads x d_head {hs} = {config.attn_dim}, "
         f"d_ff {config.ff_dim}, context {config.block_size}, vocab {config.vocab_size}",
-        f"one head owns {c['attention_per_head']:,} params (Q, K, V columns + output rows)",
-        f"training FLOPs/token at T={t}: {human(flops['total'])} "
+        f"one head owns {c['head.weights']:,} weights = 3 x {d:,} x {hs:,} (its Q, K, V columns) "
+        f"+ {hs:,} x {d:,} (its output rows){score}",
+        f"  and {c['head.biases']:,} biases (its Q, K, V entries; the output bias is shared by all heads)",
+        f"training FLOPs/token at T={seq_len or config.block_size}: {human(flops['total'])} "
         f"= 6N {human(flops['dense'])} + attention 12*L*d_attn*T {human(flops['attention'])}",
-        "training memory (AdamW, batch {}): fp32 {} (state {}), bf16 mixed {} (activations estimated)".format(
-            batch_size,
-            human(mem["fp32"]["total"], "B"),
-            human(mem["fp32"]["weights"] + mem["fp32"]["gradients"] + mem["fp32"]["adamw"], "B"),
-            human(mem["bf16-mixed"]["total"], "B"),
-        ),
+        f"training memory (AdamW, batch {batch_size}): fp32 {human(fp32['total'], 'B')} "
+        f"(state {human(fp32['weights'] + fp32['gradients'] + fp32['adamw'], 'B')}), "
+        f"bf16 mixed {human(mem['bf16-mixed']['total'], 'B')} (activations estimated)",
     ]
-    return table + "\n" + "\n".join(notes)
+    return text_table(rows, "lrrr") + "\n" + "\n".join(notes)
 
 
 def format_preset_table() -> str:
     """Every preset's shape and total next to its published parameter count."""
     rows = [("preset", "n_layer", "d_model", "n_heads", "d_head", "minigpt", "published", "diff")]
     for name, entry in load_presets().items():
-        cfg = ModelConfig(**entry["model"])
-        total = count_params(cfg)["total"]
-        pub = entry["published_params"]
+        cfg = ModelConfig.from_preset(name)
+        total, pub = count_params(cfg)["total"], entry["published_params"]
+        shape = (cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.head_size)
         diff = f"{100 * (total - pub) / pub:+.1f}%" if pub else ""
-        rows.append(
-            (
-                name,
-                str(cfg.n_layer),
-                str(cfg.n_embd),
-                str(cfg.n_head),
-                str(cfg.head_size),
-                human(total),
-                human(pub) if pub else "-",
-                diff,
-            )
-        )
-    return _table(rows, "lrrrrrrr")
+        rows.append((name, *map(str, shape), human(total), human(pub) if pub else "-", diff))
+    return text_table(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m minigpt.params",
-        description="Count a model's parameters, training FLOPs and memory from its config.",
-    )
-    src = parser.add_mutually_exclusive_group()
-    src.add_argument("--preset", help=f"a named size: {', '.join(load_presets())}")
-    src.add_argument("--config", type=Path, help="a TOML or JSON config file with a [model] section")
-    parser.add_argument("--batch-size", type=int, default=1, help="batch size for the memory estimate")
-    parser.add_argument("--seq-len", type=int, default=None, help="sequence length (default: block_size)")
-    args = parser.parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
     try:
-        if args.config is not None:
-            from minigpt.config import load_config
-            from minigpt.run import SECTIONS  # a config file may hold every section of a run
-
-            config = load_config(SECTIONS, args.config)["model"]
-            title = str(args.config)
-        else:
-            name = args.preset or "gpt3-175b"
-            config = ModelConfig.from_preset(name)
-            title = f"preset {name}"
-    except (ValueError, OSError) as e:
+        cfg = cli.parse(ParamsConfig, sys.argv[1:] if argv is None else argv, prog=PROG)
+        table = format_param_table(cfg.model, cfg.batch_size, cfg.seq_len)
+    except ValueError as e:  # cli.ConfigError included
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"Parameters of {title}\n")
-    print(format_param_table(config, args.batch_size, args.seq_len))
+    name = cfg.model.preset or "a custom model"
+    if cfg.model.preset and cfg.model != ModelConfig.from_preset(cfg.model.preset):
+        name += ", modified"
+    print(f"Parameters of {name}\n\n{table}")
     print("\nPresets against published sizes (GPT-3: Brown et al. 2020, Table 2.1)\n")
     print(format_preset_table())
     return 0

@@ -193,9 +193,12 @@ def header(cfg: RunConfig, data: PreparedData, rt: runtime.Runtime, run_dir: Pat
 # -- the run ---------------------------------------------------------------------------------
 
 
-def train(cfg: RunConfig, ckpt: dict[str, Any] | None = None, ckpt_path: Path | None = None, *, out=sys.stdout) -> dict[str, Any]:
-    """Run one training job to the end (or until stopped); returns the Trainer's result plus the
-    run folder, the final sample and the best validation loss."""
+def train(
+    cfg: RunConfig, ckpt: dict[str, Any] | None = None, ckpt_path: Path | None = None, *,
+    stop_at: int | None = None, out=sys.stdout,
+) -> dict[str, Any]:  # fmt: skip
+    """Run one training job to the end (or until stopped, or to step stop_at); returns the
+    Trainer's result plus the run folder, the final sample and the best validation loss."""
     rt = runtime.setup(cfg.train.device, cfg.train.dtype)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -255,10 +258,10 @@ def train(cfg: RunConfig, ckpt: dict[str, Any] | None = None, ckpt_path: Path | 
                 logger.text("params", format_param_table(cfg.model, t.batch_size), 0)
                 logger.text("config", cli.to_toml(cfg), 0)
         start = time.perf_counter()
-        result = trainer.fit()
+        result = trainer.fit(stop_at)
         result["seconds"] = time.perf_counter() - start
         # every rank samples (in lockstep under FSDP); rank 0 reports
-        wants_sample = not result["stopped_by"] and log.sample_tokens > 0
+        wants_sample = not result["stopped_by"] and log.sample_tokens > 0 and stop_at is None
         result["sample"] = sample_text(model, tok, log.sample_tokens, seed=1) if wants_sample else ""
         result |= {"run_dir": run_dir, "best_val_loss": trainer.best_val_loss, "is_main": rt.is_main}
         if rt.is_main and not result["stopped_by"]:

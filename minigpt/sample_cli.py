@@ -30,11 +30,9 @@ from minigpt.generate import GenerationStats, generate
 from minigpt.model import GPT
 from minigpt.tokenizer import GPT2_EOT, Tokenizer, default_prompt, tokenizer_from_dict
 
-PROBE_DIR = "attention_probe"
-"""Sub-folder of the run folder for --attention: a TensorBoard run of its own, so its maps never
-collide with the ones training logs; the i-th probe is logged at step i."""
-PROBE_INDEX = "probes.jsonl"
-"""One JSON line per probe in PROBE_DIR: its step, its text and the checkpoint."""
+# --attention logs into this sub-folder of the run: a TensorBoard run of its own, so the probes
+# never collide with the maps training logs. Probe i is at step i; the index lists their texts.
+PROBE_DIR, PROBE_INDEX = "attention_probe", "probes.jsonl"
 
 
 def find_checkpoint(ckpt: str | None = None, run: str | None = None, runs_dir: str = "runs") -> tuple[Path, str]:
@@ -105,8 +103,6 @@ def read_prompt(cfg: SampleConfig, tokenizer: Tokenizer) -> tuple[str, list[int]
             raise ValueError(f"{flag}: no such file") from None
         except UnicodeDecodeError:
             raise ValueError(f"{flag} is not UTF-8 text; save it as UTF-8") from None
-        except OSError as e:
-            raise ValueError(f"{flag}: cannot read it ({e.strerror or e})") from None
     return text, encode_prompt(tokenizer, text, flag)
 
 
@@ -181,80 +177,76 @@ def format_stats(stats: GenerationStats, setup: str) -> str:
     )
 
 
-def log_attention(model: GPT, tokenizer: Tokenizer, ids: Sequence[int], log_dir: Path, about: str,
-                  png_dir: str | None) -> tuple[int, list[Path]]:  # fmt: skip
-    """Log every layer's and head's attention map on ids (already cropped to block_size) to
-    TensorBoard in log_dir at the next free step, and as PNGs into png_dir. Returns (step, PNG paths)."""
+def probe_attention(model: GPT, tokenizer: Tokenizer, ids: list[int], path: Path, about: str,
+                    png_dir: str | None) -> list[str]:  # fmt: skip
+    """Log every layer's and head's attention map on the last block_size ids to TensorBoard under
+    the checkpoint's run folder, at the next free step, and as PNGs into png_dir. Returns what to tell."""
     from minigpt.metrics import TensorBoardLogger, save_attention_pngs  # matplotlib, TensorBoard: lazily
 
-    weights = model.attention_maps(list(ids))  # (n_layer, nh, T, T)
-    labels = [tokenizer.decode_token(t) for t in ids]
-    text = tokenizer.decode(list(ids))
+    log_dir, c = path.parent / PROBE_DIR, model.config
+    ids = ids[-c.block_size :]
+    weights = model.attention_maps(ids)  # (n_layer, nh, T, T)
+    labels, text = [tokenizer.decode_token(t) for t in ids], tokenizer.decode(ids)
     index = log_dir / PROBE_INDEX
     step = len(index.read_text(encoding="utf-8").splitlines()) if index.is_file() else 0
     logger = TensorBoardLogger(log_dir, purge_step=None)
     try:
         logger.attention(weights, labels, step)
-        logger.text("probe/text", f"{text}\n\n({len(ids)} tokens; {about})", step)
+        logger.text("probe/text", f"{text}\n\n({len(ids)} tokens; {path.name}, {about})", step)
     finally:
         logger.close()
     with open(index, "a", encoding="utf-8") as f:
-        f.write(json.dumps({"step": step, "text": text, "tokens": len(ids), "checkpoint": about}) + "\n")
-    return step, save_attention_pngs(weights, labels, png_dir) if png_dir is not None else []
+        f.write(json.dumps({"step": step, "text": text, "tokens": len(ids), "checkpoint": str(path)}) + "\n")
+    pngs = save_attention_pngs(weights, labels, png_dir) if png_dir is not None else []
+    return [
+        f"attention maps: {len(ids)} tokens, {c.n_layer} layers x {c.n_head} heads",
+        f"TensorBoard: {log_dir}, step {step} (the probes' texts and steps are listed in {PROBE_INDEX})",
+        *([f"PNG: {len(pngs)} files in {png_dir}"] if pngs else []),
+        f"view with: tensorboard --logdir {path.parent.parent}",
+    ]
 
 
 def check_modes(cfg: SampleConfig) -> None:
-    """Settings that only make sense with --attention, or that it needs."""
+    """Settings that only make sense with attention, or that it needs."""
     if not cfg.attention and (cfg.attention_png is not None or cfg.attention_generate):
-        raise ValueError("attention_png and attention_generate go with attention; add --attention or drop them")
+        raise ValueError("attention_png and attention_generate only apply with attention; add it or drop them")
     if cfg.attention and cfg.num_samples != 1:
         raise ValueError("num_samples does not apply to attention (one text is probed)")
     if cfg.attention and cfg.prompt is None and cfg.prompt_file is None and not cfg.attention_generate:
-        raise ValueError("attention needs a text: give --prompt, --prompt_file or --attention_generate")
+        raise ValueError("attention needs a text: give prompt, prompt_file or attention_generate")
 
 
 def run(cfg: SampleConfig, out: TextIO, err: TextIO, stats: GenerationStats) -> None:
-    """Sample (or probe attention) as cfg says; raises ValueError before writing anything on bad input."""
+    """Sample (or probe attention) as cfg says; bad input raises ValueError before any output."""
     check_modes(cfg)
     device = runtime.resolve_device(cfg.device)
     amp_dtype = runtime.resolve_dtype(cfg.dtype, device)
     path, why = find_checkpoint(cfg.ckpt, cfg.run, cfg.runs_dir)
     model, tokenizer, trained = load_model(path, device)
     prompt, ids = read_prompt(cfg, tokenizer)
-    block_size, max_new = model.config.block_size, cfg.attention_generate if cfg.attention else cfg.max_new_tokens
+    max_new = cfg.attention_generate if cfg.attention else cfg.max_new_tokens
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31)
     tokens = None
     if max_new:  # generate() checks its arguments here, before the first token
         tokens = generate(model, ids, max_new, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                           seed=seed, num_samples=cfg.num_samples, use_cache=cfg.kv_cache, slide=cfg.slide)  # fmt: skip
-    dtype = str(amp_dtype or torch.float32).removeprefix("torch.")
-    setup = f"KV cache {'on' if cfg.kv_cache else 'off'}, {device.type} {dtype}"
+    hardware = f"{device.type} {str(amp_dtype or torch.float32).removeprefix('torch.')}"
     if device.type == "cpu":
-        setup += f", {cfg.threads} thread{'s' if cfg.threads > 1 else ''}"
+        hardware += f", {cfg.threads} thread{'s' if cfg.threads > 1 else ''}"
+    block_size = model.config.block_size
     print(f"checkpoint: {path} ({why}; {trained})", file=err)
     print(f"model: {model.num_params() / 1e6:.2f}M parameters, block_size {block_size}, {tokenizer.kind} tokenizer "
-          f"(vocab {tokenizer.vocab_size}); {device.type} {dtype}" + (f"; seed {seed}" if max_new else ""), file=err)  # fmt: skip
-    if len(ids) > block_size and not cfg.attention:
-        print(f"note: the prompt is {len(ids)} tokens; the model sees at most the last {block_size} (block_size)",
-              file=err)  # fmt: skip
+          f"(vocab {tokenizer.vocab_size}); {hardware}" + (f"; seed {seed}" if max_new else ""), file=err)  # fmt: skip
     with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
+        if len(ids) > block_size and not cfg.attention:
+            print(f"note: the prompt is {len(ids)} tokens; the model sees at most the last {block_size}", file=err)
         if tokens is not None:
             ids = ids + write_samples(tokens, tokenizer, prompt, cfg.num_samples, out)
-            print(format_stats(stats, setup), file=err)
-        if not cfg.attention:
-            return
-        if len(ids) > block_size:
-            print(f"note: the text is {len(ids)} tokens; the model sees at most block_size={block_size}, "
-                  f"so the maps show the last {block_size}", file=err)  # fmt: skip
-        log_dir = path.parent / PROBE_DIR
-        step, pngs = log_attention(model, tokenizer, ids[-block_size:], log_dir, f"{path.name}, {trained}",
-                                   cfg.attention_png)  # fmt: skip
-    c = model.config
-    print(f"attention maps: {min(len(ids), block_size)} tokens, {c.n_layer} layers x {c.n_head} heads", file=out)
-    print(f"TensorBoard: {log_dir}, step {step} (texts and steps listed in {PROBE_INDEX})", file=out)
-    if pngs:
-        print(f"PNG: {len(pngs)} files in {cfg.attention_png}", file=out)
-    print(f"view with: tensorboard --logdir {path.parent.parent}", file=out)
+            print(format_stats(stats, f"KV cache {'on' if cfg.kv_cache else 'off'}, {hardware}"), file=err)
+        if cfg.attention and len(ids) > block_size:
+            print(f"note: the text is {len(ids)} tokens; the maps show the last {block_size} (block_size)", file=err)
+        if cfg.attention:
+            print(*probe_attention(model, tokenizer, ids, path, trained, cfg.attention_png), sep="\n", file=out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -281,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         out.write("\n")
-        print(f"interrupted after {stats.steps} tokens per sample", file=err)
+        print(format_stats(stats, "interrupted") if stats.steps else "interrupted", file=err)
         return 130
     finally:
         torch.set_num_threads(threads)  # main() may be called in-process (tests): leave it as found
