@@ -1,35 +1,42 @@
 """Benchmarks: training-step throughput, attention cost by context length, generation speed.
 
-    python -m minigpt.bench train --preset nano --batch-size 12 --attn manual,sdpa
-    python -m minigpt.bench attention --block-sizes 64,128,256,512,1024
-    python -m minigpt.bench generate --preset nano --block-size 256 --new-tokens 100,500
-    python -m minigpt.bench all --markdown docs/bench-latest.md
+    python -m minigpt.bench train --batch_size 12 --attn manual sdpa --compile both
+    python -m minigpt.bench attention --block_sizes 64 128 256 512 1024
+    python -m minigpt.bench generate --model.block_size 256 --new_tokens 100 500
+    python -m minigpt.bench profile                  # where a training step's time goes
+    python -m minigpt.bench all --markdown --json=bench.json
 
-Everything runs in one process, after warm-up, and reports medians over repeats. The
-weights are random: speed does not depend on what a model has learned.
+The model is the nano preset (nanoGPT's CPU shape) unless --model.preset, --model.* flags or a
+config file say otherwise. Everything runs in one process, after warm-up, and reports medians
+over repeats. The weights are random: speed does not depend on what a model has learned.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
+from torch.profiler import ProfilerActivity, profile, record_function
 
+from minigpt import cli
 from minigpt.attention import CausalSelfAttention
-from minigpt.generate import generate
-from minigpt.model import GPT, ModelConfig
-from minigpt.params import flops_per_token
+from minigpt.config import BenchConfig, ModelConfig, TrainConfig
+from minigpt.generate import generate_ids
+from minigpt.model import GPT
+from minigpt.params import flops_per_token, human, text_table
 from minigpt.runtime import measure_peak_flops, resolve_device, resolve_dtype
-from minigpt.trainer import TrainConfig, Trainer
+from minigpt.trainer import Trainer
+
+PROG = "python -m minigpt.bench"
+Rows = list[dict[str, Any]]
 
 
 def _sync(device: torch.device) -> None:
@@ -54,182 +61,131 @@ def _median_time(fn: Callable[[], Any], device: torch.device, warmup: int, iters
 
 def _peak_memory(device: torch.device) -> str:
     if device.type == "cuda":
-        return f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB"
+        return human(torch.cuda.max_memory_allocated(device), "B")
     # CPU: the process's peak resident set so far (ru_maxrss is KiB on Linux)
-    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (process)"
+    return human(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "B") + " (process)"
 
 
-class _RandomBatches:
-    """A fixed random batch, so the benchmark measures the model, not the data path."""
+class RandomBatches:
+    """One fixed random batch, served forever: the benchmark measures the model, not the data path."""
 
-    def __init__(self, cfg: ModelConfig, batch_size: int, device: torch.device):
+    def __init__(self, model: ModelConfig, batch_size: int, device: torch.device):
         g = torch.Generator().manual_seed(0)
-        idx = torch.randint(0, cfg.vocab_size, (batch_size, cfg.block_size + 1), generator=g)
-        self.x, self.y = idx[:, :-1].to(device), idx[:, 1:].to(device)
+        idx = torch.randint(0, model.vocab_size, (batch_size, model.block_size + 1), generator=g)
+        self.x, self.y = idx[:, :-1].to(device), idx[:, 1:].to(device)  # (B, T) each
 
-    def next(self):
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.x, self.y
 
-    def state_dict(self):
-        return {}
+
+def _trainer(cfg: BenchConfig, model: GPT, device: torch.device, amp_dtype: torch.dtype | None,
+             compile: bool = False) -> Trainer:  # fmt: skip
+    """The real training step (forward, backward, clip, AdamW) on random batches, no LR warmup."""
+    return Trainer(
+        model, TrainConfig(batch_size=cfg.batch_size, warmup_iters=0),
+        RandomBatches(model.config, cfg.batch_size, device),
+        train_model=torch.compile(model) if compile else None, device=device, amp_dtype=amp_dtype,
+    )  # fmt: skip
 
 
-def bench_train(
-    cfg: ModelConfig, *, batch_size: int, attn: str, compile: bool, device: torch.device,
-    amp_dtype: torch.dtype | None, steps: int, warmup: int, repeats: int, peak_flops: float | None,
-) -> dict[str, Any]:  # fmt: skip
-    """One training step (forward, backward, clip, AdamW) of `cfg` with attn_impl=attn."""
-    torch.manual_seed(0)
-    cfg = replace(cfg, attn_impl=attn, dropout=0.0)
-    model = GPT(cfg).to(device)
+def bench_train(cfg: BenchConfig, attn: str, compile: bool, device: torch.device, amp_dtype: torch.dtype | None,
+                peak_flops: float | None) -> dict[str, Any]:  # fmt: skip
+    """Time one training step of cfg.model with attn_impl=attn, compiled or not."""
+    model_cfg = cfg.model.replace(attn_impl=attn, dropout=0.0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    train_model = torch.compile(model) if compile else model
-    trainer = Trainer(
-        model, TrainConfig(batch_size=batch_size, warmup_iters=0), _RandomBatches(cfg, batch_size, device),
-        train_model=train_model, device=device, amp_dtype=amp_dtype,
-    )  # fmt: skip
-    t_compile = time.perf_counter()
+    torch.manual_seed(0)
+    trainer = _trainer(cfg, GPT(model_cfg).to(device), device, amp_dtype, compile)
+    start = time.perf_counter()
     trainer.step()  # the first step compiles, if asked to
-    first_step_s = time.perf_counter() - t_compile
-    sec = _median_time(trainer.step, device, warmup, steps, repeats)
-    tokens = batch_size * cfg.block_size
-    row = {
-        "config": f"{cfg.n_layer}L {cfg.n_embd}w T={cfg.block_size} B={batch_size}",
-        "attn": attn,
-        "compile": compile,
-        "dtype": {None: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[amp_dtype],
-        "ms_per_iter": 1000 * sec,
-        "tokens_per_s": tokens / sec,
-        "first_step_s": first_step_s,
-        "peak_memory": _peak_memory(device),
-    }
+    first_step_s = time.perf_counter() - start
+    sec = _median_time(trainer.step, device, cfg.warmup, cfg.steps, cfg.repeats)
+    tokens = cfg.batch_size * model_cfg.block_size
+    row = {"config": f"{model_cfg.n_layer}L {model_cfg.n_embd}w T={model_cfg.block_size} B={cfg.batch_size}",
+           "attn": attn, "compile": compile, "dtype": str(amp_dtype or torch.float32).removeprefix("torch."),
+           "ms_per_iter": 1000 * sec, "tokens_per_s": tokens / sec, "first_step_s": first_step_s,
+           "peak_memory": _peak_memory(device)}  # fmt: skip
     if peak_flops:
-        row["mfu"] = flops_per_token(cfg)["total"] * tokens / sec / peak_flops
+        row["mfu"] = flops_per_token(model_cfg)["total"] * tokens / sec / peak_flops
     return row
 
 
-def bench_attention(
-    cfg: ModelConfig, *, block_sizes: list[int], batch_size: int, device: torch.device,
-    warmup: int, iters: int, repeats: int,
-) -> list[dict[str, Any]]:  # fmt: skip
-    """Forward + backward of one attention layer alone, manual vs sdpa, per context length."""
+def bench_attention(cfg: BenchConfig, device: torch.device) -> Rows:
+    """Forward + backward of one attention layer alone, for each path in cfg.attn and each context length."""
     rows = []
-    for T in block_sizes:
-        for attn in ("manual", "sdpa"):
-            layer_cfg = replace(cfg, block_size=T, attn_impl=attn, dropout=0.0)
+    for T in cfg.block_sizes:
+        for attn in cfg.attn:
             torch.manual_seed(0)
-            layer = CausalSelfAttention(layer_cfg).to(device)
-            x = torch.randn(batch_size, T, cfg.n_embd, device=device, requires_grad=True)
-
-            def step():
-                y, _ = layer(x)
-                y.sum().backward()
-
+            layer = CausalSelfAttention(cfg.model.replace(block_size=T, attn_impl=attn, dropout=0.0)).to(device)
+            x = torch.randn(cfg.batch_size, T, cfg.model.n_embd, device=device, requires_grad=True)  # (B, T, C)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            sec = _median_time(step, device, warmup, iters, repeats)
+            sec = _median_time(lambda: layer(x)[0].sum().backward(), device, warmup=2, iters=5, repeats=cfg.repeats)
             row = {"T": T, "attn": attn, "ms_fwd_bwd": 1000 * sec}
             if device.type == "cuda":
-                row["peak_memory"] = f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB"
+                row["peak_memory"] = _peak_memory(device)
             else:
                 # the (B, nh, T, T) score, weight and mask tensors the manual path keeps for backward
-                row["attn_matrices"] = f"{3 * 4 * batch_size * cfg.n_head * T * T / 2**20:.1f} MiB" if attn == "manual" else "-"
+                size = 3 * 4 * cfg.batch_size * cfg.model.n_head * T * T
+                row["attn_matrices"] = human(size, "B") if attn == "manual" else "-"
             rows.append(row)
     return rows
 
 
-def bench_generate(
-    cfg: ModelConfig, *, new_tokens: list[int], device: torch.device, repeats: int
-) -> list[dict[str, Any]]:
+def bench_generate(cfg: BenchConfig, device: torch.device) -> Rows:
     """Tokens/s of greedy generation from a one-token prompt, with and without the KV cache."""
     torch.manual_seed(0)
-    model = GPT(replace(cfg, dropout=0.0)).to(device).eval()
+    model = GPT(cfg.model.replace(dropout=0.0)).to(device).eval()
     rows = []
-    for n in new_tokens:
+    for n in cfg.new_tokens:
         for use_cache in (True, False):
-            times = []
-            for _ in range(repeats + 1):  # the first run warms up
-                start = time.perf_counter()
-                for _ in generate(model, [0], n, temperature=0.0, use_cache=use_cache):
-                    pass
-                _sync(device)
-                times.append(time.perf_counter() - start)
-            sec = statistics.median(times[1:])
+            gen = partial(generate_ids, model, [0], n, temperature=0.0, use_cache=use_cache)
+            sec = _median_time(gen, device, warmup=1, iters=1, repeats=cfg.repeats)
             rows.append({"new_tokens": n, "kv_cache": use_cache, "seconds": sec, "tokens_per_s": n / sec})
     return rows
 
 
-def profile_train(
-    cfg: ModelConfig, *, batch_size: int, device: torch.device, amp_dtype: torch.dtype | None, steps: int
-) -> tuple[list[dict[str, Any]], str]:
-    """Where a training step's time goes: phases (forward, backward, optimizer) and top ops."""
-    from torch.profiler import ProfilerActivity, profile, record_function
+def profile_train(cfg: BenchConfig, device: torch.device, amp_dtype: torch.dtype | None) -> tuple[Rows, str]:
+    """Where the trainer's own step spends its time (CPU-side), and the top operators.
 
+    forward is labelled by wrapping the model's forward in a record_function; backward is the
+    sum of autograd's per-node events; optimizer is torch's own "Optimizer.step" event; other is
+    the rest of the wall time (gradient clipping, zero_grad, loss.item(), autograd's own overhead).
+    """
     torch.manual_seed(0)
-    model = GPT(replace(cfg, dropout=0.0)).to(device)
-    batches = _RandomBatches(cfg, batch_size, device)
-    trainer = Trainer(model, TrainConfig(batch_size=batch_size, warmup_iters=0), batches, device=device,
-                      amp_dtype=amp_dtype)  # fmt: skip
-    amp = trainer.amp
-
-    def step() -> None:
-        with record_function("phase: data"):
-            x, y = batches.next()
-        with record_function("phase: forward"):
-            with amp:
-                _, loss = model(x, y)
-        with record_function("phase: backward"):
-            loss.backward()
-        with record_function("phase: clip + optimizer"):
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            trainer.optimizer.step()
-            trainer.optimizer.zero_grad(set_to_none=True)
-        with record_function("phase: loss.item()"):
-            loss.item()
-
-    for _ in range(5):
-        step()
+    model = GPT(cfg.model.replace(dropout=0.0)).to(device)
+    model.forward = record_function("phase: forward")(model.forward)
+    trainer = _trainer(cfg, model, device, amp_dtype)
+    for _ in range(cfg.warmup):
+        trainer.step()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     start = time.perf_counter()
     with profile(activities=activities) as prof:
-        for _ in range(steps):
-            step()
-    wall = (time.perf_counter() - start) / steps
+        for _ in range(cfg.steps):
+            trainer.step()
+    wall_ms = 1000 * (time.perf_counter() - start) / cfg.steps
     events = prof.key_averages()
-    rows = []
-    for e in events:
-        if e.key.startswith("phase: "):
-            rows.append({"phase": e.key[7:], "ms_per_step": e.cpu_time_total / 1000 / steps,
-                         "share": e.cpu_time_total / 1000 / steps / (1000 * wall)})  # fmt: skip
-    rows.sort(key=lambda r: -r["ms_per_step"])
-    top = events.table(sort_by="self_cpu_time_total", row_limit=15)
-    return rows, top
+
+    def ms(prefix: str) -> float:
+        return sum(e.cpu_time_total for e in events if e.key.startswith(prefix)) / 1000 / cfg.steps
+
+    phases = {"forward": ms("phase: forward"), "backward": ms("autograd::engine::evaluate_function"),
+              "optimizer": ms("Optimizer.step")}  # fmt: skip
+    phases["other (clip, zero_grad, overheads)"] = wall_ms - sum(phases.values())
+    rows = [{"phase": k, "ms_per_step": v, "share": v / wall_ms} for k, v in phases.items()]
+    return rows, events.table(sort_by="self_cpu_time_total", row_limit=15)
 
 
-def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
-    if not rows:
-        return ""
-    keys = list(rows[0])
-    for row in rows[1:]:
-        keys += [k for k in row if k not in keys]
+def format_rows(rows: Rows, markdown: bool = False) -> str:
+    """Result rows as one table; fractions (mfu, share) as percentages, other floats by human()."""
+    keys = list(dict.fromkeys(k for row in rows for k in row))
 
     def cell(key: str, v: Any) -> str:
         if key in ("mfu", "share"):
             return f"{v:.1%}"
-        if isinstance(v, float):
-            return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}"
-        return str(v)
+        return human(v) if isinstance(v, float) else str(v)
 
-    table = [keys] + [[cell(k, r[k]) if k in r else "" for k in keys] for r in rows]
-    if markdown:
-        lines = ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(keys)]
-        lines += ["| " + " | ".join(r) + " |" for r in table[1:]]
-        return "\n".join(lines)
-    widths = [max(len(r[i]) for r in table) for i in range(len(keys))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table([keys] + [[cell(k, r[k]) if k in r else "" for k in keys] for r in rows], markdown=markdown)
 
 
 def machine_line(device: torch.device) -> str:
@@ -240,79 +196,47 @@ def machine_line(device: torch.device) -> str:
     return f"{what}; torch {torch.__version__}; python {platform.python_version()}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minigpt.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["train", "attention", "generate", "profile", "all"])
-    parser.add_argument("--preset", default="nano", help="model preset (default: nano, nanoGPT's CPU shape)")
-    parser.add_argument("--n-layer", type=int)
-    parser.add_argument("--n-embd", type=int)
-    parser.add_argument("--n-head", type=int)
-    parser.add_argument("--block-size", type=int)
-    parser.add_argument("--vocab-size", type=int)
-    parser.add_argument("--batch-size", type=int, default=12)
-    parser.add_argument("--attn", default="manual,sdpa", help="attention paths for `train`, comma-separated")
-    parser.add_argument("--compile", default="off", help="off, on, or both (for `train`)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto", help="auto: bfloat16 on CUDA, float32 elsewhere")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--block-sizes", default="64,128,256,512,1024")
-    parser.add_argument("--new-tokens", default="100,500")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads")
-    parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
-    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
-    args = parser.parse_args(argv)
-
-    try:
-        device = resolve_device(args.device)
-        amp_dtype = resolve_dtype(args.dtype, device)
-        cfg = ModelConfig.from_preset(args.preset)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def run(cfg: BenchConfig) -> dict[str, Rows]:
+    """Run the benchmarks cfg.what names, printing the machine, the model and each table."""
+    device = resolve_device(cfg.device)
+    amp_dtype = resolve_dtype(cfg.dtype, device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-    changes = {k: getattr(args, k) for k in ("n_layer", "n_embd", "n_head", "block_size", "vocab_size")}
-    cfg = replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+    if cfg.json:
+        open(cfg.json, "w").close()  # an unwritable path fails now, not after the benchmarks
+    m = cfg.model
     print(f"# {machine_line(device)}")
-    print(f"# model: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, block {cfg.block_size}, "
-          f"vocab {cfg.vocab_size}")
-    results: dict[str, list[dict[str, Any]]] = {}
-    if args.what in ("train", "all"):
+    print(f"# model: {m.n_layer} layers, {m.n_head} heads, {m.n_embd} wide, block {m.block_size}, vocab {m.vocab_size}")
+    results: dict[str, Rows] = {}
+    if cfg.what in ("train", "all"):
         peak = measure_peak_flops(device) if device.type == "cuda" else None
         if peak:
-            print(f"# MFU against a measured 8192^3 {args.dtype} matmul: {peak / 1e12:.0f} TFLOP/s")
-        compiles = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
-        rows = [
-            bench_train(cfg, batch_size=args.batch_size, attn=attn, compile=c, device=device, amp_dtype=amp_dtype,
-                        steps=args.steps, warmup=args.warmup, repeats=args.repeats, peak_flops=peak)
-            for attn in args.attn.split(",") for c in compiles
-        ]  # fmt: skip
-        results["train"] = rows
-    if args.what in ("attention", "all"):
-        results["attention"] = bench_attention(
-            cfg, block_sizes=[int(t) for t in args.block_sizes.split(",")], batch_size=args.batch_size,
-            device=device, warmup=2, iters=5, repeats=args.repeats,
-        )  # fmt: skip
-    if args.what in ("generate", "all"):
-        results["generate"] = bench_generate(
-            cfg, new_tokens=[int(n) for n in args.new_tokens.split(",")], device=device, repeats=args.repeats
-        )
-    if args.what == "profile":
-        rows, top = profile_train(cfg, batch_size=args.batch_size, device=device, amp_dtype=amp_dtype,
-                                  steps=args.steps)  # fmt: skip
-        results["profile"] = rows
-        print("\n## top operators by self time (all profiled steps)\n")
-        print(top)
+            print(f"# MFU against a measured bf16 8192^3 matmul: {peak / 1e12:.0f} TFLOP/s")
+        compiles = {"off": [False], "on": [True], "both": [False, True]}[cfg.compile]
+        results["train"] = [bench_train(cfg, a, c, device, amp_dtype, peak) for a in cfg.attn for c in compiles]
+    if cfg.what in ("attention", "all"):
+        results["attention"] = bench_attention(cfg, device)
+    if cfg.what in ("generate", "all"):
+        results["generate"] = bench_generate(cfg, device)
+    if cfg.what == "profile":
+        results["profile"], top = profile_train(cfg, device, amp_dtype)
+        print(f"\n## top operators by self time (all profiled steps)\n\n{top}")
     for name, rows in results.items():
-        print(f"\n## {name}\n")
-        print(format_table(rows, markdown=args.markdown))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine_line(device), "results": results}, f, indent=2)
+        print(f"\n## {name}\n\n{format_rows(rows, cfg.markdown)}")
+    if cfg.json:
+        with open(cfg.json, "w") as f:
+            json.dump({"machine": machine_line(device), "config": cli.to_dict(cfg), "results": results}, f, indent=2)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        run(cli.parse(BenchConfig, sys.argv[1:] if argv is None else argv, prog=PROG))
+    except (ValueError, OSError) as e:  # cli.ConfigError included; OSError: an unwritable --json path
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -123,16 +123,17 @@ def _type_name(tp: Any) -> str:
 
 
 def _unknown(key: str, valid: Sequence[str], where: str, flag: bool) -> ConfigError:
-    close = difflib.get_close_matches(key, valid, n=1)
+    """An unknown key: the likeliest meant one (the same name in another section first), and the valid keys."""
+    section, _, last = key.rpartition(".")
+    owners = [k for k in valid if k.rpartition(".")[2] == last]
+    close = owners[:1] or difflib.get_close_matches(key, valid, n=1)
     show = (lambda k: f"--{k}") if flag else (lambda k: k)
     hint = f" (did you mean {show(close[0])}?)" if close else ""
-    section = key.rpartition(".")[0]
     keys = [k.rpartition(".")[2] for k in valid if k.rpartition(".")[0] == section]
-    if not keys:  # an unknown section: list the sections
-        keys, section = sorted({k.partition(".")[0] for k in valid if "." in k}), ""
-        listing = f"valid sections: {', '.join(keys)}"
-    else:
+    if keys:
         listing = f"valid keys{f' of [{section}]' if section else ''}: {', '.join(keys)}"
+    else:  # an unknown section
+        listing = f"valid sections: {', '.join(sorted({k.partition('.')[0] for k in valid if '.' in k}))}"
     return ConfigError(f"unknown {'option' if flag else 'key'} {show(key)}{where}{hint}; {listing}")
 
 
@@ -147,19 +148,17 @@ def _leaves(cls: type, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _check(cls: type, data: Mapping[str, Any], where: str, prefix: str = "") -> dict[str, Any]:
+def _check(cls: type, data: Mapping[str, Any], where: str, prefix: str = "", leaves: Sequence[str] = ()) -> dict[str, Any]:
     """Check a file's (or checkpoint's) keys and value types against cls; "none" becomes None."""
-    leaves = list(_leaves(cls))
     out = {}
     for key, value in data.items():
         tp = _fields(cls).get(key)
         if tp is None:
-            raise _unknown(prefix + key, leaves if not prefix else [k for k in leaves if k.startswith(prefix)],
-                           where, flag=False)  # fmt: skip
+            raise _unknown(prefix + key, leaves or list(_leaves(cls)), where, flag=False)
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{prefix}{key}{where} must be a table [{prefix}{key}] of keys, got {value!r}")
-            out[key] = _check(tp, value, where, f"{prefix}{key}.")
+            out[key] = _check(tp, value, where, f"{prefix}{key}.", leaves or list(_leaves(cls)))
             continue
         if value == "none" and type(None) in _arms(tp):
             value = None

@@ -65,13 +65,6 @@ def token_dtype(vocab_size: int) -> np.dtype:
 # Source: where the documents come from, and a fingerprint that says when they change
 
 
-@dataclass
-class _Source:
-    sha256: str
-    info: dict[str, Any]  # meta.json's "source", together with the sha256
-    files: list[Path]  # a local corpus's documents, in order; empty for a hub dataset
-
-
 def cache_folder(cfg: DataConfig) -> Path:
     """The folder prepare(cfg) uses, e.g. data/cache/shakespeare-input-char."""
     if cfg.hf_dataset:
@@ -88,7 +81,8 @@ def _file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _local_source(cfg: DataConfig) -> _Source:
+def _local_files(cfg: DataConfig) -> tuple[list[Path], dict[str, Any]]:
+    """The corpus's files in order, and meta.json's "source": what they are and their sha256."""
     path = Path(cfg.path)
     if not path.exists():
         where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
@@ -107,16 +101,16 @@ def _local_source(cfg: DataConfig) -> _Source:
     else:  # the file's own sha256, comparable with `sha256sum`
         sha = _file_sha256(path)
     kind = "folder" if path.is_dir() else "file"
-    return _Source(sha, {"kind": kind, "path": str(cfg.path), "files": len(files), "bytes": nbytes}, files)
+    return files, {"kind": kind, "path": str(cfg.path), "files": len(files), "bytes": nbytes, "sha256": sha}
 
 
-def _hf_source(cfg: DataConfig) -> _Source:
-    # A hub dataset is known by name, config, split and column: preparing it once lets later runs
-    # (even offline) reuse the token files. Delete the cache folder to fetch it again.
+def _hub_source(cfg: DataConfig) -> dict[str, Any]:
+    """meta.json's "source" for a hub dataset, known by name, config, split and column: preparing it
+    once lets later runs (even offline) reuse the token files. Delete the cache folder to fetch it again."""
     identity = {"hf_dataset": cfg.hf_dataset, "hf_config": cfg.hf_config, "hf_split": cfg.hf_split,
                 "hf_text_column": cfg.hf_text_column}  # fmt: skip
     sha = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    return _Source(sha, {"kind": "hf", **identity}, [])
+    return {"kind": "hf", **identity, "sha256": sha}
 
 
 def _read_files(files: list[Path]) -> Iterator[str]:
@@ -187,39 +181,33 @@ def _hub_documents(cfg: DataConfig, progress: bool) -> Callable[[], Iterator[str
 # ----------------------------------------------------------------------------------------------
 # Splitting and tokenizing
 
-
-def _rows(docs: Iterable[str], n_docs: int, cut: int, newline: bool) -> Iterator[tuple[str, str, bool]]:
-    """(split, text, eot) for each document, and for both halves of the one the cut falls inside.
-
-    eot: the text ends a document that is not the last one, so a separator follows: the tokenizer's
-    end-of-text token, or (newline=True, for the char tokenizer, which has none) a newline."""
-    start = 0
-    for i, text in enumerate(docs):
-        end, eot = start + len(text), i < n_docs - 1
-        if end <= cut or start >= cut:
-            parts = [("train" if end <= cut else "val", text, eot)]
-        else:
-            parts = [("train", text[: cut - start], False), ("val", text[cut - start :], eot)]
-        for split, part, sep in parts:
-            if sep and newline and not part.endswith("\n"):
-                part += "\n"
-            yield split, part, sep
-        start = end
-
-
 # A cut right after "\n" with a printable non-space ASCII character on both sides starts a new
 # pre-tokenization piece in GPT-2's pattern, so tokenizing the pieces gives exactly the ids of the whole.
 _SAFE_CUT = re.compile(r"[!-~]\n(?=[!-~])")
 
 
-def _pieces(rows: Iterable[tuple[str, str, bool]]) -> Iterator[tuple[str, str, bool]]:
-    """Rows cut at safe places into pieces of about _CHUNK_CHARS; only a row's last piece keeps its eot."""
-    for split, text, eot in rows:
-        start = 0
-        while len(text) - start > _CHUNK_CHARS and (m := _SAFE_CUT.search(text, start + _CHUNK_CHARS)):
-            yield split, text[start : m.start() + 2], False
-            start = m.start() + 2
-        yield split, text[start:], eot
+def _pieces(docs: Iterable[str], n_docs: int, cut: int, newline: bool) -> Iterator[tuple[str, str, bool]]:
+    """(split, text, eot) pieces of the documents, in order. Character `cut` of the whole starts val, so
+    one document may be split in two; long texts are cut at safe places into about _CHUNK_CHARS each.
+
+    eot: the piece ends a document that is not the last one, so a separator follows: the tokenizer's
+    end-of-text token, or (newline=True, for the char tokenizer, which has none) a newline."""
+    start = 0
+    for i, text in enumerate(docs):
+        end, eot = start + len(text), i < n_docs - 1
+        if start < cut < end:
+            parts = [("train", text[: cut - start], False), ("val", text[cut - start :], eot)]
+        else:
+            parts = [("train" if end <= cut else "val", text, eot)]
+        start = end
+        for split, part, sep in parts:
+            if sep and newline and not part.endswith("\n"):
+                part += "\n"
+            head = 0
+            while len(part) - head > _CHUNK_CHARS and (m := _SAFE_CUT.search(part, head + _CHUNK_CHARS)):
+                yield split, part[head : m.start() + 2], False
+                head = m.start() + 2
+            yield split, part[head:], sep
 
 
 def _tokenize(pieces: Iterator[tuple[str, str, bool]], tokenizer: Tokenizer, workers: int) -> Iterator[tuple]:
@@ -233,10 +221,10 @@ def _tokenize(pieces: Iterator[tuple[str, str, bool]], tokenizer: Tokenizer, wor
                 yield split, text, ids + eot if sep else ids
 
 
-def _char_tokenizer(rows: Iterable[tuple[str, str, bool]]) -> Tokenizer:
+def _char_tokenizer(pieces: Iterable[tuple[str, str, bool]]) -> Tokenizer:
     """Char vocabulary from the train split only; val must not add characters."""
     seen: dict[str, set[str]] = {split: set() for split in SPLITS}
-    for split, text, _ in rows:
+    for split, text, _ in pieces:
         seen[split].update(text)
     unseen = sorted(seen["val"] - seen["train"])
     if unseen:
@@ -266,92 +254,81 @@ class PreparedData:
         """Read-only memmap of a split's token ids, shape (N,)."""
         if name not in SPLITS:
             raise ValueError(f"split {name!r} does not exist; choose one of {', '.join(SPLITS)}")
-        return np.memmap(self.dir / f"{name}.bin", dtype=np.dtype(self.meta["dtype"]), mode="r",
-                         shape=(int(self.meta[f"{name}_tokens"]),))  # fmt: skip
+        shape = (int(self.meta[f"{name}_tokens"]),)
+        return np.memmap(self.dir / f"{name}.bin", dtype=np.dtype(self.meta["dtype"]), mode="r", shape=shape)
 
     def probe_tokens(self, n_tokens: int) -> np.ndarray:
         """The first `n_tokens` ids of val (fewer if val is shorter): a fixed text window, e.g. for attention maps."""
         return np.array(self.load_split("val")[:n_tokens], dtype=np.int64)
 
 
-_META_KEYS = ("format_version", "source", "tokenizer", "vocab_size", "dtype", "val_fraction", "train_tokens", "val_tokens")
+_META_KEYS = ("format_version", "source", "tokenizer", "vocab_size", "dtype", "val_fraction", "train_tokens",
+              "val_tokens")  # fmt: skip
+
+
+def _damaged(path: Path, problem: str) -> DataError:
+    return DataError(f"{path} {problem}; delete the folder {path.parent} and run again to rebuild it")
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
     """meta.json as a dict; a corrupted file raises DataError."""
-    fix = f"delete the folder {path.parent} and run again to rebuild it"
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path} is corrupted ({type(e).__name__}); {fix}") from None
+        raise _damaged(path, f"is corrupted ({type(e).__name__})") from None
     missing = [k for k in _META_KEYS if k not in meta] if isinstance(meta, dict) else list(_META_KEYS)
     if missing:
-        raise DataError(f"{path} is corrupted (missing {', '.join(missing)}); {fix}")
+        raise _damaged(path, f"is corrupted (missing {', '.join(missing)})")
     return meta
 
 
 def load_prepared(directory: str | Path, *, reused: bool = True) -> PreparedData:
     """Open a prepared cache folder, checking that meta.json agrees with itself and with the token files."""
-    directory = Path(directory)
-    meta_path = directory / "meta.json"
+    meta_path = Path(directory) / "meta.json"
     if not meta_path.exists():
         raise DataError(f"{directory} has no meta.json, so it is not prepared data; run python data/prepare.py first")
     meta = _read_meta(meta_path)
-    fix = f"delete the folder {directory} and run again to rebuild it"
     if meta["format_version"] != FORMAT_VERSION:
-        raise DataError(f"{meta_path} has format version {meta['format_version']}, this minigpt reads {FORMAT_VERSION}; {fix}")
-    if meta["dtype"] not in ("uint16", "uint32"):
-        raise DataError(f"{meta_path} names dtype {meta['dtype']!r}, expected uint16 or uint32; {fix}")
+        raise _damaged(meta_path, f"has format version {meta['format_version']}, this minigpt reads {FORMAT_VERSION}")
     try:
         tokenizer = tokenizer_from_dict(meta["tokenizer"])
     except TokenizerError as e:
-        raise DataError(f"{meta_path} has a bad tokenizer ({e}); {fix}") from None
+        raise _damaged(meta_path, f"has a bad tokenizer ({e})") from None
     if tokenizer.vocab_size != meta["vocab_size"]:
-        raise DataError(f"{meta_path} says vocab_size {meta['vocab_size']} but its tokenizer has {tokenizer.vocab_size}; {fix}")
-    dtype = np.dtype(meta["dtype"])
-    if tokenizer.vocab_size > np.iinfo(dtype).max + 1:
-        raise DataError(
-            f"{meta_path}: vocabulary of {tokenizer.vocab_size} is too large for dtype {dtype.name} "
-            f"(at most {np.iinfo(dtype).max + 1}); {fix}"
-        )
+        raise _damaged(meta_path, f"says vocab_size {meta['vocab_size']} but its tokenizer has {tokenizer.vocab_size}")
+    dtype = token_dtype(tokenizer.vocab_size)
+    if meta["dtype"] != dtype.name:
+        raise _damaged(meta_path, f"names dtype {meta['dtype']!r}, but a vocabulary of {tokenizer.vocab_size} "
+                                  f"is stored as {dtype.name}")  # fmt: skip
     for split in SPLITS:
-        n, file = meta[f"{split}_tokens"], directory / f"{split}.bin"
+        n, file = meta[f"{split}_tokens"], meta_path.parent / f"{split}.bin"
         size = file.stat().st_size if file.exists() else None
         if not isinstance(n, int) or n <= 0 or size != n * dtype.itemsize:
-            raise DataError(
-                f"{file} does not match {meta_path} ({'missing' if size is None else f'{size} bytes'}, "
-                f"meta says {n} {dtype.name} tokens); {fix}"
-            )
-    return PreparedData(dir=directory, meta=meta, tokenizer=tokenizer, reused=reused)
-
-
-def _matches(meta: dict[str, Any], source: _Source, cfg: DataConfig) -> bool:
-    """Was this meta.json written for the same source, tokenizer and split?"""
-    src, tok = meta["source"], meta["tokenizer"]
-    return (
-        meta["format_version"] == FORMAT_VERSION
-        and isinstance(src, dict) and src.get("sha256") == source.sha256
-        and isinstance(tok, dict) and tok.get("kind") == cfg.tokenizer
-        and meta["val_fraction"] == cfg.val_fraction
-    )  # fmt: skip
+            found = "missing" if size is None else f"{size} bytes"
+            raise _damaged(file, f"does not match {meta_path} ({found}, meta says {n} {dtype.name} tokens)")
+    return PreparedData(dir=meta_path.parent, meta=meta, tokenizer=tokenizer, reused=reused)
 
 
 def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
     """Tokenize the corpus of `cfg` into its cache folder, or reuse what an earlier call wrote there."""
-    source = _hf_source(cfg) if cfg.hf_dataset else _local_source(cfg)
+    files, source = ([], _hub_source(cfg)) if cfg.hf_dataset else _local_files(cfg)
     out = cache_folder(cfg)
     meta_path = out / "meta.json"
-    if meta_path.exists() and _matches(_read_meta(meta_path), source, cfg):
-        return load_prepared(out, reused=True)
+    if meta_path.exists():
+        old = _read_meta(meta_path)
+        same_source = isinstance(old["source"], dict) and old["source"].get("sha256") == source["sha256"]
+        same_tokenizer = isinstance(old["tokenizer"], dict) and old["tokenizer"].get("kind") == cfg.tokenizer
+        if same_source and same_tokenizer and (old["format_version"], old["val_fraction"]) == (FORMAT_VERSION, cfg.val_fraction):
+            return load_prepared(out, reused=True)
 
-    docs = _hub_documents(cfg, progress) if cfg.hf_dataset else lambda: _read_files(source.files)
+    docs = _hub_documents(cfg, progress) if cfg.hf_dataset else lambda: _read_files(files)
     lengths = [len(text) for text in docs()]  # also checks that every local file is UTF-8
     total = sum(lengths)
     if cfg.hf_dataset:
         if total == 0:
             column = cfg.hf_text_column
             raise DataError(f"hub dataset {cfg.hf_dataset!r} has no text in column {column!r}; check data.hf_text_column")
-        source.info["rows"] = len(lengths)
+        source = {**source, "rows": len(lengths)}
     cut = int(total * (1.0 - cfg.val_fraction))  # the first val character
     if cut == 0 or cut == total:
         raise DataError(
@@ -359,13 +336,12 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
             f"val_fraction={cfg.val_fraction}; use a longer corpus or change data.val_fraction"
         )
 
-    def rows() -> Iterator[tuple[str, str, bool]]:
-        return _rows(docs(), len(lengths), cut, newline=cfg.tokenizer == "char")
+    def pieces() -> Iterator[tuple[str, str, bool]]:
+        return _pieces(docs(), len(lengths), cut, newline=cfg.tokenizer == "char")
 
-    tokenizer = _char_tokenizer(rows()) if cfg.tokenizer == "char" else build_tokenizer(cfg.tokenizer)
+    tokenizer = _char_tokenizer(pieces()) if cfg.tokenizer == "char" else build_tokenizer(cfg.tokenizer)
     dtype = token_dtype(tokenizer.vocab_size)
     workers = min(os.cpu_count() or 1, 8) if total > _PARALLEL_MIN_CHARS else 1
-
     out.mkdir(parents=True, exist_ok=True)
     tag = f"tmp-{os.getpid()}"
     try:
@@ -373,26 +349,16 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
         bar = tqdm(total=total, desc=f"Tokenizing ({cfg.tokenizer})", unit="char", unit_scale=True, leave=False,
                    disable=not progress or total < _PROGRESS_MIN_CHARS)  # fmt: skip
         with open(out / f"train.bin.{tag}", "wb") as train, open(out / f"val.bin.{tag}", "wb") as val, bar:
-            files = {"train": train, "val": val}
-            for split, text, ids in _tokenize(_pieces(rows()), tokenizer, workers):
-                np.asarray(ids, dtype=dtype).tofile(files[split])
+            for split, text, ids in _tokenize(pieces(), tokenizer, workers):
+                np.asarray(ids, dtype=dtype).tofile(train if split == "train" else val)
                 counts[split] += len(ids)
                 bar.update(len(text))
-            for f in files.values():
+            for f in (train, val):
                 f.flush()
                 os.fsync(f.fileno())
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "source": {**source.info, "sha256": source.sha256},
-            "tokenizer": tokenizer.to_dict(),
-            "vocab_size": tokenizer.vocab_size,
-            "dtype": dtype.name,
-            "val_fraction": cfg.val_fraction,
-            "train_tokens": counts["train"],
-            "val_tokens": counts["val"],
-            "train_chars": cut,
-            "val_chars": total - cut,
-        }
+        meta = {"format_version": FORMAT_VERSION, "source": source, "tokenizer": tokenizer.to_dict(),
+                "vocab_size": tokenizer.vocab_size, "dtype": dtype.name, "val_fraction": cfg.val_fraction,
+                "train_tokens": counts["train"], "val_tokens": counts["val"], "train_chars": cut, "val_chars": total - cut}  # fmt: skip
         # Swap in the new files: meta.json goes first (without it the folder is "not prepared")
         # and comes back last, so an interruption never pairs a meta.json with other token files.
         meta_path.unlink(missing_ok=True)
@@ -431,19 +397,8 @@ class BatchSampler:
     uninterrupted run would have drawn.
     """
 
-    def __init__(
-        self,
-        tokens: np.ndarray,
-        batch_size: int,
-        block_size: int,
-        *,
-        seed: int,
-        rank: int = 0,
-        world_size: int = 1,
-        micro_steps: int = 1,
-        device: str | torch.device = "cpu",
-        split: str = "train",
-    ):
+    def __init__(self, tokens: np.ndarray, batch_size: int, block_size: int, *, seed: int, rank: int = 0,
+                 world_size: int = 1, micro_steps: int = 1, device: str | torch.device = "cpu", split: str = "train"):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in 0..{world_size - 1} for world_size {world_size}")
         if tokens.ndim != 1:
@@ -452,7 +407,7 @@ class BatchSampler:
             raise ValueError(f"batch_size and block_size must be >= 1, got {batch_size} and {block_size}")
         n = len(tokens)
         if n < block_size + 1:
-            fit = f"set model.block_size to {n - 1} or less, or use a longer corpus" if n >= 2 else "use a longer corpus"
+            fit = f"set model.block_size to {n - 1} or less, or use a longer corpus" if n > 1 else "use a longer corpus"
             raise DataError(f"the {split} split has {n} tokens, fewer than block_size + 1 = {block_size + 1}; {fit}")
         self.tokens, self.batch_size, self.block_size, self.seed = tokens, batch_size, block_size, seed
         self.rank, self.world_size, self.micro_steps = rank, world_size, micro_steps
@@ -471,10 +426,9 @@ class BatchSampler:
         windows = np.stack([self.tokens[i : i + T + 1] for i in starts]).astype(np.int64)  # (B, T+1)
         batch = torch.from_numpy(windows)
         x, y = batch[:, :-1].contiguous(), batch[:, 1:].contiguous()  # (B, T) each; y[b, t] follows x[b, t]
-        if self.device.type == "cuda":
-            # pinned host memory lets the copy run asynchronously with the GPU's work
-            return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
-        return x.to(self.device), y.to(self.device)
+        if self.device.type == "cuda":  # pinned host memory lets the copy overlap with the GPU's work
+            x, y = x.pin_memory(), y.pin_memory()
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def state_dict(self) -> dict[str, int]:
         return {"seed": self.seed, "step": self.step}
@@ -488,16 +442,8 @@ class BatchSampler:
         self.step = int(state["step"])
 
 
-def eval_batches(
-    tokens: np.ndarray,
-    n_batches: int,
-    batch_size: int,
-    block_size: int,
-    *,
-    seed: int = EVAL_SEED,
-    device: str | torch.device = "cpu",
-    split: str = "val",
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def eval_batches(tokens: np.ndarray, n_batches: int, batch_size: int, block_size: int, *, seed: int = EVAL_SEED,
+                 device: str | torch.device = "cpu", split: str = "val") -> list[tuple[torch.Tensor, torch.Tensor]]:
     """A fixed list of `n_batches` (x, y) batches, the same on every call, independent of any training sampler."""
     sampler = BatchSampler(tokens, batch_size, block_size, seed=seed, rank=0, device=device, split=split)
     return [sampler.next() for _ in range(n_batches)]

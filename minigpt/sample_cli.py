@@ -229,7 +229,7 @@ def run(cfg: SampleConfig, out: TextIO, err: TextIO, stats: GenerationStats) -> 
     tokens = None
     if max_new:  # generate() checks its arguments here, before the first token
         tokens = generate(model, ids, max_new, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                          seed=seed, num_samples=cfg.num_samples, use_cache=cfg.kv_cache, slide=cfg.slide)  # fmt: skip
+                          seed=seed, num_samples=cfg.num_samples, use_cache=cfg.kv_cache, slide=cfg.slide, stats=stats)  # fmt: skip
     hardware = f"{device.type} {str(amp_dtype or torch.float32).removeprefix('torch.')}"
     if device.type == "cpu":
         hardware += f", {cfg.threads} thread{'s' if cfg.threads > 1 else ''}"

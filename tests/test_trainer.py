@@ -60,7 +60,7 @@ def test_trainer_steps_reduce_loss_and_accumulate():
     first = trainer.step()
     for _ in range(39):
         last = trainer.step()
-    assert trainer.iter == 40 and trainer.sampler.step == 80  # 2 micro-batches per step
+    assert trainer.iter == 40 and trainer.batches.step == 80  # 2 micro-batches per step
     assert last["loss"] < 0.5 * first["loss"]
     assert first["grad_norm"] > 0 and math.isfinite(first["grad_norm"])
 

@@ -1,0 +1,158 @@
+"""The one config and command-line path: defaults < base < file < flags, checked keys and types."""
+
+import json
+
+import pytest
+
+from minigpt import cli
+from minigpt.cli import ConfigError
+from minigpt.config import BenchConfig, ModelConfig, RunConfig, SampleConfig, TrainConfig
+
+
+def parse(argv, cls=RunConfig, **kw):
+    return cli.parse(cls, argv, prog="test", **kw)
+
+
+def write(tmp_path, text, name="c.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_without_file_or_flags():
+    assert parse([]) == RunConfig()
+
+
+def test_precedence_flags_over_file_over_base_over_defaults(tmp_path):
+    path = write(tmp_path, "[train]\nlr = 2e-3\nmax_iters = 50\n[model]\nn_layer = 3\n")
+    base = {"train": {"lr": 5e-3, "batch_size": 7, "min_lr": 1e-5}}
+    cfg = parse([path, "--train.max_iters=9"], base=base)
+    assert (cfg.train.lr, cfg.train.max_iters, cfg.train.batch_size, cfg.model.n_layer) == (2e-3, 9, 7, 3)
+    assert cfg.train.warmup_iters == TrainConfig().warmup_iters  # untouched keys keep their defaults
+
+
+def test_flag_forms_and_later_flag_wins(tmp_path):
+    cfg = parse(["--model.n_layer", "3", "--model.n-embd=64", "--model.n_layer=5", "--train.compile"])
+    assert (cfg.model.n_layer, cfg.model.n_embd, cfg.train.compile) == (5, 64, True)
+    assert parse(["--log.no_tensorboard"]).log.tensorboard is False
+
+
+def test_json_config_file(tmp_path):
+    path = write(tmp_path, json.dumps({"model": {"n_head": 8, "d_head": None}}), "c.json")
+    assert parse([path]).model.n_head == 8
+
+
+def test_unknown_flag_suggests_and_lists_valid_keys():
+    with pytest.raises(ConfigError, match=r"unknown option --model\.n_layr \(did you mean --model\.n_layer\?\); "
+                                          r"valid keys of \[model\]: vocab_size, block_size, n_layer"):
+        parse(["--model.n_layr=3"])
+    with pytest.raises(ConfigError, match=r"did you mean --train\.lr\?.*valid sections: data, log, model, train"):
+        parse(["--trian.lr=1"])
+    with pytest.raises(ConfigError, match=r"unknown option --n_layer \(did you mean --model\.n_layer\?\)"):
+        parse(["--n_layer=3"])
+
+
+def test_unknown_file_key_suggests_and_names_the_file(tmp_path):
+    path = write(tmp_path, "[model]\nnlayer = 3\n")
+    with pytest.raises(ConfigError, match=rf"unknown key model\.nlayer in {path} \(did you mean model\.n_layer\?\)"):
+        parse([path])
+    path = write(tmp_path, "[train]\nn_layer = 3\n")  # the right key in the wrong section
+    with pytest.raises(ConfigError, match=r"did you mean model\.n_layer\?"):
+        parse([path])
+    path = write(tmp_path, "[modle]\nn_layer = 3\n")
+    with pytest.raises(ConfigError, match=r"unknown key modle .*valid sections: data, log, model, train"):
+        parse([path])
+
+
+@pytest.mark.parametrize("flag, fragment", [
+    ("--model.n_layer=x", "--model.n_layer"),
+    ("--model.attn_impl=fast", "'fast'"),
+    ("--train.lr=abc", "--train.lr"),
+    ("--train.compile=yes", "--train.compile is a switch"),
+    ("--model.n_layer=0", "model.n_layer must be a positive integer"),
+    ("--train.min_lr=1", "train.min_lr must be in [0, train.lr"),
+])  # fmt: skip
+def test_bad_flag_values_are_one_line_errors(flag, fragment):
+    with pytest.raises(ConfigError) as e:
+        parse([flag])
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("toml, fragment", [
+    ("[model]\nn_layer = 'four'", "model.n_layer in"),
+    ("[model]\nn_layer = 2.5", "expected int"),
+    ("[model]\ndropout = true", "expected float"),
+    ("[train]\ncompile = 1", "expected bool"),
+    ("[model]\nattn_impl = 'fast'", "expected one of manual, sdpa"),
+    ("[train]\nlr = -1.0", "train.lr must be positive"),
+    ("model = 3", "must be a table"),
+])  # fmt: skip
+def test_bad_file_values_are_rejected(tmp_path, toml, fragment):
+    with pytest.raises(ConfigError, match=None) as e:
+        parse([write(tmp_path, toml)])
+    assert fragment in str(e.value), str(e.value)
+
+
+def test_file_values_convert_by_type(tmp_path):
+    path = write(tmp_path, "[model]\ndropout = 0\nd_head = 'none'\n[train]\nlr = 1\nmin_lr = 0\n")
+    cfg = parse([path])
+    assert cfg.model.dropout == 0 and cfg.model.d_head is None and cfg.train.lr == 1
+
+
+def test_file_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        parse([str(tmp_path / "missing.toml")])
+    with pytest.raises(ConfigError, match=r"is not valid TOML.*line 1"):
+        parse([write(tmp_path, "[model\n")])
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        parse([write(tmp_path, "{", "c.json")])
+    with pytest.raises(ConfigError, match="must end in .toml or .json"):
+        cli.read_file(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match="give one config file"):
+        parse([write(tmp_path, ""), write(tmp_path, "", "d.toml")])
+
+
+def test_preset_in_file_then_keys_override(tmp_path):
+    cfg = parse([write(tmp_path, "[model]\npreset = 'gpt2'\nn_layer = 2\n")])
+    assert cfg.model == ModelConfig.from_preset("gpt2", n_layer=2)
+
+
+def test_preset_flag_replaces_lower_layers_but_keeps_later_flags(tmp_path):
+    path = write(tmp_path, "[model]\nn_layer = 3\nn_embd = 96\n")
+    cfg = parse([path, "--model.preset=gpt2", "--model.n_layer=2"])
+    assert cfg.model == ModelConfig.from_preset("gpt2", n_layer=2)  # the file's n_embd is gone with the preset
+    with pytest.raises(ConfigError, match="model.preset='gpt5' is unknown; valid presets: micro, nano"):
+        parse(["--model.preset=gpt5"])
+
+
+def test_saved_config_reloads_equal(tmp_path):
+    cfg = parse(["--model.preset=gpt3-small", "--model.attn_window=128", "--train.lr=1e-4", "--train.min_lr=1e-5"])
+    path = cli.save(cfg, tmp_path / "config.toml")
+    assert parse([str(path)]) == cfg
+    assert cli.from_dict(RunConfig, cli.read_file(path)) == cfg
+    assert 'd_ff = "none"' in path.read_text()  # TOML has no null
+
+
+def test_flat_config_classes(tmp_path):
+    cfg = parse(["--top-k", "5", "--no_kv_cache", "--prompt", "hi"], SampleConfig)
+    assert (cfg.top_k, cfg.kv_cache, cfg.prompt) == (5, False, "hi")
+    with pytest.raises(ConfigError, match="give ckpt or run, not both"):
+        parse(["--ckpt", "a", "--run", "b"], SampleConfig)
+    bench = parse(["generate", "--model.n_layer", "2", "--block_sizes", "64", "128"], BenchConfig)
+    assert bench.what == "generate" and bench.block_sizes == (64, 128) and bench.model.preset == "nano"
+
+
+def test_ignored_file_tables(tmp_path):
+    path = write(tmp_path, "[model]\nn_layer = 3\n[train]\nlr = 1.0\n")
+    assert parse([path], BenchConfig, ignore=("train",)).model.n_layer == 3
+    with pytest.raises(ConfigError, match="unknown key train"):
+        parse([path], BenchConfig)
+
+
+def test_help_lists_fields_with_their_docs(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for text in ("--model.n_layer", "Number of transformer blocks", "--train.lr", "--log.no_tensorboard"):
+        assert text in out
