@@ -1,8 +1,8 @@
 """Sample from a trained GPT: `python sample.py [--run DIR | --ckpt PATH] [--prompt TEXT] [...]`.
 
 With no arguments it continues a newline from the newest run's best checkpoint under runs/.
-`python sample.py --attention "some text"` logs the model's attention maps on that text instead.
-Run `python sample.py --help` for every flag. The work happens in minigpt/sample_cli.py.
+`python sample.py --attention --prompt "some text"` logs the model's attention maps on that text
+instead. `python sample.py --help` lists every setting; the work happens in minigpt/sample_cli.py.
 """
 
 import sys

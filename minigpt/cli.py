@@ -1,14 +1,10 @@
-"""Fill the dataclasses of minigpt.config from TOML files and the command line.
-
-Every entry point (train.py, sample.py, data/prepare.py, python -m minigpt.params, python -m
-minigpt.bench) parses its arguments the same way:
+"""Fill the dataclasses of minigpt.config from TOML files and the command line, for every entry point:
 
     cfg = parse(RunConfig, sys.argv[1:], prog="python train.py")
 
-Each value starts at the dataclass default, then takes the value from a base (a default run,
-or a checkpoint's saved config), then from an optional CONFIG.toml (or .json) positional
-argument, then from `--section.key=value` flags. tyro turns the dataclasses into flags and
---help (the string under each field is its help text); this module reads and writes the files,
+Values layer up: dataclass defaults < a base (a default run, or a checkpoint's config) < an optional
+CONFIG.toml/.json positional argument < `--section.key=value` flags. tyro turns the dataclasses into
+flags and --help (the string under each field is its help); this module reads and writes the files,
 checks their keys and types, expands `preset` keys, and turns every error into one line.
 """
 
@@ -36,8 +32,6 @@ T = TypeVar("T")
 class ConfigError(ValueError):
     """A bad config file, key or value; the message is one line that names the key and the fix."""
 
-
-# -- files -----------------------------------------------------------------------------------
 
 
 def read_file(path: str | Path) -> dict[str, Any]:
@@ -76,12 +70,9 @@ def to_toml(cfg: Any) -> str:
 
 
 def save(cfg: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.write_text(to_toml(cfg), encoding="utf-8")
-    return path
+    Path(path).write_text(to_toml(cfg), encoding="utf-8")
+    return Path(path)
 
-
-# -- checking and building -------------------------------------------------------------------
 
 
 def _fields(cls: type) -> dict[str, Any]:
@@ -113,13 +104,9 @@ def _fits(value: Any, tp: Any) -> bool:
 
 
 def _type_name(tp: Any) -> str:
-    if len(arms := _arms(tp)) > 1:
-        return " or ".join(_type_name(arm) for arm in arms)
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(map(str, typing.get_args(tp)))
-    if typing.get_origin(tp) is tuple:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
-    return "none" if tp is type(None) else getattr(tp, "__name__", str(tp))
+    return " or ".join("none" if arm is type(None) else getattr(arm, "__name__", str(arm)) for arm in _arms(tp))
 
 
 def _unknown(key: str, valid: Sequence[str], where: str, flag: bool) -> ConfigError:
@@ -184,9 +171,7 @@ def _apply(cls: type, values: dict[str, Any], layer: Mapping[str, Any]) -> None:
 
 
 def _build(cls: type[T], values: Mapping[str, Any]) -> T:
-    kwargs = {}
-    for name, tp in _fields(cls).items():
-        kwargs[name] = _build(tp, values[name]) if dataclasses.is_dataclass(tp) else values[name]
+    kwargs = {k: _build(tp, values[k]) if dataclasses.is_dataclass(tp) else values[k] for k, tp in _fields(cls).items()}
     try:
         return cls(**kwargs)
     except ValueError as e:  # the dataclass's own check in __post_init__, which names the field
@@ -201,18 +186,11 @@ def from_dict(cls: type[T], *layers: Mapping[str, Any], where: Sequence[str] = (
     return _build(cls, values)
 
 
-# -- the command line ------------------------------------------------------------------------
 
-
-def _flag_names(cls: type) -> list[str]:
-    """Every accepted flag name (underscored, no leading --), including tyro's --no_ bool forms."""
-    names = []
-    for key, tp in _leaves(cls).items():
-        names.append(key)
-        if tp is bool:
-            head, _, last = key.rpartition(".")
-            names.append(f"{head}.no_{last}" if head else f"no_{last}")
-    return names
+def _negated(key: str) -> str:
+    """tyro's switch that turns a bool off: model.bias -> model.no_bias."""
+    head, dot, last = key.rpartition(".")
+    return f"{head}{dot}no_{last}"
 
 
 def _one_line(box: str) -> str:
@@ -260,15 +238,14 @@ def parse(
             where.append(f" ({name})")
     default = from_dict(cls, *layers, where=where)
 
-    valid, leaves = _flag_names(cls), _leaves(cls)
-    for arg in argv:
+    leaves = _leaves(cls)
+    valid = [*leaves, *(_negated(k) for k, tp in leaves.items() if tp is bool)]
+    for arg in (a for a in argv if a.startswith("--") and a != "--help"):
         name = arg.partition("=")[0][2:].replace("-", "_")
-        if arg.startswith("--") and name not in valid and name != "help":
+        if name not in valid:
             raise _unknown(name, valid, "", flag=True)
-        if arg.startswith("--") and "=" in arg and leaves.get(name) is bool:
-            head, _, last = name.rpartition(".")
-            no = f"{head}.no_{last}" if head else f"no_{last}"
-            raise ConfigError(f"--{name} is a switch and takes no value: write --{name} or --{no}")
+        if "=" in arg and leaves.get(name) is bool:
+            raise ConfigError(f"--{name} is a switch and takes no value: write --{name} or --{_negated(name)}")
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):

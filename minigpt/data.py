@@ -45,7 +45,6 @@ EVAL_SEED = 1337
 
 _CHUNK_CHARS = 1 << 16  # documents are encoded in pieces of about this many characters
 _PARALLEL_MIN_CHARS = 64 << 20  # corpora larger than this are tokenized with several processes
-_PROGRESS_MIN_CHARS = 8 << 20  # smaller corpora take about a second: no progress bar
 
 
 class DataError(ValueError):
@@ -120,10 +119,8 @@ def _read_files(files: list[Path]) -> Iterator[str]:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:
-            truncated = e.reason == "unexpected end of data" and e.end == len(data)
-            what = "truncated character at byte offset" if truncated else "invalid byte at offset"
             raise DataError(
-                f"{f} is not UTF-8 text ({what} {e.start}); "
+                f"{f} is not UTF-8 text ({e.reason} at byte offset {e.start}); "
                 "convert it to UTF-8 (e.g. iconv -t utf-8) or pass another file"
             ) from None
         if text:
@@ -134,10 +131,8 @@ def _check_online(dataset: str) -> None:
     """Fail in seconds, not minutes, when the hub cannot be reached."""
     for flag in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         if os.environ.get(flag, "").upper() in {"1", "ON", "YES", "TRUE"}:
-            raise DataError(
-                f"hub dataset {dataset!r} needs the network but {flag} is set; "
-                "unset it, or set data.path to a local text file"
-            )
+            raise DataError(f"hub dataset {dataset!r} needs the network but {flag} is set; "
+                            "unset it, or set data.path to a local text file")  # fmt: skip
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     host = url.hostname or "huggingface.co"
     try:
@@ -279,6 +274,8 @@ def _read_meta(path: Path) -> dict[str, Any]:
     missing = [k for k in _META_KEYS if k not in meta] if isinstance(meta, dict) else list(_META_KEYS)
     if missing:
         raise _damaged(path, f"is corrupted (missing {', '.join(missing)})")
+    if not isinstance(meta["source"], dict) or not isinstance(meta["tokenizer"], dict):
+        raise _damaged(path, "is corrupted (source and tokenizer must be objects)")
     return meta
 
 
@@ -314,20 +311,19 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
     files, source = ([], _hub_source(cfg)) if cfg.hf_dataset else _local_files(cfg)
     out = cache_folder(cfg)
     meta_path = out / "meta.json"
-    if meta_path.exists():
+    if meta_path.exists():  # reuse the files when they were written for the same source, tokenizer and split
         old = _read_meta(meta_path)
-        same_source = isinstance(old["source"], dict) and old["source"].get("sha256") == source["sha256"]
-        same_tokenizer = isinstance(old["tokenizer"], dict) and old["tokenizer"].get("kind") == cfg.tokenizer
-        if same_source and same_tokenizer and (old["format_version"], old["val_fraction"]) == (FORMAT_VERSION, cfg.val_fraction):
+        written_for = old["format_version"], old["source"].get("sha256"), old["tokenizer"].get("kind")
+        if written_for == (FORMAT_VERSION, source["sha256"], cfg.tokenizer) and old["val_fraction"] == cfg.val_fraction:
             return load_prepared(out, reused=True)
 
     docs = _hub_documents(cfg, progress) if cfg.hf_dataset else lambda: _read_files(files)
     lengths = [len(text) for text in docs()]  # also checks that every local file is UTF-8
     total = sum(lengths)
+    if total == 0:  # only a hub dataset gets here: _local_files refuses empty files
+        raise DataError(f"hub dataset {cfg.hf_dataset!r} has no text in column {cfg.hf_text_column!r}; "
+                        "check data.hf_text_column")  # fmt: skip
     if cfg.hf_dataset:
-        if total == 0:
-            column = cfg.hf_text_column
-            raise DataError(f"hub dataset {cfg.hf_dataset!r} has no text in column {column!r}; check data.hf_text_column")
         source = {**source, "rows": len(lengths)}
     cut = int(total * (1.0 - cfg.val_fraction))  # the first val character
     if cut == 0 or cut == total:
@@ -347,7 +343,7 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
     try:
         counts = dict.fromkeys(SPLITS, 0)
         bar = tqdm(total=total, desc=f"Tokenizing ({cfg.tokenizer})", unit="char", unit_scale=True, leave=False,
-                   disable=not progress or total < _PROGRESS_MIN_CHARS)  # fmt: skip
+                   delay=1, disable=not progress)  # shown only once it has run for a second
         with open(out / f"train.bin.{tag}", "wb") as train, open(out / f"val.bin.{tag}", "wb") as val, bar:
             for split, text, ids in _tokenize(pieces(), tokenizer, workers):
                 np.asarray(ids, dtype=dtype).tofile(train if split == "train" else val)
@@ -358,7 +354,8 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
                 os.fsync(f.fileno())
         meta = {"format_version": FORMAT_VERSION, "source": source, "tokenizer": tokenizer.to_dict(),
                 "vocab_size": tokenizer.vocab_size, "dtype": dtype.name, "val_fraction": cfg.val_fraction,
-                "train_tokens": counts["train"], "val_tokens": counts["val"], "train_chars": cut, "val_chars": total - cut}  # fmt: skip
+                "train_tokens": counts["train"], "val_tokens": counts["val"],
+                "train_chars": cut, "val_chars": total - cut}  # fmt: skip
         # Swap in the new files: meta.json goes first (without it the folder is "not prepared")
         # and comes back last, so an interruption never pairs a meta.json with other token files.
         meta_path.unlink(missing_ok=True)
@@ -385,16 +382,12 @@ def _batch_seed(seed: int, index: int) -> int:
 class BatchSampler:
     """Random (x, y) windows from a 1-D array of token ids (usually a split's memmap).
 
-    Each `next()` seeds a `torch.Generator` from (seed, global micro-batch index) and draws
-    `batch_size` start positions. Micro-batches are numbered as one process would draw them:
-    with world_size W and micro_steps m micro-batches per rank and optimizer step, rank r's
-    n-th draw is global micro-batch (n // m) * m * W + r * m + n % m. So every rank draws its
-    own windows, and W processes together see exactly the batches one process with m * W
-    accumulation steps would see: DDP and single-process runs train on the same data.
-    It reads only those windows of block_size + 1 tokens (the corpus is never copied) and returns
-    x = window[:-1], y = window[1:] as int64 tensors of shape (B, T). `state_dict()` is the step
-    count, the same on every rank: loading any rank's state makes the next batches those an
-    uninterrupted run would have drawn.
+    Each `next()` seeds a `torch.Generator` from (seed, global micro-batch index), draws `batch_size`
+    start positions and reads only those windows of block_size + 1 tokens: x = window[:-1] and
+    y = window[1:], int64 of shape (B, T). With W ranks and m micro-steps per rank and optimizer step,
+    rank r's n-th draw is global micro-batch (n // m) * m * W + r * m + n % m, so W processes together
+    see exactly the batches of one process with m * W accumulation steps. `state_dict()` is the step
+    count, the same on every rank: loading any rank's state resumes the batches exactly.
     """
 
     def __init__(self, tokens: np.ndarray, batch_size: int, block_size: int, *, seed: int, rank: int = 0,

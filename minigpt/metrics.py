@@ -191,13 +191,13 @@ def display_tokens(tokens: Sequence[str]) -> list[str]:
 CARD_WIDTH_PX = 350
 _DPI = 100
 _STYLE = {
-    "font.family": "DejaVu Sans", "font.size": 7.5, "axes.titlesize": 7.5, "figure.titlesize": 8.5, "axes.linewidth": 0.5,
+    "font.family": "DejaVu Sans", "font.size": 8, "axes.titlesize": 8, "figure.titlesize": 9, "axes.linewidth": 0.5,
     "xtick.major.size": 2, "ytick.major.size": 2, "xtick.major.pad": 1.5, "ytick.major.pad": 1.5,
     "xtick.major.width": 0.5, "ytick.major.width": 0.5, "axes.labelpad": 2,
 }  # fmt: skip
-_ROW_PX = 11  # room for one label across its line (7.5 pt is about 10 px)
-_CHAR_PX = 12  # room for one upright one-character label
-_MAX_MAP_PX = 704  # the tallest map: 64 labeled rows
+_ROW_PX = 12  # room for one label across its line (8 pt is 11 px)
+_CHAR_PX = 13  # room for one upright one-character label
+_MAX_MAP_PX = 768  # the tallest map: 64 labeled rows
 _TICKS = (0.0, 0.05, 0.25, 0.5, 1.0)
 
 

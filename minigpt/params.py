@@ -179,8 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     name = cfg.model.preset or "a custom model"
-    if cfg.model.preset and cfg.model != ModelConfig.from_preset(cfg.model.preset):
-        name += ", modified"
+    if cfg.model.preset and count_params(cfg.model) != count_params(ModelConfig.from_preset(cfg.model.preset)):
+        name += ", resized"
     print(f"Parameters of {name}\n\n{table}")
     print("\nPresets against published sizes (GPT-3: Brown et al. 2020, Table 2.1)\n")
     print(format_preset_table())

@@ -42,10 +42,10 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
         preference = "cuda" if cuda else "mps" if mps else "cpu"
     if preference == "cuda":
         if not cuda:
-            raise ValueError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
+            raise ValueError("device=cuda but no CUDA device is visible; use device auto or cpu")
         return torch.device("cuda", local_rank)
     if preference == "mps" and not mps:
-        raise ValueError("train.device=mps but Apple MPS is not available; use train.device=auto or cpu")
+        raise ValueError("device=mps but Apple MPS is not available; use device auto or cpu")
     if preference not in ("cpu", "mps"):
         raise ValueError(f"unknown device {preference!r}; use auto, cpu, cuda or mps")
     return torch.device(preference)

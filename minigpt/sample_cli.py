@@ -62,7 +62,6 @@ def find_checkpoint(ckpt: str | None = None, run: str | None = None, runs_dir: s
 
 
 def _run_checkpoint(run_dir: Path) -> Path | None:
-    """A run folder's best checkpoint, else its latest, else None."""
     return next((run_dir / n for n in (CHECKPOINT_BEST, CHECKPOINT_LATEST) if (run_dir / n).is_file()), None)
 
 
@@ -81,9 +80,9 @@ def load_model(path: Path, device: torch.device) -> tuple[GPT, Tokenizer, str]:
     model = GPT(config)
     try:
         model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: the weights do not fit the saved model config ({first[:160]})") from None
+    except RuntimeError as e:  # torch lists each mismatched tensor on a line of its own
+        reason = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"{path}: the weights do not fit its model config ({reason})") from None
     trained = f"iter {ckpt.get('iter', '?')}"
     if (best := ckpt.get("best_val_loss")) is not None and best != float("inf"):
         trained += f", best val loss {best:.4f}"
@@ -118,8 +117,10 @@ def encode_prompt(tokenizer: Tokenizer, text: str, flag: str = "--prompt") -> li
         )
     if tokenizer.eot_id is None:
         return tokenizer.encode(text)
-    parts = [tokenizer.encode(part) for part in text.split(GPT2_EOT)]
-    return [i for n, part in enumerate(parts) for i in ([tokenizer.eot_id] if n else []) + part]
+    ids = tokenizer.encode(text.split(GPT2_EOT)[0])
+    for part in text.split(GPT2_EOT)[1:]:
+        ids += [tokenizer.eot_id, *tokenizer.encode(part)]
+    return ids
 
 
 def stream_text(tokenizer: Tokenizer, ids: Iterable[int]) -> Iterator[str]:
@@ -143,29 +144,26 @@ def stream_text(tokenizer: Tokenizer, ids: Iterable[int]) -> Iterator[str]:
 
 
 def write_samples(tokens: Iterator[torch.Tensor], tokenizer: Tokenizer, prompt: str, n: int, out: TextIO) -> list[int]:
-    """Write n samples (prompt + new text): the first streamed token by token, the others when the
-    batch is done, each after a separator line when n > 1. Returns the first sample's new ids."""
-    rows: list[list[int]] = [[] for _ in range(n)]
+    """Write n samples, each the prompt and its continuation: the first streamed token by token, the
+    others when the batch is done, each after a separator line if n > 1. Returns the first's new ids."""
+    steps: list[list[int]] = []  # the n new ids of each step
 
     def first_row() -> Iterator[int]:
-        for token in tokens:  # (n,) per step
-            for row, t in zip(rows, token.tolist()):
-                row.append(t)
-            yield rows[0][-1]
+        for token in tokens:  # (n,)
+            steps.append(token.tolist())
+            yield steps[-1][0]
 
     for i in range(n):
-        out.write(f"---------------- sample {i + 1} of {n} ----------------\n" if n > 1 else "")
-        out.write(prompt)
+        text = (f"---------------- sample {i + 1} of {n} ----------------\n" if n > 1 else "") + prompt
+        out.write(text)
         out.flush()
-        pieces = stream_text(tokenizer, first_row()) if i == 0 else [tokenizer.decode(rows[i])]
-        text = prompt
-        for piece in pieces:
+        for piece in stream_text(tokenizer, first_row()) if i == 0 else [tokenizer.decode([s[i] for s in steps])]:
             out.write(piece)
             out.flush()
             text += piece
         out.write("" if text.endswith("\n") else "\n")
     out.flush()
-    return rows[0]
+    return [s[0] for s in steps]
 
 
 def format_stats(stats: GenerationStats, setup: str) -> str:
@@ -228,8 +226,10 @@ def run(cfg: SampleConfig, out: TextIO, err: TextIO, stats: GenerationStats) -> 
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31)
     tokens = None
     if max_new:  # generate() checks its arguments here, before the first token
-        tokens = generate(model, ids, max_new, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                          seed=seed, num_samples=cfg.num_samples, use_cache=cfg.kv_cache, slide=cfg.slide, stats=stats)  # fmt: skip
+        tokens = generate(
+            model, ids, max_new, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, seed=seed,
+            num_samples=cfg.num_samples, use_cache=cfg.kv_cache, slide=cfg.slide, stats=stats,
+        )  # fmt: skip
     hardware = f"{device.type} {str(amp_dtype or torch.float32).removeprefix('torch.')}"
     if device.type == "cpu":
         hardware += f", {cfg.threads} thread{'s' if cfg.threads > 1 else ''}"

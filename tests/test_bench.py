@@ -1,40 +1,81 @@
 """The benchmark harness runs end to end on a tiny model (the numbers themselves are not tested)."""
 
 import json
+import subprocess
+import sys
 
-from minigpt.bench import format_table, main
+import pytest
+
+from minigpt.bench import format_rows, main
+
+TINY = ["--model.preset", "micro", "--model.block_size", "16", "--batch_size", "2", "--steps", "2", "--warmup", "1",
+        "--repeats", "1"]  # fmt: skip
 
 
 def test_bench_train_attention_generate_and_json(tmp_path, capsys):
     out_json = tmp_path / "bench.json"
-    argv = ["all", "--preset", "micro", "--block-size", "16", "--batch-size", "2", "--steps", "2", "--warmup", "1",
-            "--repeats", "1", "--block-sizes", "8,16", "--new-tokens", "5", "--json", str(out_json)]  # fmt: skip
+    argv = ["all", *TINY, "--block_sizes", "8", "16", "--new_tokens", "5", f"--json={out_json}"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     for section in ("## train", "## attention", "## generate"):
         assert section in out
     data = json.loads(out_json.read_text())
+    assert data["config"]["model"]["n_layer"] == 2 and data["config"]["batch_size"] == 2
     train = data["results"]["train"]
     assert {r["attn"] for r in train} == {"manual", "sdpa"}
     assert all(r["ms_per_iter"] > 0 and r["tokens_per_s"] > 0 for r in train)
+    assert all(r["config"] == "2L 64w T=16 B=2" and r["dtype"] == "float32" for r in train)
     assert [r["T"] for r in data["results"]["attention"]] == [8, 8, 16, 16]
     gen = data["results"]["generate"]
     assert {r["kv_cache"] for r in gen} == {True, False} and all(r["tokens_per_s"] > 0 for r in gen)
 
 
+def test_bench_attn_choice_applies_to_train_and_attention(tmp_path):
+    out_json = tmp_path / "bench.json"
+    assert main(["all", *TINY, "--attn", "sdpa", "--block_sizes", "8", "--new_tokens", "2", f"--json={out_json}"]) == 0
+    results = json.loads(out_json.read_text())["results"]
+    assert [r["attn"] for r in results["train"]] == ["sdpa"]
+    assert [r["attn"] for r in results["attention"]] == ["sdpa"]
+
+
 def test_bench_profile_reports_phases(capsys):
-    assert main(["profile", "--preset", "micro", "--block-size", "16", "--batch-size", "2", "--steps", "2"]) == 0
+    assert main(["profile", *TINY]) == 0
     out = capsys.readouterr().out
-    for phase in ("forward", "backward", "clip + optimizer"):
-        assert phase in out
+    for phase in ("forward", "backward", "optimizer", "other"):
+        assert f"\n{phase}" in out
     assert "Self CPU" in out
 
 
-def test_markdown_table():
-    table = format_table([{"a": 1.5, "mfu": 0.42}, {"a": 12345.0, "mfu": 0.5}], markdown=True)
-    assert table.splitlines()[0] == "| a | mfu |" and "42.0%" in table and "12,345.0" in table
+def test_format_rows_text_and_markdown():
+    rows = [{"a": 1.5, "mfu": 0.42}, {"a": 12345.0, "mfu": 0.5, "b": "x"}]
+    table = format_rows(rows, markdown=True)
+    assert table.splitlines()[0] == "| a | mfu | b |" and "42.0%" in table and "12.35K" in table
+    lines = format_rows(rows).splitlines()
+    assert lines[0].split() == ["a", "mfu", "b"] and lines[2].split() == ["1.5", "42.0%"]
 
 
-def test_bad_preset_is_an_error(capsys):
-    assert main(["train", "--preset", "nope"]) == 2
-    assert "valid presets" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--steps", "0"], "steps must be at least 1"),
+        (["train", "--batch_size", "0"], "batch_size must be at least 1"),
+        (["train", "--batch-size", "0"], "batch_size must be at least 1"),
+        (["attention", "--block_sizes", "abc"], "--block_sizes"),
+        (["attention", "--block-sizes", "0"], "block_sizes must be positive"),
+        (["train", "--model.n_head", "3", "--model.n_embd", "32"], "not divisible by model.n_head=3"),
+        (["train", "--model.preset", "nope"], "valid presets"),
+        (["train", "--model.attn_score", "additive", "--attn", "sdpa"], "no fused kernel"),
+        (["nope"], "invalid choice"),
+        (["train", *TINY, "--json=/nonexistent/dir/bench.json"], "/nonexistent/dir/bench.json"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_module_entry_point_prints_no_traceback():
+    proc = subprocess.run([sys.executable, "-m", "minigpt.bench", "--steps", "0"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("error: steps must be at least 1") and len(proc.stderr.splitlines()) == 1

@@ -1,9 +1,14 @@
-"""The parameter counter against built models and against the GPT-3 paper."""
+"""The parameter counter against built models and against the GPT-3 paper; its command line."""
+
+import subprocess
+import sys
 
 import pytest
 
+from minigpt import cli
+from minigpt.config import RunConfig
 from minigpt.model import GPT, ModelConfig, load_presets
-from minigpt.params import count_params, flops_per_token, format_param_table, main, training_memory
+from minigpt.params import count_params, flops_per_token, format_param_table, human, main, text_table, training_memory
 
 CONFIGS = [
     ModelConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16),
@@ -23,15 +28,30 @@ def test_count_equals_numel(cfg):
     assert c["token_embedding"] == model.wte.weight.numel()
     assert c["layer.total"] == sum(p.numel() for p in model.h[0].parameters())
     assert c["layer.mlp_fc"] == sum(p.numel() for p in model.h[0].mlp.c_fc.parameters())
+    assert c["layer.biases"] == sum(p.numel() for n, p in model.h[0].named_parameters() if n.endswith(".bias"))
     assert c["embedding"] + c["non_embedding"] == c["total"]
 
 
-def test_attention_per_head_is_one_heads_share():
-    cfg = ModelConfig(n_layer=1, n_head=4, n_embd=32, bias=True)
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_heads_own_all_of_attention_but_the_output_bias(cfg):
+    attn = GPT(cfg).h[0].attn
     c = count_params(cfg)
-    attn_weights = c["layer.attn_q"] + c["layer.attn_k"] + c["layer.attn_v"] + c["layer.attn_out"]
-    shared_out_bias = 32
-    assert c["attention_per_head"] * 4 + shared_out_bias == attn_weights
+    out_bias = attn.c_proj.bias.numel() if attn.c_proj.bias is not None else 0
+    assert cfg.n_head * (c["head.weights"] + c["head.biases"]) + out_bias == sum(p.numel() for p in attn.parameters())
+    biases = sum(p.numel() for n, p in attn.named_parameters() if n.endswith("bias"))
+    assert cfg.n_head * c["head.biases"] + out_bias == biases
+
+
+def test_one_gpt3_175b_head_is_the_papers_weights_plus_its_biases():
+    # Brown et al. (2020): d_model 12,288, d_head 128; Q, K, V are 12,288 x 128 each, the output 128 x 12,288
+    cfg = ModelConfig.from_preset("gpt3-175b")
+    c = count_params(cfg)
+    assert c["head.weights"] == 3 * 12_288 * 128 + 128 * 12_288 == 6_291_456
+    assert c["head.biases"] == 3 * 128 == 384
+    table = format_param_table(cfg)
+    assert "one head owns 6,291,456 weights" in table and "384 biases" in table
+    no_bias = count_params(cfg.replace(bias=False))
+    assert no_bias["head.weights"] == 6_291_456 and no_bias["head.biases"] == 0
 
 
 def test_gpt2_small_is_124m():
@@ -67,6 +87,7 @@ def test_flops_formula():
     assert f["params_in_matmuls"] == 6_752
     assert f["dense"] == 6 * 6_752 and f["attention"] == 12 * 2 * 16 * 8
     assert f["total"] == f["dense"] + f["attention"]
+    assert flops_per_token(cfg, seq_len=4)["attention"] == 12 * 2 * 16 * 4
 
 
 def test_memory_estimate_state_is_16_bytes_per_param():
@@ -75,14 +96,70 @@ def test_memory_estimate_state_is_16_bytes_per_param():
     p = count_params(cfg)["total"]
     for kind in ("fp32", "bf16-mixed"):
         assert m[kind]["weights"] + m[kind]["gradients"] + m[kind]["adamw"] == 16 * p
+        assert m[kind]["total"] == sum(v for k, v in m[kind].items() if k != "total")
     assert m["bf16-mixed"]["activations"] < m["fp32"]["activations"]
+    assert training_memory(cfg, batch_size=8)["fp32"]["activations"] > m["fp32"]["activations"]
+
+
+def test_human_and_text_table():
+    assert human(124_439_808) == "124.44M" and human(175e9) == "175.00B" and human(45.25) == "45.25"
+    assert human(0) == "0" and human(3 * 2**30, "B") == "3.00 GiB" and human(512, "B") == "512 B"
+    rows = [("name", "n"), ("a", "1"), ("bbb", "22")]
+    assert text_table(rows).splitlines() == ["name   n", "----  --", "a      1", "bbb   22"]
+    assert text_table(rows, markdown=True).splitlines()[:3] == ["| name | n |", "|---|---|", "| a | 1 |"]
 
 
 def test_table_and_cli(capsys):
     table = format_param_table(ModelConfig.from_preset("gpt2"))
     assert "124.44M" in table and "tied to wte" in table
-    assert main(["--preset", "gpt3-175b"]) == 0
+    assert main([]) == 0  # gpt3-175b by default
     out = capsys.readouterr().out
+    assert "Parameters of gpt3-175b" in out
     assert "174.60B" in out and "175.00B" in out and "gpt3-13b" in out
-    assert main(["--preset", "nope"]) == 2
-    assert "valid presets" in capsys.readouterr().err
+    assert main(["--model.preset", "gpt2", "--batch-size", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "Parameters of gpt2\n" in out and "124.44M" in out and "batch 8" in out
+    assert main(["--model.preset", "gpt2", "--model.n_layer", "2"]) == 0
+    assert "Parameters of gpt2, resized" in capsys.readouterr().out
+
+
+def test_cli_reads_the_model_table_of_a_file_then_flags(tmp_path, capsys):
+    path = tmp_path / "model.toml"
+    path.write_text('[model]\npreset = "gpt2"\nn_layer = 6\n')
+    assert main([str(path), "--model.n_layer", "12"]) == 0
+    assert "124.44M" in capsys.readouterr().out
+
+
+def test_cli_reads_configs_and_a_runs_saved_config(tmp_path, capsys):
+    # these files also hold [data], [train] and [log]: params reads [model] and skips the rest
+    assert main(["configs/gpt2.toml"]) == 0
+    assert "124.44M" in capsys.readouterr().out
+    saved = cli.save(RunConfig(model=ModelConfig.from_preset("micro")), tmp_path / "config.toml")
+    assert main([str(saved)]) == 0
+    assert "108.35K" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--batch_size", "-1"], "batch_size must be at least 1"),
+        (["--model.preset", "micro", "--batch-size", "-1"], "batch_size must be at least 1"),
+        (["--seq_len", "0"], "seq_len must be at least 1"),
+        (["--model.preset", "nope"], "valid presets"),
+        (["--model.preset", "micro", "--model.n_head", "5"], "not divisible"),
+        (["--preset", "gpt2"], "unknown option --preset"),
+        (["missing.toml"], "not found"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    err = captured.err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_module_entry_point_prints_no_traceback():
+    proc = subprocess.run([sys.executable, "-m", "minigpt.params", "--batch_size", "-1"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
