@@ -7,8 +7,10 @@ with torch.load(weights_only=True), so a file from elsewhere cannot execute code
 
 from __future__ import annotations
 
+import errno
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,10 +31,10 @@ class CheckpointError(ValueError):
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write payload to path atomically: temp file in the same folder, fsync, rename.
 
-    A crash at any moment leaves either the old file or the new one, never half a file.
+    A crash at any moment leaves either the old file or the new one, never half a file. A failed
+    write (a full disk, a read-only folder) raises CheckpointError and leaves the old file as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -40,16 +42,40 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save wraps the OSError in a RuntimeError
+        Path(tmp).unlink(missing_ok=True)
+        full = isinstance(e.__cause__ or e, OSError) and (e.__cause__ or e).errno == errno.ENOSPC
+        reason = "the disk is full" if full or "No space left" in str(e) else str(e).splitlines()[0][:120]
+        old = f"the last good checkpoint {path} is untouched" if path.exists() else "no older checkpoint exists"
+        raise CheckpointError(
+            f"could not write {path}: {reason}; it needs about {_size(payload) / 2**20:.1f} MiB free; {old}"
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    # make the rename itself durable
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
     return path
+
+
+def _size(obj: Any) -> int:
+    """Bytes of the tensors in a nested payload: about the size of its checkpoint file."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_size(v) for v in obj.values())
+    return sum(_size(v) for v in obj) if isinstance(obj, (list, tuple)) else 0
+
+
+def remove_stale_temp_files(run_dir: Path) -> list[Path]:
+    """Delete this run folder's leftover temp checkpoints (from a process killed mid-save)."""
+    stale = [p for p in run_dir.glob(".ckpt_*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -62,10 +88,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, random bytes, or pickled code
+        blocked = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if blocked:
+            raise CheckpointError(
+                f"refused {path}: it asks to load the Python object {blocked.group(1)}, which could run code; "
+                "minigpt loads only tensors and plain data from checkpoints"
+            ) from None
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path} is not a readable minigpt checkpoint (truncated or not a PyTorch file: {reason[:120]})"
-        ) from None
+        raise CheckpointError(f"{path} is not a readable minigpt checkpoint (truncated or not a PyTorch file: {reason})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a PyTorch file but not a minigpt checkpoint (no '{FORMAT}' marker)")
     if ckpt.get("version") != VERSION:

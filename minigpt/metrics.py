@@ -187,13 +187,13 @@ def display_tokens(tokens: Sequence[str]) -> list[str]:
 
 
 # Heatmaps: 350 px wide at 100 dpi, so TensorBoard shows them pixel for pixel. Token labels get
-# 11 px of room each; when T tokens don't fit, only every k-th one is labeled.
+# 12 px of room each; when T tokens don't fit, only every k-th one is labeled.
 CARD_WIDTH_PX = 350
 _DPI = 100
 _STYLE = {
-    "font.family": "DejaVu Sans", "font.size": 8, "axes.titlesize": 8, "figure.titlesize": 9, "axes.linewidth": 0.5,
-    "xtick.major.size": 2, "ytick.major.size": 2, "xtick.major.pad": 1.5, "ytick.major.pad": 1.5,
-    "xtick.major.width": 0.5, "ytick.major.width": 0.5, "axes.labelpad": 2,
+    "font.family": "DejaVu Sans", "font.size": 8, "axes.titlesize": 8, "figure.titlesize": 9,
+    "figure.labelsize": 8, "axes.linewidth": 0.5, "xtick.major.size": 2, "ytick.major.size": 2,
+    "xtick.major.pad": 1.5, "ytick.major.pad": 1.5, "xtick.major.width": 0.5, "ytick.major.width": 0.5,
 }  # fmt: skip
 _ROW_PX = 12  # room for one label across its line (8 pt is 11 px)
 _CHAR_PX = 13  # room for one upright one-character label
@@ -202,35 +202,27 @@ _TICKS = (0.0, 0.05, 0.25, 0.5, 1.0)
 
 
 class _Heatmaps:
-    """Draws the attention maps of one probe; figures are built once and redrawn with new data."""
+    """Draws the attention maps of one probe: a figure per panel count, built once, redrawn per map."""
 
     def __init__(self, tokens: Sequence[str]) -> None:
         self.tokens, self.labels, self.T = tuple(tokens), display_tokens(tokens), len(tokens)
         self.upright = max(len(label) for label in self.labels) == 1  # chars stand, words turn 90°
         self.label_px = 7 * max(len(label) for label in self.labels)  # widest label, roughly
-        self._figures: dict[tuple[int, int], tuple[Any, ...]] = {}  # (n_head or 0, title lines) -> figure
+        self._figures: dict[int, tuple[Any, ...]] = {}
 
-    def head(self, weights: np.ndarray, title: str) -> np.ndarray:
-        """(T, T) weights -> RGB image (height, CARD_WIDTH_PX, 3) uint8 with labeled axes."""
-        return self._draw((0, title.count("\n") + 1), weights[None], [title])
-
-    def layer(self, weights: np.ndarray, title: str, captions: Sequence[str]) -> np.ndarray:
-        """(n_head, T, T) weights -> RGB image (height, CARD_WIDTH_PX, 3) uint8, one panel per head."""
-        return self._draw((len(weights), 1), weights, [title, *captions])
-
-    def _draw(self, key: tuple[int, int], weights: np.ndarray, titles: list[str]) -> np.ndarray:
-        if key not in self._figures:
-            fig, images, texts = self._build_head(key[1]) if key[0] == 0 else self._build_layer(key[0])
-            self._figures[key] = fig, images, texts, None
-        fig, images, texts, background = self._figures[key]
+    def draw(self, weights: np.ndarray, title: str, captions: Sequence[str]) -> np.ndarray:
+        """(n, T, T) weights -> RGB image (height, CARD_WIDTH_PX, 3) uint8: n labeled panels."""
+        if len(weights) not in self._figures:
+            self._figures[len(weights)] = (*self._build(len(weights), max(c.count("\n") for c in captions)), None)
+        fig, images, texts, background = self._figures[len(weights)]
         future = np.triu(np.ones((self.T, self.T), dtype=bool), k=1)
         for image, w in zip(images, weights):
             # grey upper triangle: the causal mask, unless the weights there are not zero
             image.set_data(w if w[future].any() else np.ma.masked_array(w, future))
-        for text, title in zip(texts, titles):
-            text.set_text(title)
+        for text, caption in zip(texts, [title, *captions]):
+            text.set_text(caption)
         # Blitting, matplotlib's fast redraw: labels and colorbar are drawn once as a background,
-        # then every map redraws only its heatmaps, titles and frames on top (4x faster).
+        # then every map redraws only its heatmaps, titles and frames on top (10x faster).
         changing = [*images, *texts, *(spine for image in images for spine in image.axes.spines.values())]
         if background is None:
             for artist in changing:
@@ -238,88 +230,67 @@ class _Heatmaps:
             fig.canvas.draw()
             fig.set_layout_engine("none")  # keep this first layout
             background = fig.canvas.copy_from_bbox(fig.bbox)
-            self._figures[key] = fig, images, texts, background
+            self._figures[len(weights)] = fig, images, texts, background
         fig.canvas.restore_region(background)
         for artist in changing:
             fig.draw_artist(artist)
         return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
-    def _label(self, ax: Any, width_px: float, height_px: float) -> None:
-        """Token labels on both axes of a map, every k-th one when they don't all fit."""
-        ys = range(0, self.T, math.ceil(self.T * _ROW_PX / height_px))
-        ax.set_yticks(ys, [self.labels[i] for i in ys])
-        xs = range(0, self.T, math.ceil(self.T * (_CHAR_PX if self.upright else _ROW_PX) / width_px))
-        ax.set_xticks(xs, [self.labels[i] for i in xs], rotation=0 if self.upright else 90)
-
-    def _figure(self, height_px: float) -> Any:
+    def _build(self, n: int, caption_lines: int) -> tuple[Any, list[Any], list[Any]]:
+        from matplotlib import colormaps, rc_context
         from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.colors import PowerNorm
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(CARD_WIDTH_PX / _DPI, math.ceil(height_px) / _DPI), dpi=_DPI, layout="constrained")
-        FigureCanvasAgg(fig)
+        ncols = math.ceil(math.sqrt(n))
+        nrows = math.ceil(n / ncols)
+        width = (CARD_WIDTH_PX - self.label_px - 30) / ncols - 8 * (ncols - 1)  # of one panel, in px
+        height = width if n > 1 else max(width, min(self.T * _ROW_PX, _MAX_MAP_PX))  # rows a label tall
+        x_labels_px = 14 if self.upright else self.label_px + 6
+        fig_height = nrows * (height + 16 + 12 * caption_lines) + x_labels_px + 72  # + title, colorbar
+        fig = Figure(figsize=(CARD_WIDTH_PX / _DPI, math.ceil(fig_height) / _DPI), dpi=_DPI, layout="constrained")
         fig.get_layout_engine().set(w_pad=4 / _DPI, h_pad=4 / _DPI)
-        return fig
-
-    def _imshow(self, ax: Any, map_px: float) -> Any:
-        from matplotlib import colormaps
-        from matplotlib.colors import PowerNorm
-
-        cmap = colormaps["viridis"].with_extremes(bad="#d9d9d9")
+        FigureCanvasAgg(fig)  # becomes fig.canvas
         # A fixed 0..1 scale compares heads and steps; the square root keeps small weights visible.
         norm = PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
-        smooth = map_px < self.T  # cells under a pixel wide: smooth instead of dropping columns
-        return ax.imshow(np.zeros((self.T, self.T)), cmap=cmap, norm=norm, aspect="auto",
-                         interpolation="antialiased" if smooth else "nearest")  # fmt: skip
-
-    def _build_head(self, title_lines: int) -> tuple[Any, list[Any], list[Any]]:
-        from matplotlib import rc_context
-
-        x_labels_px = 14 if self.upright else self.label_px + 6
-        map_w = CARD_WIDTH_PX - self.label_px - 30  # y labels and "query" on the left
-        map_h = max(map_w, min(self.T * _ROW_PX, _MAX_MAP_PX))  # rows at least a label tall
+        cmap = colormaps["viridis"].with_extremes(bad="#d9d9d9")
+        smooth = width < self.T  # cells under a pixel wide: smoothed, instead of dropping columns
         with rc_context(_STYLE):
-            fig = self._figure(map_h + 14 * title_lines + x_labels_px + 58)  # + title, key label, colorbar
-            ax = fig.add_subplot()
-            image = self._imshow(ax, map_w)
-            self._label(ax, map_w, map_h)
-            ax.set(xlabel="key (attended to)", ylabel="query")
-            cbar = fig.colorbar(image, ax=ax, location="bottom", ticks=_TICKS, aspect=50, shrink=0.9, pad=0.01)
+            axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).flatten()
+            images = []
+            for i, ax in enumerate(axes[:n]):
+                empty = np.zeros((self.T, self.T))
+                images.append(ax.imshow(empty, cmap=cmap, norm=norm, aspect="auto",
+                                        interpolation="antialiased" if smooth else "nearest"))  # fmt: skip
+                ys = range(0, self.T, math.ceil(self.T * _ROW_PX / height))
+                ax.set_yticks(ys, [self.labels[i] for i in ys])
+                xs = range(0, self.T, math.ceil(self.T * (_CHAR_PX if self.upright else _ROW_PX) / width))
+                ax.set_xticks(xs, [self.labels[i] for i in xs], rotation=0 if self.upright else 90)
+                # labels on the left column and under the lowest panel of each column
+                ax.tick_params(labelbottom=i + ncols >= n, labelleft=i % ncols == 0)
+            for ax in axes[n:]:
+                ax.set_axis_off()
+            fig.supxlabel("key (attended to)")
+            fig.supylabel("query")
+            cbar = fig.colorbar(images[0], ax=axes, location="bottom", ticks=_TICKS, aspect=50, shrink=0.9)
             cbar.ax.set_xticks(_TICKS, [f"{t:g}" for t in _TICKS])
             cbar.outline.set_linewidth(0.5)
-        return fig, [image], [ax.title]
-
-    def _build_layer(self, n_head: int) -> tuple[Any, list[Any], list[Any]]:
-        from matplotlib import rc_context
-
-        ncols = math.ceil(math.sqrt(n_head))
-        nrows = math.ceil(n_head / ncols)
-        side = (CARD_WIDTH_PX - self.label_px - 16) / ncols - 8  # square panels side by side
-        x_labels_px = 14 if self.upright else self.label_px + 6
-        with rc_context(_STYLE):
-            fig = self._figure(nrows * (side + 20) + x_labels_px + 24)
-            axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).flatten()
-            images = [self._imshow(ax, side) for ax in axes[:n_head]]
-            for ax in axes[n_head:]:
-                ax.set_axis_off()
-            for i, ax in enumerate(axes):  # labels on the left column and the bottom panel of each column
-                self._label(ax, side, side)
-                ax.tick_params(labelbottom=i + ncols >= n_head, labelleft=i % ncols == 0)
-        return fig, images, [fig.suptitle(""), *(ax.title for ax in axes[:n_head])]
+            return fig, images, [fig.suptitle(""), *(ax.title for ax in axes[:n])]
 
 
 def _attention_images(weights: torch.Tensor, heatmaps: _Heatmaps) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ("layer_{l}/head_{h}", image) per head, then ("layer_{l}/all_heads", image), per layer."""
     entropy, distance = (stat.tolist() for stat in attention_stats(weights))  # (n_layer, n_head) each
     w = weights.numpy()
-    n_layer, n_head = w.shape[:2]
-    for layer in range(n_layer):
+    n_head = w.shape[1]
+    sep = "  " if n_head <= 4 else "\n" if n_head <= 9 else None  # panels in 3 columns: numbers below
+    for layer in range(w.shape[0]):
         H, d = entropy[layer], distance[layer]
-        for head in range(n_head):
-            title = f"layer {layer} · head {head}\nentropy {H[head]:.2f} nats · distance {d[head]:.1f} tokens"
-            yield f"layer_{layer}/head_{head}", heatmaps.head(w[layer, head], title)
-        stats = n_head <= 9  # panels of 3 columns or fewer have room for a head's numbers
-        captions = [f"head {h}" + (f"  H {H[h]:.2f}  d {d[h]:.1f}" if stats else "") for h in range(n_head)]
-        yield f"layer_{layer}/all_heads", heatmaps.layer(w[layer], f"layer {layer}", captions)
+        for h in range(n_head):
+            caption = f"entropy {H[h]:.2f} nats · distance {d[h]:.1f} tokens"
+            yield f"layer_{layer}/head_{h}", heatmaps.draw(w[layer, h][None], f"layer {layer} · head {h}", [caption])
+        captions = [f"head {h}" + (f"{sep}H {H[h]:.2f}  d {d[h]:.1f}" if sep else "") for h in range(n_head)]
+        yield f"layer_{layer}/all_heads", heatmaps.draw(w[layer], f"layer {layer}", captions)
 
 
 def save_attention_pngs(weights: torch.Tensor, tokens: Sequence[str], out_dir: str | Path) -> list[Path]:

@@ -18,6 +18,7 @@ from minigpt import cli
 from minigpt.config import ModelConfig, ParamsConfig, load_presets
 
 PROG = "python -m minigpt.params"
+TRAIN_ONLY_TABLES = ("data", "train", "log")  # of a run's config file; params and bench read its [model]
 
 
 def count_params(config: ModelConfig) -> dict[str, int]:
@@ -173,7 +174,7 @@ def format_preset_table() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        cfg = cli.parse(ParamsConfig, sys.argv[1:] if argv is None else argv, prog=PROG)
+        cfg = cli.parse(ParamsConfig, sys.argv[1:] if argv is None else argv, prog=PROG, ignore=TRAIN_ONLY_TABLES)
         table = format_param_table(cfg.model, cfg.batch_size, cfg.seq_len)
     except ValueError as e:  # cli.ConfigError included
         print(f"error: {e}", file=sys.stderr)

@@ -11,7 +11,9 @@ Each step below is a small function that returns plain values; `main` wires them
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import math
+import os
 import sys
 import time
 from datetime import datetime
@@ -21,7 +23,13 @@ from typing import Any
 import torch
 
 from minigpt import cli, runtime
-from minigpt.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, CheckpointError, load_checkpoint
+from minigpt.checkpoint import (
+    CHECKPOINT_BEST,
+    CHECKPOINT_LATEST,
+    CheckpointError,
+    load_checkpoint,
+    remove_stale_temp_files,
+)
 from minigpt.config import DataConfig, RunConfig
 from minigpt.data import BatchSampler, DataError, PreparedData, eval_batches, prepare
 from minigpt.generate import generate_ids
@@ -151,6 +159,31 @@ def new_run_dir(cfg: RunConfig) -> Path:
     return run_dir
 
 
+def claim_run_dir(run_dir: Path) -> Any:
+    """Create run_dir and lock it for this process (the OS drops the lock when the process dies):
+    one process per run folder. Removes temp files of saves killed midway. Returns the open lock file."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(run_dir / ".lock", "a+")
+    except OSError as e:
+        raise CheckpointError(f"cannot write the run folder {run_dir}: {e.strerror}; choose a writable train.out_dir") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        owner = lock.read().strip() or "unknown"
+        lock.close()
+        raise CheckpointError(
+            f"{run_dir} is in use by another training process (pid {owner}); wait for it to finish, "
+            "or pick another train.run_name"
+        ) from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    remove_stale_temp_files(run_dir)
+    return lock
+
+
 def probe_tokens(data: PreparedData, tokenizer: Tokenizer, n: int) -> torch.Tensor:
     """A fixed text for attention maps: n val tokens from the first line start among the first 256."""
     head = torch.as_tensor(data.probe_tokens(n + 256).astype("int64"))
@@ -227,9 +260,9 @@ def train(
                  for split, tokens in (("train", train_tokens), ("val", val_tokens))}  # fmt: skip
     # measured before a resume restores the RNG states (the measurement draws random numbers)
     peak = runtime.measure_peak_flops(rt.device, rt.amp_dtype or torch.float32) if rt.device.type == "cuda" else None
-    logger = MetricsLogger()
+    logger, lock = MetricsLogger(), None
     if rt.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = claim_run_dir(run_dir)
         cli.save(cfg, run_dir / "config.toml")
         if log.tensorboard:  # a resume drops events after the checkpoint's step, which the run logs again
             logger = TensorBoardLogger(run_dir, purge_step=ckpt["iter"] + 1 if ckpt else None)
@@ -270,6 +303,8 @@ def train(
         return result
     finally:
         logger.close()
+        if lock is not None:
+            lock.close()
 
 
 def report(result: dict[str, Any]) -> str:

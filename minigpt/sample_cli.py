@@ -27,6 +27,7 @@ from minigpt import cli, runtime
 from minigpt.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, CheckpointError, load_checkpoint
 from minigpt.config import ModelConfig, SampleConfig
 from minigpt.generate import GenerationStats, generate
+from minigpt.metrics import TensorBoardLogger, save_attention_pngs
 from minigpt.model import GPT
 from minigpt.tokenizer import GPT2_EOT, Tokenizer, default_prompt, tokenizer_from_dict
 
@@ -179,8 +180,6 @@ def probe_attention(model: GPT, tokenizer: Tokenizer, ids: list[int], path: Path
                     png_dir: str | None) -> list[str]:  # fmt: skip
     """Log every layer's and head's attention map on the last block_size ids to TensorBoard under
     the checkpoint's run folder, at the next free step, and as PNGs into png_dir. Returns what to tell."""
-    from minigpt.metrics import TensorBoardLogger, save_attention_pngs  # matplotlib, TensorBoard: lazily
-
     log_dir, c = path.parent / PROBE_DIR, model.config
     ids = ids[-c.block_size :]
     weights = model.attention_maps(ids)  # (n_layer, nh, T, T)

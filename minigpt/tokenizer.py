@@ -17,15 +17,16 @@ import functools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 import tiktoken
 import tiktoken.load
 
-TokenizerKind = Literal["char", "gpt2"]
 TOKENIZER_KINDS: tuple[str, ...] = ("char", "gpt2")
 
-# GPT-2 BPE, as described in /work/shared/data/README.md: tiktoken's r50k_base ranks and pattern.
+# GPT-2 BPE as tiktoken's r50k_base encoding defines it. The ranks file holds one line per mergeable
+# token, "<base64 of its bytes> <rank>", for ranks 0..50255; the sha256 pins it to that exact table.
+# The pattern is GPT-2's pre-tokenization regex, and <|endoftext|> is the one special token, id 50256.
 GPT2_ASSET = "gpt2.tiktoken"
 GPT2_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 GPT2_PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
@@ -61,10 +62,6 @@ class Tokenizer(ABC):
     @abstractmethod
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description that `tokenizer_from_dict` turns back into this tokenizer."""
-
-    def display_token(self, token_id: int) -> str:
-        """`decode_token` made printable for plot labels: newlines, tabs and controls escaped."""
-        return repr(self.decode_token(token_id))[1:-1]
 
     def _check_ids(self, ids: Sequence[int]) -> None:
         bad = sorted({int(i) for i in ids if not 0 <= int(i) < self.vocab_size})
@@ -117,7 +114,7 @@ class CharTokenizer(Tokenizer):
             shown = " ".join(repr(c) for c in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
             raise TokenizerError(
                 f"{len(unknown)} character(s) not in the char vocabulary of {self.vocab_size}: {shown}; "
-                "use only characters of the training corpus, or the gpt2 tokenizer (--data.tokenizer=gpt2)"
+                "use only characters of the training corpus, or set data.tokenizer to gpt2"
             ) from None
 
     def decode(self, ids: Sequence[int]) -> str:

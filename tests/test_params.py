@@ -160,6 +160,7 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
 
 
 def test_module_entry_point_prints_no_traceback():
-    proc = subprocess.run([sys.executable, "-m", "minigpt.params", "--batch_size", "-1"], capture_output=True, text=True)
+    argv = [sys.executable, "-m", "minigpt.params", "--batch_size", "-1"]
+    proc = subprocess.run(argv, capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]

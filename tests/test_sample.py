@@ -32,6 +32,7 @@ def write_checkpoint(path, cfg, tokenizer, iter=6, best_val_loss=2.5, seed=0):
         "model": model.state_dict(), "config": cli.to_dict(RunConfig(model=cfg)), "tokenizer": tokenizer.to_dict(),
         "iter": iter, "best_val_loss": best_val_loss,
     }  # fmt: skip
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     return save_checkpoint(path, payload)
 
 

@@ -1,0 +1,90 @@
+"""What happens around a run: other processes, full disks, bad folders, killed saves, foreign files."""
+
+import errno
+import io
+import os
+
+import pytest
+import torch
+
+from minigpt import runtime
+from minigpt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from minigpt.run import claim_run_dir, resolve, train
+from tests.test_run import corpus, tiny_args  # noqa: F401  (fixture)
+
+
+def start(corpus, root, *extra, stop_at=None):
+    cfg, ckpt, path = resolve(tiny_args(corpus, root, *extra))
+    return train(cfg, ckpt, path, stop_at=stop_at, out=io.StringIO())
+
+
+def test_a_run_folder_belongs_to_one_process(corpus, tmp_path):
+    held = claim_run_dir(tmp_path / "runs/r")  # another process training into the same folder
+    with pytest.raises(CheckpointError, match=rf"runs/r is in use by another training process \(pid {os.getpid()}\)"):
+        start(corpus, tmp_path)
+    held.close()  # the lock goes with its owner
+    assert start(corpus, tmp_path, stop_at=1)["iter"] == 1
+
+
+def test_a_full_disk_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt_latest.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(3)}, "config": {}, "tokenizer": {}})
+
+    def full_disk(obj, f, *args, **kwargs):
+        f.write(b"x" * 10)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos") from OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError) as e:
+        save_checkpoint(path, {"model": {"w": torch.zeros(1 << 18)}, "config": {}, "tokenizer": {}})
+    message = str(e.value)
+    assert "\n" not in message and "the disk is full" in message and "1.0 MiB" in message
+    assert f"the last good checkpoint {path} is untouched" in message
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt_latest.pt"]  # no temp file left behind
+
+
+@pytest.mark.parametrize("bad", ["file", "proc"])
+def test_an_unwritable_output_folder_fails_before_training(corpus, tmp_path, bad):
+    out = tmp_path / "a_file" if bad == "file" else "/proc/minigpt-runs"
+    if bad == "file":
+        out.write_text("not a folder")
+    with pytest.raises(CheckpointError, match=r"cannot write the run folder .*choose a writable train.out_dir"):
+        start(corpus, tmp_path, f"--train.out_dir={out}")
+
+
+def test_stale_temp_files_of_this_run_are_removed_on_resume(corpus, tmp_path):
+    start(corpus, tmp_path, stop_at=2)
+    run_dir = tmp_path / "runs/r"
+    stale = run_dir / ".ckpt_latest.pt.abc123.tmp"  # left by a kill -9 during a save
+    stale.write_bytes(b"x" * 1000)
+    other = tmp_path / "runs/other/.ckpt_latest.pt.abc123.tmp"  # another run's: not ours to touch
+    other.parent.mkdir()
+    other.write_bytes(b"x")
+    cfg, ckpt, path = resolve(tiny_args(corpus, tmp_path) + ["--resume", str(run_dir)])
+    train(cfg, ckpt, path, out=io.StringIO())
+    assert not stale.exists() and other.exists()
+
+
+def test_a_pickle_that_runs_code_is_refused_by_name(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": Evil()}, path)
+    with pytest.raises(CheckpointError, match=r"refused .*evil.pt: it asks to load the Python object posix.system"):
+        load_checkpoint(path)
+    truncated = tmp_path / "half.pt"
+    save_checkpoint(tmp_path / "full.pt", {"model": {"w": torch.ones(1000)}, "config": {}, "tokenizer": {}})
+    truncated.write_bytes((tmp_path / "full.pt").read_bytes()[:500])
+    with pytest.raises(CheckpointError, match="truncated or not a PyTorch file"):
+        load_checkpoint(truncated)
+
+
+def test_half_precision_on_a_cpu_without_it_is_refused(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_has_native", lambda dtype: False)
+    with pytest.raises(ValueError, match="dtype=bfloat16 on this CPU has no native bfloat16 .*use dtype float32"):
+        runtime.setup("cpu", "bfloat16")
+    assert runtime.setup("cpu", "float32").amp_dtype is None
