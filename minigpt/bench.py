@@ -39,22 +39,18 @@ PROG = "python -m minigpt.bench"
 Rows = list[dict[str, Any]]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _median_time(fn: Callable[[], Any], device: torch.device, warmup: int, iters: int, repeats: int) -> float:
     """Median over `repeats` of the mean seconds per call over `iters` calls, after warm-up."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None  # wait for queued GPU work
     for _ in range(warmup):
         fn()
-    _sync(device)
+    sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         for _ in range(iters):
             fn()
-        _sync(device)
+        sync()
         times.append((time.perf_counter() - start) / iters)
     return statistics.median(times)
 
@@ -189,10 +185,8 @@ def format_rows(rows: Rows, markdown: bool = False) -> str:
 
 
 def machine_line(device: torch.device) -> str:
-    if device.type == "cuda":
-        what = torch.cuda.get_device_name(device)
-    else:
-        what = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+    cpu = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+    what = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
     return f"{what}; torch {torch.__version__}; python {platform.python_version()}"
 
 

@@ -194,13 +194,17 @@ def _negated(key: str) -> str:
 
 
 def _one_line(box: str) -> str:
-    """tyro's boxed error, as one line: the text above the box's first rule, plus its first suggestion."""
-    lines = [line.strip(" │╭╮╰╯─\t") for line in box.splitlines()]
-    lines = [line for line in lines if not line.startswith("For full helptext")]
-    body = lines[1 : lines.index("", 1)] if "" in lines[1:] else lines[1:]
-    message = " ".join(body).strip()
-    message = message.removeprefix("Error parsing ").replace("Expected 1 values", "Expected a value")
-    message = re.sub(r"^(?!unrecognized)[A-Za-z_]+: ", "", message, flags=re.I)  # "model: model.n_layer must ..." 
+    """tyro's error box (Unicode or ASCII-drawn), as one line: the text under its title."""
+    lines = [line.strip(" │╭╮╰╯─-\t") for line in box.splitlines()]
+    i = next((i for i, line in enumerate(lines) if line), len(lines)) + 1  # past the title
+    while i < len(lines) and not lines[i]:
+        i += 1
+    body = []
+    while i < len(lines) and lines[i] and not lines[i].startswith("For full helptext"):
+        body.append(lines[i])
+        i += 1
+    message = " ".join(body).removeprefix("Error parsing ").replace("Expected 1 values", "Expected a value")
+    message = re.sub(r"^(?!unrecognized)[A-Za-z_]+: ", "", message, flags=re.I)  # "model: model.n_layer must ..."
     return message[0].lower() + message[1:] if message else "bad command line"
 
 

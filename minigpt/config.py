@@ -326,7 +326,7 @@ class SampleConfig:
     threads: int = 1
     """CPU threads. More help big models on an idle CPU, but are far slower when other jobs share the cores."""
     attention: bool = False
-    """Instead of sampling, run the prompt through the model and log every head's attention map to TensorBoard."""
+    """Instead of sampling, run the prompt through the model and log every head's attention map to TensorBoard (in the run's attention_probe/ folder)."""
     attention_generate: int = 0
     """With attention: first generate this many tokens after the prompt and include them in the maps."""
     attention_png: str | None = None
@@ -342,6 +342,12 @@ class SampleConfig:
                 raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
         if self.attention_generate < 0:
             raise ValueError(f"attention_generate must be >= 0 (got {self.attention_generate})")
+        if not self.attention and (self.attention_png is not None or self.attention_generate):
+            raise ValueError("attention_png and attention_generate only apply with attention; add it or drop them")
+        if self.attention and self.num_samples != 1:
+            raise ValueError("num_samples does not apply to attention (one text is probed)")
+        if self.attention and self.prompt is None and self.prompt_file is None and not self.attention_generate:
+            raise ValueError("attention needs a text: give prompt, prompt_file or attention_generate")
 
 
 @dataclass(frozen=True)

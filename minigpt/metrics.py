@@ -86,11 +86,9 @@ class TensorBoardLogger(MetricsLogger):
             self._heatmaps = _Heatmaps(tokens)
         for name, rgb in _attention_images(w, self._heatmaps):
             self._writer.add_image(f"{prefix}/{name}", rgb, step, dataformats="HWC")
-        entropy, distance = attention_stats(w)  # (n_layer, n_head) each
-        for (layer, head), value in np.ndenumerate(entropy.numpy()):
-            self._writer.add_scalar(f"{prefix}_entropy/layer_{layer}/head_{head}", float(value), step)
-        for (layer, head), value in np.ndenumerate(distance.numpy()):
-            self._writer.add_scalar(f"{prefix}_distance/layer_{layer}/head_{head}", float(value), step)
+        for name, stat in zip(("entropy", "distance"), attention_stats(w)):  # (n_layer, n_head) each
+            for (layer, head), value in np.ndenumerate(stat.numpy()):
+                self._writer.add_scalar(f"{prefix}_{name}/layer_{layer}/head_{head}", float(value), step)
 
     def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int | None = None) -> None:
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
@@ -111,15 +109,13 @@ class TensorBoardLogger(MetricsLogger):
             self._closed = True
 
 
-def flatten_hparams(hparams: Mapping[str, Any], prefix: str = "") -> dict[str, int | float | str]:
+def flatten_hparams(hparams: Any, prefix: str = "") -> dict[str, int | float | str]:
     """Flatten nested mappings / dataclasses to {"model.n_layer": 4, ...} with TensorBoard-safe values."""
     if dataclasses.is_dataclass(hparams) and not isinstance(hparams, type):
         hparams = dataclasses.asdict(hparams)
     flat: dict[str, int | float | str] = {}
     for key, value in hparams.items():
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            value = dataclasses.asdict(value)
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) or dataclasses.is_dataclass(value) and not isinstance(value, type):
             flat.update(flatten_hparams(value, prefix=f"{prefix}{key}."))
         elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
             flat[f"{prefix}{key}"] = value
@@ -192,7 +188,7 @@ CARD_WIDTH_PX = 350
 _DPI = 100
 _STYLE = {
     "font.family": "DejaVu Sans", "font.size": 8, "axes.titlesize": 8, "figure.titlesize": 9,
-    "figure.labelsize": 8, "axes.linewidth": 0.5, "xtick.major.size": 2, "ytick.major.size": 2,
+    "axes.linewidth": 0.5, "xtick.major.size": 2, "ytick.major.size": 2,
     "xtick.major.pad": 1.5, "ytick.major.pad": 1.5, "xtick.major.width": 0.5, "ytick.major.width": 0.5,
 }  # fmt: skip
 _ROW_PX = 12  # room for one label across its line (8 pt is 11 px)
@@ -213,7 +209,7 @@ class _Heatmaps:
     def draw(self, weights: np.ndarray, title: str, captions: Sequence[str]) -> np.ndarray:
         """(n, T, T) weights -> RGB image (height, CARD_WIDTH_PX, 3) uint8: n labeled panels."""
         if len(weights) not in self._figures:
-            self._figures[len(weights)] = (*self._build(len(weights), max(c.count("\n") for c in captions)), None)
+            self._figures[len(weights)] = (*self._build(title, captions), None)
         fig, images, texts, background = self._figures[len(weights)]
         future = np.triu(np.ones((self.T, self.T), dtype=bool), k=1)
         for image, w in zip(images, weights):
@@ -236,46 +232,56 @@ class _Heatmaps:
             fig.draw_artist(artist)
         return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
-    def _build(self, n: int, caption_lines: int) -> tuple[Any, list[Any], list[Any]]:
+    def _build(self, title: str, captions: Sequence[str]) -> tuple[Any, list[Any], list[Any]]:
         from matplotlib import colormaps, rc_context
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.colors import PowerNorm
         from matplotlib.figure import Figure
 
+        n = len(captions)
         ncols = math.ceil(math.sqrt(n))
         nrows = math.ceil(n / ncols)
-        width = (CARD_WIDTH_PX - self.label_px - 30) / ncols - 8 * (ncols - 1)  # of one panel, in px
-        height = width if n > 1 else max(width, min(self.T * _ROW_PX, _MAX_MAP_PX))  # rows a label tall
+        # Planned panel size (px): square, or taller for one map so that every row gets a label.
+        width = (CARD_WIDTH_PX - self.label_px - 30) / ncols - 8 * (ncols - 1)
+        height = width if n > 1 else max(width, min(self.T * _ROW_PX, _MAX_MAP_PX))
+        lines = max(caption.count("\n") + 1 for caption in captions)
         x_labels_px = 14 if self.upright else self.label_px + 6
-        fig_height = nrows * (height + 16 + 12 * caption_lines) + x_labels_px + 72  # + title, colorbar
+        fig_height = nrows * (height + 13 * lines + 6) + x_labels_px + 80  # + title, colorbar
         fig = Figure(figsize=(CARD_WIDTH_PX / _DPI, math.ceil(fig_height) / _DPI), dpi=_DPI, layout="constrained")
         fig.get_layout_engine().set(w_pad=4 / _DPI, h_pad=4 / _DPI)
         FigureCanvasAgg(fig)  # becomes fig.canvas
         # A fixed 0..1 scale compares heads and steps; the square root keeps small weights visible.
         norm = PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
         cmap = colormaps["viridis"].with_extremes(bad="#d9d9d9")
-        smooth = width < self.T  # cells under a pixel wide: smoothed, instead of dropping columns
+        interpolation = "antialiased" if width < self.T else "nearest"  # smooth cells under a pixel
         with rc_context(_STYLE):
             axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).flatten()
-            images = []
-            for i, ax in enumerate(axes[:n]):
-                empty = np.zeros((self.T, self.T))
-                images.append(ax.imshow(empty, cmap=cmap, norm=norm, aspect="auto",
-                                        interpolation="antialiased" if smooth else "nearest"))  # fmt: skip
-                ys = range(0, self.T, math.ceil(self.T * _ROW_PX / height))
-                ax.set_yticks(ys, [self.labels[i] for i in ys])
-                xs = range(0, self.T, math.ceil(self.T * (_CHAR_PX if self.upright else _ROW_PX) / width))
-                ax.set_xticks(xs, [self.labels[i] for i in xs], rotation=0 if self.upright else 90)
-                # labels on the left column and under the lowest panel of each column
+            images = [ax.imshow(np.zeros((self.T, self.T)), cmap=cmap, norm=norm, aspect="auto",
+                                interpolation=interpolation) for ax in axes[:n]]  # fmt: skip
+            for i, ax in enumerate(axes[:n]):  # labels on the left column and under each column
+                ax.set_title(captions[i])
+                ax.set_xlabel("key (attended to)" if n == 1 else "key" if i + ncols >= n else "")
+                ax.set_ylabel("query" if i % ncols == 0 else "")
                 ax.tick_params(labelbottom=i + ncols >= n, labelleft=i % ncols == 0)
+                self._label(ax, 1, 1, rotation=0 if self.upright else 90)
             for ax in axes[n:]:
                 ax.set_axis_off()
-            fig.supxlabel("key (attended to)")
-            fig.supylabel("query")
             cbar = fig.colorbar(images[0], ax=axes, location="bottom", ticks=_TICKS, aspect=50, shrink=0.9)
             cbar.ax.set_xticks(_TICKS, [f"{t:g}" for t in _TICKS])
             cbar.outline.set_linewidth(0.5)
-            return fig, images, [fig.suptitle(""), *(ax.title for ax in axes[:n])]
+            fig.suptitle(title)
+        # Lay out with every token labeled, then keep every k-th label where they don't fit.
+        fig.canvas.draw()
+        x_room = _CHAR_PX if self.upright else _ROW_PX
+        x_stride, y_stride = (math.ceil(self.T * room / size) for room, size in
+                              ((x_room, axes[0].bbox.width), (_ROW_PX, axes[0].bbox.height)))  # fmt: skip
+        for ax in axes[:n]:
+            self._label(ax, x_stride, y_stride, rotation=0 if self.upright else 90)
+        return fig, images, [fig._suptitle, *(ax.title for ax in axes[:n])]
+
+    def _label(self, ax: Any, x_stride: int, y_stride: int, rotation: int) -> None:
+        ax.set_xticks(range(0, self.T, x_stride), self.labels[::x_stride], rotation=rotation)
+        ax.set_yticks(range(0, self.T, y_stride), self.labels[::y_stride])
 
 
 def _attention_images(weights: torch.Tensor, heatmaps: _Heatmaps) -> Iterator[tuple[str, np.ndarray]]:

@@ -95,7 +95,7 @@ def training_memory(config: ModelConfig, batch_size: int = 1, seq_len: int | Non
 
 
 def human(n: float, unit: str = "") -> str:
-    """124_439_808 -> '124.44M', 45.25 -> "45.25"; with unit='B', bytes in binary units (GiB)."""
+    """124_439_808 -> '124.44M', 45.25 -> '45.25'; with unit='B', bytes in binary units (GiB)."""
     if unit == "B":
         steps, sep, last = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)), " ", f"{n:.0f} B"
     else:

@@ -203,19 +203,8 @@ def probe_attention(model: GPT, tokenizer: Tokenizer, ids: list[int], path: Path
     ]
 
 
-def check_modes(cfg: SampleConfig) -> None:
-    """Settings that only make sense with attention, or that it needs."""
-    if not cfg.attention and (cfg.attention_png is not None or cfg.attention_generate):
-        raise ValueError("attention_png and attention_generate only apply with attention; add it or drop them")
-    if cfg.attention and cfg.num_samples != 1:
-        raise ValueError("num_samples does not apply to attention (one text is probed)")
-    if cfg.attention and cfg.prompt is None and cfg.prompt_file is None and not cfg.attention_generate:
-        raise ValueError("attention needs a text: give prompt, prompt_file or attention_generate")
-
-
 def run(cfg: SampleConfig, out: TextIO, err: TextIO, stats: GenerationStats) -> None:
     """Sample (or probe attention) as cfg says; bad input raises ValueError before any output."""
-    check_modes(cfg)
     device = runtime.resolve_device(cfg.device)
     amp_dtype = runtime.resolve_dtype(cfg.dtype, device)
     path, why = find_checkpoint(cfg.ckpt, cfg.run, cfg.runs_dir)

@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -71,15 +72,8 @@ def shakespeare() -> str:
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """Tiny Shakespeare prepared with both tokenizers, once for this module."""
-    # meta.json records data.path as given: the relative path the reference files were written with
     cache = tmp_path_factory.mktemp("shared")
-    cwd = os.getcwd()
-    os.chdir(SHAKESPEARE.parent.parent.parent)
-    try:
-        return {kind: prepare(_cfg(cache, "data/shakespeare/input.txt", tokenizer=kind), progress=False)
-                for kind in ("char", "gpt2")}  # fmt: skip
-    finally:
-        os.chdir(cwd)
+    return {kind: prepare(_cfg(cache, tokenizer=kind), progress=False) for kind in ("char", "gpt2")}
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -109,8 +103,9 @@ def test_config_validation_names_the_field(kw, message):
 
 def test_errors_name_fields_not_flags():
     # The library speaks in config fields (data.path); only the command line turns them into flags.
-    source = (Path(__file__).resolve().parent.parent / "minigpt" / "data.py").read_text()
-    assert "--data." not in source and "--model." not in source
+    for module in ("data.py", "tokenizer.py"):
+        source = (Path(__file__).resolve().parent.parent / "minigpt" / module).read_text()
+        assert "--data." not in source and "--model." not in source, module
 
 
 # ---------------------------------------------------------------------------------------------- shakespeare
@@ -118,8 +113,13 @@ def test_errors_name_fields_not_flags():
 
 @pytest.mark.parametrize("kind", ["char", "gpt2"])
 def test_shakespeare_token_files_match_the_reference(prepared, kind):
-    data = prepared[kind]
-    assert {name: _sha256(data.dir / name) for name in REFERENCE_SHA256[kind]} == REFERENCE_SHA256[kind]
+    data, reference = prepared[kind], REFERENCE_SHA256[kind]
+    assert _sha256(data.dir / "train.bin") == reference["train.bin"]
+    assert _sha256(data.dir / "val.bin") == reference["val.bin"]
+    # meta.json records data.path as given; the reference was written with the default, relative path
+    meta = json.loads((data.dir / "meta.json").read_text())
+    meta["source"]["path"] = DataConfig().path
+    assert hashlib.sha256((json.dumps(meta, indent=2) + "\n").encode()).hexdigest() == reference["meta.json"]
 
 
 def test_char_shakespeare_counts(prepared, shakespeare):
@@ -261,9 +261,13 @@ def test_crlf_and_cr_read_as_newline(tmp_path):
 # ---------------------------------------------------------------------------------------------- bad input
 
 
-def test_missing_path(tmp_path):
+def test_missing_path(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"corpus .*nope.txt does not exist; set data.path to an existing text file"):
         prepare(_cfg(tmp_path, tmp_path / "nope.txt"), progress=False)
+    monkeypatch.chdir(tmp_path)
+    where = re.escape(f"(relative to {tmp_path})")
+    with pytest.raises(DataError, match=rf"corpus nope.txt does not exist {where}; set data.path"):
+        prepare(_cfg(tmp_path, "nope.txt"), progress=False)
     assert not (tmp_path / "cache").exists()
 
 
@@ -298,7 +302,8 @@ def test_val_characters_missing_from_train_are_named(tmp_path):
 
 def test_split_too_short_for_block_size():
     tokens = np.arange(20, dtype=np.uint16)
-    with pytest.raises(DataError, match=r"the val split has 20 tokens, fewer than block_size \+ 1 = 33; set model.block_size to 19 or"):
+    message = r"the val split has 20 tokens, fewer than block_size \+ 1 = 33; set model.block_size to 19 or less"
+    with pytest.raises(DataError, match=message):
         BatchSampler(tokens, 4, 32, seed=0, split="val")
     BatchSampler(tokens, 4, 19, seed=0)  # 20 tokens hold exactly one window of 19 + 1
 

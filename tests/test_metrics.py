@@ -1,8 +1,9 @@
-"""Tests for minigpt.metrics: attention statistics, token labels, heatmaps, TensorBoard events, progress."""
+"""Tests for minigpt.metrics: attention statistics, token labels, heatmaps and TensorBoard events."""
 
 import io
 import math
-import re
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -13,16 +14,16 @@ from PIL import Image
 from minigpt.metrics import (
     CARD_WIDTH_PX,
     MetricsLogger,
-    Progress,
     TensorBoardLogger,
-    _AttentionPainter,
+    _Heatmaps,
     attention_stats,
     display_tokens,
     flatten_hparams,
-    render_attention_grid,
-    render_attention_png,
     save_attention_pngs,
 )
+
+SHAKESPEARE = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 10
+MASK_GREY = (217, 217, 217)  # "#d9d9d9", the causal mask's empty upper triangle
 
 
 def causal_softmax(scores: torch.Tensor) -> torch.Tensor:
@@ -34,6 +35,15 @@ def causal_softmax(scores: torch.Tensor) -> torch.Tensor:
 def random_attention(n_layer: int, n_head: int, T: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return causal_softmax(2 * torch.randn(n_layer, n_head, T, T, generator=g))
+
+
+def map_pixel(heatmaps: _Heatmaps, rgb: np.ndarray, n: int, panel: int, row: int, col: int) -> tuple[int, ...]:
+    """The colour at the centre of cell (row, col) of one panel of a drawn heatmap image."""
+    _, images, _, _ = heatmaps._figures[n]
+    x0, y0, x1, y1 = images[panel].axes.bbox.extents  # pixels, origin bottom-left
+    x = int(x0 + (col + 0.5) * (x1 - x0) / heatmaps.T)
+    y = int(rgb.shape[0] - (y1 - (row + 0.5) * (y1 - y0) / heatmaps.T))
+    return tuple(int(c) for c in rgb[y, x])
 
 
 # -- attention_stats ----------------------------------------------------------------------------
@@ -76,70 +86,16 @@ def test_display_tokens_makes_whitespace_and_control_characters_visible():
     ]  # fmt: skip
 
 
-def test_labels_render_without_missing_glyph_warnings():
+def test_labels_render_without_missing_glyph_warnings(tmp_path):
     tokens = [" ", "\n", "\t", "", "\x00", "中", "🙂", "$a$", "\ufffd", "—"]
-    weights = causal_softmax(torch.zeros(len(tokens), len(tokens)))
+    weights = causal_softmax(torch.zeros(1, 1, len(tokens), len(tokens)))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # matplotlib warns "Glyph ... missing from font(s)"
-        png = render_attention_png(weights, tokens, "title")
-    assert Image.open(io.BytesIO(png)).width == CARD_WIDTH_PX
+        paths = save_attention_pngs(weights, tokens, tmp_path)
+    assert Image.open(paths[0]).width == CARD_WIDTH_PX
 
 
-# -- rendering ---------------------------------------------------------------------------------
-
-
-def test_render_attention_png_and_grid_sizes():
-    weights = random_attention(1, 4, 8)
-    tokens = list("To be, o")
-    image = Image.open(io.BytesIO(render_attention_png(weights[0, 0], tokens, "layer 0 · head 0")))
-    assert image.format == "PNG" and image.mode == "RGB"
-    assert image.width == CARD_WIDTH_PX and image.height > 200
-    grid = render_attention_grid(weights[0], tokens, "layer 0")
-    assert grid.dtype == np.uint8 and grid.shape[1:] == (CARD_WIDTH_PX, 3)
-    with pytest.raises(ValueError, match=r"\(T, T\) weights with T = len\(tokens\) = 7"):
-        render_attention_png(weights[0, 0], tokens[:-1])
-
-
-def test_heatmap_pixels_follow_the_weights():
-    # Identity attention: bright diagonal, dark below it, grey (masked) above it.
-    T = 8
-    painter = _AttentionPainter(list("abcdefgh"))
-    rgb = painter.head(np.eye(T), "")
-    _, image, _ = painter._head_figs[0]
-    x0, y0, x1, y1 = image.axes.bbox.extents  # pixels, origin bottom-left
-    height = rgb.shape[0]
-    cell = (x1 - x0) / T
-
-    def pixel(row: int, col: int) -> np.ndarray:
-        x = int(x0 + (col + 0.5) * cell)
-        y = int(height - (y1 - (row + 0.5) * (y1 - y0) / T))
-        return rgb[y, x].astype(int)
-
-    diagonal, below, above = pixel(3, 3), pixel(5, 2), pixel(2, 5)
-    assert diagonal.sum() > below.sum() + 200  # viridis: yellow vs dark purple
-    assert above[0] == above[1] == above[2]  # grey
-
-
-@pytest.mark.parametrize("T", [8, 32, 48, 64, 128])
-@pytest.mark.parametrize("kind", ["chars", "words"])
-def test_token_labels_never_overlap_and_stay_inside_the_image(T, kind):
-    text = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 10
-    tokens = list(text[:T]) if kind == "chars" else [" " + w for w in text.split()][:T]
-    assert len(tokens) == T
-    painter = _AttentionPainter(tokens)
-    painter.head(random_attention(1, 1, T)[0, 0].numpy(), "layer 0 · head 0\nentropy 1.00 nats")
-    blitter, image, _ = painter._head_figs[2]
-    renderer = blitter.canvas.get_renderer()
-    width, height = blitter.canvas.get_width_height()
-    for axis in (image.axes.xaxis, image.axes.yaxis):
-        boxes = [label.get_window_extent(renderer) for label in axis.get_ticklabels() if label.get_text()]
-        assert boxes
-        for a, b in zip(boxes, boxes[1:]):
-            assert not a.overlaps(b), (a, b)
-        for box in boxes:
-            assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height
-    if T <= 64:  # every query row is labeled up to 64 tokens
-        assert len(image.axes.get_yticks()) == T
+# -- heatmaps ----------------------------------------------------------------------------------
 
 
 def test_save_attention_pngs(tmp_path):
@@ -150,10 +106,74 @@ def test_save_attention_pngs(tmp_path):
         "layer_1_head_0.png", "layer_1_head_1.png", "layer_1_all_heads.png",
     ]  # fmt: skip
     for path in paths:
-        assert Image.open(path).width == CARD_WIDTH_PX
+        image = Image.open(path)
+        assert image.format == "PNG" and image.mode == "RGB"
+        assert image.width == CARD_WIDTH_PX and image.height > 200
+    with pytest.raises(ValueError, match=r"\(n_layer, n_head, T, T\) with T = len\(tokens\) = 5"):
+        save_attention_pngs(weights, list("hello"), tmp_path)
+    with pytest.raises(ValueError, match=r"select one sequence of the batch"):
+        save_attention_pngs(weights[0], list("hello!"), tmp_path)
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_heatmap_pixels_follow_the_weights_and_the_causal_triangle_is_grey(n):
+    # Identity attention: bright diagonal, dark below it, grey (masked) above it.
+    T = 8
+    heatmaps = _Heatmaps(list("abcdefgh"))
+    rgb = heatmaps.draw(np.stack([np.eye(T)] * n), "title", ["caption"] * n)
+    assert rgb.dtype == np.uint8 and rgb.shape[1:] == (CARD_WIDTH_PX, 3)
+    for panel in range(n):
+        diagonal, below = map_pixel(heatmaps, rgb, n, panel, 3, 3), map_pixel(heatmaps, rgb, n, panel, 5, 2)
+        assert sum(diagonal) > sum(below) + 200  # viridis: yellow vs dark purple
+        assert map_pixel(heatmaps, rgb, n, panel, 2, 5) == MASK_GREY
+    # Weights above the diagonal are shown, not hidden: those maps are not causal.
+    full = heatmaps.draw(np.stack([np.full((T, T), 1 / T)] * n), "title", ["caption"] * n)
+    assert map_pixel(heatmaps, full, n, 0, 2, 5) != MASK_GREY
+
+
+def test_redrawn_figures_match_fresh_ones():
+    # Figures are kept and only their heatmaps and titles redrawn: that must look like a fresh draw.
+    tokens = list("To be, or not")
+    first, second = random_attention(1, 4, len(tokens), seed=1)[0], random_attention(1, 4, len(tokens), seed=2)[0]
+    reused = _Heatmaps(tokens)
+    reused.draw(first.numpy(), "layer 0", ["head 0", "head 1", "head 2", "head 3"])
+    redrawn = reused.draw(second.numpy(), "layer 1", ["head 4", "head 5", "head 6", "head 7"])
+    fresh = _Heatmaps(tokens).draw(second.numpy(), "layer 1", ["head 4", "head 5", "head 6", "head 7"])
+    np.testing.assert_array_equal(redrawn, fresh)
+
+
+@pytest.mark.parametrize("n", [1, 4, 12])
+@pytest.mark.parametrize("T", [8, 32, 64, 128])
+@pytest.mark.parametrize("kind", ["chars", "words"])
+def test_token_labels_never_overlap_and_stay_inside_the_image(n, T, kind):
+    tokens = list(SHAKESPEARE[:T]) if kind == "chars" else [" " + w for w in SHAKESPEARE.split()][:T]
+    assert len(tokens) == T
+    heatmaps = _Heatmaps(tokens)
+    heatmaps.draw(random_attention(1, n, T)[0].numpy(), "layer 0", [f"head {h}" for h in range(n)])
+    fig, images, _, _ = heatmaps._figures[n]
+    renderer = fig.canvas.get_renderer()
+    width, height = fig.canvas.get_width_height()
+    assert width == CARD_WIDTH_PX
+    for axis in (images[0].axes.yaxis, images[-1].axes.xaxis):  # labeled: left column, bottom row
+        boxes = [label.get_window_extent(renderer) for label in axis.get_ticklabels() if label.get_visible()]
+        assert boxes
+        for a, b in zip(boxes, boxes[1:]):
+            assert not a.overlaps(b), (a, b)
+        for box in boxes:
+            assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height
+    if n == 1 and T <= 64:  # a single head's map labels every query row up to 64 tokens
+        assert len(images[0].axes.get_yticks()) == T
+    if n == 1 and kind == "chars" and T <= 32:  # and at least every other key
+        assert len(images[0].axes.get_xticks()) >= T // 2
 
 
 # -- loggers -----------------------------------------------------------------------------------
+
+
+def test_importing_metrics_loads_neither_matplotlib_nor_tensorboard():
+    code = "import sys, minigpt.metrics; print(sorted(m for m in ('matplotlib', 'tensorboard') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_base_logger_is_a_no_op():
@@ -176,6 +196,7 @@ def test_tensorboard_logger_writes_readable_events(tmp_path):
             logger.scalars({"loss/train": 2.0 - step / 10, "lr": 1e-3}, step)
             logger.attention(weights, tokens, step)
             logger.text("sample", "ROMEO:\n*What* <b>light</b>", step)
+        logger.attention(random_attention(1, 2, 12), list("Hello, world"), 20, prefix="probe")  # a new probe
         logger.hparams({"model": {"n_layer": 2, "bias": False}, "lr": 1e-3}, {"loss/val": 1.5}, step=10)
     with pytest.raises(ValueError, match=r"shape \(n_layer, n_head, T, T\)"):
         TensorBoardLogger(tmp_path / "other").attention(weights[0], tokens, 0)
@@ -187,20 +208,27 @@ def test_tensorboard_logger_writes_readable_events(tmp_path):
         "loss/train", "lr", "final/loss/val",
         "attention_entropy/layer_0/head_0", "attention_entropy/layer_1/head_1",
         "attention_distance/layer_0/head_1", "attention_distance/layer_1/head_0",
+        "probe_entropy/layer_0/head_1", "probe_distance/layer_0/head_0",
     ]:  # fmt: skip
         assert tag in tags["scalars"], tag
     assert [e.step for e in events.Scalars("attention_entropy/layer_0/head_1")] == [0, 10]
+    assert [e.value for e in events.Scalars("loss/train")] == pytest.approx([2.0, 1.0])
     entropy, distance = attention_stats(weights)
     assert events.Scalars("attention_distance/layer_1/head_0")[0].value == pytest.approx(distance[1, 0].item())
+    assert events.Scalars("attention_entropy/layer_0/head_1")[1].value == pytest.approx(entropy[0, 1].item())
 
     expected_images = {f"attention/layer_{l}/head_{h}" for l in range(2) for h in range(2)}
     expected_images |= {"attention/layer_0/all_heads", "attention/layer_1/all_heads"}
+    expected_images |= {"probe/layer_0/head_0", "probe/layer_0/head_1", "probe/layer_0/all_heads"}
     assert set(tags["images"]) == expected_images
     for tag in expected_images:
         event = events.Images(tag)[-1]
         decoded = Image.open(io.BytesIO(event.encoded_image_string))
         assert decoded.size == (event.width, event.height)
         assert event.width == CARD_WIDTH_PX and decoded.mode == "RGB"
+    assert [e.step for e in events.Images("attention/layer_1/all_heads")] == [0, 10]
+    head = np.asarray(Image.open(io.BytesIO(events.Images("attention/layer_0/head_0")[0].encoded_image_string)))
+    assert (head == MASK_GREY).all(-1).mean() > 0.1  # the blank upper triangle is a good part of the image
 
     assert "sample/text_summary" in tags["tensors"]
     text = events.Tensors("sample/text_summary")[-1].tensor_proto.string_val[0].decode()
@@ -214,47 +242,3 @@ def test_tensorboard_logger_writes_readable_events(tmp_path):
 def test_flatten_hparams():
     flat = flatten_hparams({"model": {"n_layer": 2, "dropout": 0.1}, "compile": True, "path": None, "x": [1]})
     assert flat == {"model.n_layer": 2, "model.dropout": 0.1, "compile": "True", "path": "None", "x": "[1]"}
-
-
-# -- progress ----------------------------------------------------------------------------------
-
-
-class FakeTerminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-def test_progress_plain_lines_when_not_a_terminal():
-    out = io.StringIO()
-    with Progress(total=100, stream=out, plain_every=25) as progress:
-        for step in range(1, 101):
-            progress.update(step, loss=3.0 - step / 100, lr=1e-3, tok_s=24_100.0)
-            if step == 60:
-                progress.write("step 60: val loss 2.4000")
-    lines = out.getvalue().splitlines()
-    assert "\r" not in out.getvalue()
-    assert [line.split(" |")[0] for line in lines if line.startswith("iter")] == [
-        "iter   1/100", "iter  25/100", "iter  50/100", "iter  75/100", "iter 100/100",
-    ]  # fmt: skip
-    assert "step 60: val loss 2.4000" in lines
-    assert re.fullmatch(r"iter  50/100 \| loss 2\.5000 \| lr 1\.00e-03 \| 24\.1k tok/s \| eta \d+m\d\ds", lines[2])
-
-
-def test_progress_bar_on_a_terminal_and_silence_when_disabled():
-    tty = FakeTerminal()
-    progress = Progress(total=10, stream=tty)
-    for step in range(1, 11):
-        progress.update(step, loss=1.25, lr=3e-4, tok_s=1.5e6)
-    progress.write("eval done")
-    progress.close()
-    output = tty.getvalue()
-    assert "\r" in output and "10/10" in output
-    assert "loss 1.2500 | lr 3.00e-04 | 1.5M tok/s" in output
-    assert "eval done\n" in output
-
-    quiet = FakeTerminal()
-    progress = Progress(total=10, stream=quiet, enabled=False)
-    progress.update(5, loss=1.0)
-    progress.write("not shown")
-    progress.close()
-    assert quiet.getvalue() == ""
