@@ -224,7 +224,11 @@ def parse(
     """
     argv = list(argv)
     layers, where = [base or {}], [f" in {base_name}" if base_name else ""]
-    files = [a for a in argv if not a.startswith("-") and a.lower().endswith((".toml", ".json"))]
+    leaves = _leaves(cls)
+    # the flag each argument follows, so that `--json out.json` is a value, not a config file
+    after = [""] + [a[2:].replace("-", "_") if a.startswith("--") and "=" not in a else "" for a in argv]
+    files = [a for a, flag in zip(argv, after) if not a.startswith("-")
+             and a.lower().endswith((".toml", ".json")) and leaves.get(flag, bool) is bool]  # fmt: skip
     if len(files) > 1:
         raise ConfigError(f"give one config file, not {len(files)}: {', '.join(files)}")
     for path in files:
@@ -242,7 +246,6 @@ def parse(
             where.append(f" ({name})")
     default = from_dict(cls, *layers, where=where)
 
-    leaves = _leaves(cls)
     valid = [*leaves, *(_negated(k) for k, tp in leaves.items() if tp is bool)]
     for arg in (a for a in argv if a.startswith("--") and a != "--help"):
         name = arg.partition("=")[0][2:].replace("-", "_")

@@ -377,7 +377,7 @@ class BenchConfig:
     batch_size: int = 12
     """Sequences per training step."""
     attn: tuple[Literal["manual", "sdpa"], ...] = ("manual", "sdpa")
-    """Attention paths to time in `train`."""
+    """Attention paths to time in `train` and `attention`."""
     compile: Literal["off", "on", "both"] = "off"
     """Time `train` without torch.compile, with it, or both."""
     device: DEVICES = "auto"

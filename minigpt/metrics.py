@@ -269,7 +269,7 @@ class _Heatmaps:
             cbar = fig.colorbar(images[0], ax=axes, location="bottom", ticks=_TICKS, aspect=50, shrink=0.9)
             cbar.ax.set_xticks(_TICKS, [f"{t:g}" for t in _TICKS])
             cbar.outline.set_linewidth(0.5)
-            fig.suptitle(title)
+            suptitle = fig.suptitle(title)
         # Lay out with every token labeled, then keep every k-th label where they don't fit.
         fig.canvas.draw()
         x_room = _CHAR_PX if self.upright else _ROW_PX
@@ -277,7 +277,7 @@ class _Heatmaps:
                               ((x_room, axes[0].bbox.width), (_ROW_PX, axes[0].bbox.height)))  # fmt: skip
         for ax in axes[:n]:
             self._label(ax, x_stride, y_stride, rotation=0 if self.upright else 90)
-        return fig, images, [fig._suptitle, *(ax.title for ax in axes[:n])]
+        return fig, images, [suptitle, *(ax.title for ax in axes[:n])]
 
     def _label(self, ax: Any, x_stride: int, y_stride: int, rotation: int) -> None:
         ax.set_xticks(range(0, self.T, x_stride), self.labels[::x_stride], rotation=rotation)

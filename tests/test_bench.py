@@ -79,3 +79,8 @@ def test_module_entry_point_prints_no_traceback():
     proc = subprocess.run([sys.executable, "-m", "minigpt.bench", "--steps", "0"], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("error: steps must be at least 1") and len(proc.stderr.splitlines()) == 1
+
+
+def test_json_value_is_not_a_config_file(tmp_path):
+    assert main(["train", *TINY, "--attn", "sdpa", "--json", str(tmp_path / "b.json")]) == 0
+    assert (tmp_path / "b.json").exists()
