@@ -35,6 +35,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     write (a full disk, a read-only folder) raises CheckpointError and leaves the old file as it was.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

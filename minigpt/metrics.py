@@ -242,11 +242,11 @@ class _Heatmaps:
         ncols = math.ceil(math.sqrt(n))
         nrows = math.ceil(n / ncols)
         # Planned panel size (px): square, or taller for one map so that every row gets a label.
-        width = (CARD_WIDTH_PX - self.label_px - 30) / ncols - 8 * (ncols - 1)
+        width = (CARD_WIDTH_PX - self.label_px - 30 - 8 * (ncols - 1)) / ncols
         height = width if n > 1 else max(width, min(self.T * _ROW_PX, _MAX_MAP_PX))
         lines = max(caption.count("\n") + 1 for caption in captions)
         x_labels_px = 14 if self.upright else self.label_px + 6
-        fig_height = nrows * (height + 13 * lines + 6) + x_labels_px + 80  # + title, colorbar
+        fig_height = nrows * (height + 13 * lines + 10) + x_labels_px + 110  # + title, colorbar
         fig = Figure(figsize=(CARD_WIDTH_PX / _DPI, math.ceil(fig_height) / _DPI), dpi=_DPI, layout="constrained")
         fig.get_layout_engine().set(w_pad=4 / _DPI, h_pad=4 / _DPI)
         FigureCanvasAgg(fig)  # becomes fig.canvas

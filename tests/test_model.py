@@ -121,7 +121,7 @@ def test_presets_by_name():
         24, 1024, 16, 64, 2048, 50257,
     )
     assert ModelConfig.from_preset("nano", dropout=0.1).dropout == 0.1
-    with pytest.raises(ValueError, match="unknown model preset 'gpt5'.*valid presets: micro, nano"):
+    with pytest.raises(ValueError, match="model.preset='gpt5' is unknown; valid presets: micro, nano"):
         ModelConfig.from_preset("gpt5")
 
 

@@ -102,7 +102,7 @@ def test_failed_write_keeps_old_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match="could not write .*disk full.*the last good checkpoint .* is untouched"):
         save_checkpoint(path, {"model": {"w": torch.ones(2)}, "config": {}, "tokenizer": {}})
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.zeros(2))
@@ -137,7 +137,7 @@ def test_pickled_code_is_refused(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"format": "minigpt-checkpoint", "version": 1, "model": Evil()}, path)
-    with pytest.raises(CheckpointError, match="not a readable"):
+    with pytest.raises(CheckpointError, match="refused .*posix.system, which could run code"):
         load_checkpoint(path)
 
 
