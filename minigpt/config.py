@@ -250,7 +250,7 @@ class LogConfig:
     tensorboard: bool = True
     """Write TensorBoard event files into the run folder (view with: tensorboard --logdir runs)."""
     progress: bool = True
-    """Show progress: a tqdm bar on a terminal, periodic plain lines otherwise (CI logs)."""
+    """Show a tqdm progress bar on a terminal (in a log file only the evaluation lines print)."""
     log_interval: int = 10
     """Log training scalars to TensorBoard every this many steps."""
     attention_maps: bool = True

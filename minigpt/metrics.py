@@ -68,9 +68,8 @@ class TensorBoardLogger(MetricsLogger):
 
         self.log_dir = Path(log_dir)
         # purge_step: on resume, hide events an interrupted run logged after its checkpoint
-        self._writer: Any = SummaryWriter(str(self.log_dir), flush_secs=flush_secs, purge_step=purge_step)
+        self._writer = SummaryWriter(str(self.log_dir), flush_secs=flush_secs, purge_step=purge_step)
         self._heatmaps: _Heatmaps | None = None
-        self._closed = False
 
     def scalars(self, metrics: Mapping[str, float], step: int) -> None:
         for tag, value in metrics.items():
@@ -100,13 +99,10 @@ class TensorBoardLogger(MetricsLogger):
         self.scalars(final, 0 if step is None else step)
 
     def flush(self) -> None:
-        if not self._closed:
-            self._writer.flush()
+        self._writer.flush()  # both are no-ops once closed
 
     def close(self) -> None:
-        if not self._closed:
-            self._writer.close()
-            self._closed = True
+        self._writer.close()
 
 
 def flatten_hparams(hparams: Any, prefix: str = "") -> dict[str, int | float | str]:
@@ -147,11 +143,10 @@ def _check_attention(weights: torch.Tensor, tokens: Sequence[str]) -> torch.Tens
             f"attention weights must have shape (n_layer, n_head, T, T) with T = len(tokens) = "
             f"{len(tokens)} > 0; got {shape} (select one sequence of the batch first, e.g. w[:, 0])"
         )
-    return torch.as_tensor(weights).detach().to("cpu", torch.float32)
+    return weights.detach().to("cpu", torch.float32)
 
 
 _VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥"}  # all drawn by DejaVu Sans, matplotlib's own font
-_MAX_LABEL_CHARS = 10
 
 
 @lru_cache(maxsize=1)
@@ -165,7 +160,8 @@ def display_tokens(tokens: Sequence[str]) -> list[str]:
     """Make tokens readable as axis labels.
 
     Space becomes '␣', newline '↵', tab '⇥'; control characters and characters the font lacks
-    become \\xNN / \\uNNNN; '$' is escaped for matplotlib; '' becomes '∅'; long labels end in '…'.
+    become \\xNN / \\uNNNN; '$' is escaped for matplotlib; '' becomes '∅'; labels over 10
+    characters are cut with '…'.
     """
     labels = []
     for token in tokens:
@@ -178,39 +174,37 @@ def display_tokens(tokens: Sequence[str]) -> list[str]:
             else:
                 parts.append(r"\$" if ch == "$" else ch)  # a bare '$' would start mathtext
         label = "".join(parts) or "∅"
-        labels.append(label if len(label) <= _MAX_LABEL_CHARS else label[: _MAX_LABEL_CHARS - 1] + "…")
+        labels.append(label if len(label) <= 10 else label[:9] + "…")
     return labels
 
 
-# Heatmaps: 350 px wide at 100 dpi, so TensorBoard shows them pixel for pixel. Token labels get
-# 12 px of room each; when T tokens don't fit, only every k-th one is labeled.
+# Heatmaps are 350 px wide at 100 dpi, so TensorBoard shows them pixel for pixel. A token label
+# needs 12 px (13 px upright); when the T tokens don't fit, only every k-th one is labeled.
 CARD_WIDTH_PX = 350
 _DPI = 100
+_ROW_PX, _CHAR_PX = 12, 13
+_MAX_MAP_PX = 768  # the tallest map: 64 labeled rows
 _STYLE = {
     "font.family": "DejaVu Sans", "font.size": 8, "axes.titlesize": 8, "figure.titlesize": 9,
-    "axes.linewidth": 0.5, "xtick.major.size": 2, "ytick.major.size": 2,
-    "xtick.major.pad": 1.5, "ytick.major.pad": 1.5, "xtick.major.width": 0.5, "ytick.major.width": 0.5,
+    "axes.linewidth": 0.5, "xtick.major.size": 2, "ytick.major.size": 2, "xtick.major.pad": 1.5,
+    "ytick.major.pad": 1.5, "xtick.major.width": 0.5, "ytick.major.width": 0.5,
 }  # fmt: skip
-_ROW_PX = 12  # room for one label across its line (8 pt is 11 px)
-_CHAR_PX = 13  # room for one upright one-character label
-_MAX_MAP_PX = 768  # the tallest map: 64 labeled rows
-_TICKS = (0.0, 0.05, 0.25, 0.5, 1.0)
 
 
 class _Heatmaps:
-    """Draws the attention maps of one probe: a figure per panel count, built once, redrawn per map."""
+    """Draws the attention maps of one probe: one figure per panel count, built once, then redrawn."""
 
     def __init__(self, tokens: Sequence[str]) -> None:
         self.tokens, self.labels, self.T = tuple(tokens), display_tokens(tokens), len(tokens)
-        self.upright = max(len(label) for label in self.labels) == 1  # chars stand, words turn 90°
-        self.label_px = 7 * max(len(label) for label in self.labels)  # widest label, roughly
+        self.rotation = 0 if max(map(len, self.labels)) == 1 else 90  # chars stand, words turn
         self._figures: dict[int, tuple[Any, ...]] = {}
 
     def draw(self, weights: np.ndarray, title: str, captions: Sequence[str]) -> np.ndarray:
-        """(n, T, T) weights -> RGB image (height, CARD_WIDTH_PX, 3) uint8: n labeled panels."""
-        if len(weights) not in self._figures:
-            self._figures[len(weights)] = (*self._build(title, captions), None)
-        fig, images, texts, background = self._figures[len(weights)]
+        """(n, T, T) weights -> RGB image (height, CARD_WIDTH_PX, 3) uint8 with n captioned panels."""
+        n = len(weights)
+        if n not in self._figures:
+            self._figures[n] = (*self._build(title, captions), None)
+        fig, images, texts, background = self._figures[n]
         future = np.triu(np.ones((self.T, self.T), dtype=bool), k=1)
         for image, w in zip(images, weights):
             # grey upper triangle: the causal mask, unless the weights there are not zero
@@ -218,16 +212,15 @@ class _Heatmaps:
         for text, caption in zip(texts, [title, *captions]):
             text.set_text(caption)
         # Blitting, matplotlib's fast redraw: labels and colorbar are drawn once as a background,
-        # then every map redraws only its heatmaps, titles and frames on top (10x faster).
+        # then each call redraws only the heatmaps, titles and frames on top (10x faster).
         changing = [*images, *texts, *(spine for image in images for spine in image.axes.spines.values())]
         if background is None:
             for artist in changing:
                 artist.set_animated(True)  # left out of full draws
             fig.canvas.draw()
-            fig.set_layout_engine("none")  # keep this first layout
-            background = fig.canvas.copy_from_bbox(fig.bbox)
-            self._figures[len(weights)] = fig, images, texts, background
-        fig.canvas.restore_region(background)
+            fig.set_layout_engine("none")  # keep this layout
+            self._figures[n] = fig, images, texts, fig.canvas.copy_from_bbox(fig.bbox)
+        fig.canvas.restore_region(self._figures[n][-1])
         for artist in changing:
             fig.draw_artist(artist)
         return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
@@ -238,14 +231,15 @@ class _Heatmaps:
         from matplotlib.colors import PowerNorm
         from matplotlib.figure import Figure
 
-        n = len(captions)
+        n, widest = len(captions), max(range(self.T), key=lambda i: len(self.labels[i]))
         ncols = math.ceil(math.sqrt(n))
         nrows = math.ceil(n / ncols)
-        # Planned panel size (px): square, or taller for one map so that every row gets a label.
-        width = (CARD_WIDTH_PX - self.label_px - 30 - 8 * (ncols - 1)) / ncols
+        # Planned panels (px): square, or for a single map tall enough to label every row.
+        label_px = 7 * len(self.labels[widest])
+        width = (CARD_WIDTH_PX - label_px - 30 - 8 * (ncols - 1)) / ncols
         height = width if n > 1 else max(width, min(self.T * _ROW_PX, _MAX_MAP_PX))
         lines = max(caption.count("\n") + 1 for caption in captions)
-        x_labels_px = 14 if self.upright else self.label_px + 6
+        x_labels_px = 14 if self.rotation == 0 else label_px + 6
         fig_height = nrows * (height + 13 * lines + 10) + x_labels_px + 110  # + title, colorbar
         fig = Figure(figsize=(CARD_WIDTH_PX / _DPI, math.ceil(fig_height) / _DPI), dpi=_DPI, layout="constrained")
         fig.get_layout_engine().set(w_pad=4 / _DPI, h_pad=4 / _DPI)
@@ -253,35 +247,33 @@ class _Heatmaps:
         # A fixed 0..1 scale compares heads and steps; the square root keeps small weights visible.
         norm = PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
         cmap = colormaps["viridis"].with_extremes(bad="#d9d9d9")
-        interpolation = "antialiased" if width < self.T else "nearest"  # smooth cells under a pixel
+        smooth = width < self.T  # cells under a pixel wide: smoothed, instead of dropping columns
         with rc_context(_STYLE):
             axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).flatten()
             images = [ax.imshow(np.zeros((self.T, self.T)), cmap=cmap, norm=norm, aspect="auto",
-                                interpolation=interpolation) for ax in axes[:n]]  # fmt: skip
+                                interpolation="antialiased" if smooth else "nearest") for ax in axes[:n]]  # fmt: skip
             for i, ax in enumerate(axes[:n]):  # labels on the left column and under each column
+                bottom, left = i + ncols >= n, i % ncols == 0
                 ax.set_title(captions[i])
-                ax.set_xlabel("key (attended to)" if n == 1 else "key" if i + ncols >= n else "")
-                ax.set_ylabel("query" if i % ncols == 0 else "")
-                ax.tick_params(labelbottom=i + ncols >= n, labelleft=i % ncols == 0)
-                self._label(ax, 1, 1, rotation=0 if self.upright else 90)
+                ax.set_xlabel("key (attended to)" if n == 1 else "key" if bottom else "")
+                ax.set_ylabel("query" if left else "")
+                ax.tick_params(labelbottom=bottom, labelleft=left)
+                ax.set_xticks([widest], [self.labels[widest]], rotation=self.rotation)  # to lay out margins
+                ax.set_yticks([widest], [self.labels[widest]])
             for ax in axes[n:]:
                 ax.set_axis_off()
-            cbar = fig.colorbar(images[0], ax=axes, location="bottom", ticks=_TICKS, aspect=50, shrink=0.9)
-            cbar.ax.set_xticks(_TICKS, [f"{t:g}" for t in _TICKS])
+            cbar = fig.colorbar(images[0], ax=axes, location="bottom", ticks=[0, 0.05, 0.25, 0.5, 1], aspect=50,
+                                shrink=0.9, format="{x:g}")  # fmt: skip
             cbar.outline.set_linewidth(0.5)
             suptitle = fig.suptitle(title)
-        # Lay out with every token labeled, then keep every k-th label where they don't fit.
-        fig.canvas.draw()
-        x_room = _CHAR_PX if self.upright else _ROW_PX
-        x_stride, y_stride = (math.ceil(self.T * room / size) for room, size in
-                              ((x_room, axes[0].bbox.width), (_ROW_PX, axes[0].bbox.height)))  # fmt: skip
+        # Lay out, measure the panels, and label every k-th token when they don't all fit.
+        fig.get_layout_engine().execute(fig)
+        x_stride = math.ceil(self.T * (_CHAR_PX if self.rotation == 0 else _ROW_PX) / axes[0].bbox.width)
+        y_stride = math.ceil(self.T * _ROW_PX / axes[0].bbox.height)
         for ax in axes[:n]:
-            self._label(ax, x_stride, y_stride, rotation=0 if self.upright else 90)
+            ax.set_xticks(range(0, self.T, x_stride), self.labels[::x_stride], rotation=self.rotation)
+            ax.set_yticks(range(0, self.T, y_stride), self.labels[::y_stride])
         return fig, images, [suptitle, *(ax.title for ax in axes[:n])]
-
-    def _label(self, ax: Any, x_stride: int, y_stride: int, rotation: int) -> None:
-        ax.set_xticks(range(0, self.T, x_stride), self.labels[::x_stride], rotation=rotation)
-        ax.set_yticks(range(0, self.T, y_stride), self.labels[::y_stride])
 
 
 def _attention_images(weights: torch.Tensor, heatmaps: _Heatmaps) -> Iterator[tuple[str, np.ndarray]]:
@@ -289,7 +281,7 @@ def _attention_images(weights: torch.Tensor, heatmaps: _Heatmaps) -> Iterator[tu
     entropy, distance = (stat.tolist() for stat in attention_stats(weights))  # (n_layer, n_head) each
     w = weights.numpy()
     n_head = w.shape[1]
-    sep = "  " if n_head <= 4 else "\n" if n_head <= 9 else None  # panels in 3 columns: numbers below
+    sep = "  " if n_head <= 4 else "\n" if n_head <= 9 else None  # 3 columns: numbers on a 2nd line
     for layer in range(w.shape[0]):
         H, d = entropy[layer], distance[layer]
         for h in range(n_head):

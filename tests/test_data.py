@@ -398,6 +398,44 @@ def test_prepared_hub_dataset_is_reused_offline(tmp_path, monkeypatch, no_networ
     assert prepare(cfg, progress=False).reused
 
 
+def test_hub_dataset_is_read_through_datasets(tmp_path, monkeypatch):
+    # No network here: load_dataset is replaced by an in-memory dataset with the same interface.
+    datasets = pytest.importorskip("datasets")
+    rows = ["Once upon a time.\n", None, "", "The fox ran. " * 40, "The end."]
+    calls = []
+
+    def load_dataset(name, config, *, split, cache_dir):
+        calls.append((name, config, split))
+        return datasets.Dataset.from_dict({"story": rows, "id": list(range(len(rows)))})
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.setattr(data_module, "_check_online", lambda name: None)
+    bars_were_off = datasets.are_progress_bars_disabled()
+    cfg = _cfg(tmp_path, hf_dataset="user/stories", hf_split="validation", hf_text_column="story", tokenizer="gpt2")
+    data = prepare(cfg, progress=False)
+    assert calls == [("user/stories", None, "validation")]
+    assert datasets.are_progress_bars_disabled() == bars_were_off  # restored after the call
+    assert data.dir.name == "user--stories-validation-gpt2"
+    assert data.meta["source"]["kind"] == "hf" and data.meta["source"]["rows"] == 3  # None and "" are skipped
+    ids = np.concatenate([data.load_split("train"), data.load_split("val")]).tolist()
+    assert ids.count(50256) == 2 and data.tokenizer.decode(ids) == "<|endoftext|>".join(r for r in rows if r)
+    assert prepare(cfg, progress=False).reused and len(calls) == 1  # reused without loading it again
+
+    with pytest.raises(DataError, match=r"has no column 'text' \(columns: story, id\); set data.hf_text_column"):
+        prepare(dataclasses.replace(cfg, hf_text_column="text"), progress=False)
+    rows[:] = [None, ""]
+    with pytest.raises(DataError, match=r"'user/stories' has no text in column 'story'; check data.hf_text_column"):
+        prepare(dataclasses.replace(cfg, hf_split="train"), progress=False)
+
+    def fails(*args, **kwargs):
+        raise FileNotFoundError("Dataset 'user/nope' doesn't exist on the Hub\nmore detail")
+
+    monkeypatch.setattr(datasets, "load_dataset", fails)
+    with pytest.raises(DataError, match=r"could not load hub dataset 'user/nope' .*: Dataset 'user/nope' doesn't exist "
+                                        r"on the Hub; check data.hf_dataset"):  # fmt: skip
+        prepare(dataclasses.replace(cfg, hf_dataset="user/nope"), progress=False)
+
+
 # ---------------------------------------------------------------------------------------------- batches
 
 

@@ -142,10 +142,12 @@ def test_redrawn_figures_match_fresh_ones():
     np.testing.assert_array_equal(redrawn, fresh)
 
 
-@pytest.mark.parametrize("n", [1, 4, 12])
-@pytest.mark.parametrize("T", [8, 32, 64, 128])
-@pytest.mark.parametrize("kind", ["chars", "words"])
-def test_token_labels_never_overlap_and_stay_inside_the_image(n, T, kind):
+@pytest.mark.parametrize(
+    "kind, T, n",
+    [("chars", 32, 1), ("chars", 128, 1), ("chars", 64, 4), ("chars", 8, 12),
+     ("words", 8, 1), ("words", 64, 1), ("words", 128, 6), ("words", 32, 12)],
+)  # fmt: skip
+def test_token_labels_never_overlap_and_stay_inside_the_image(kind, T, n):
     tokens = list(SHAKESPEARE[:T]) if kind == "chars" else [" " + w for w in SHAKESPEARE.split()][:T]
     assert len(tokens) == T
     heatmaps = _Heatmaps(tokens)

@@ -68,6 +68,8 @@ def test_readme_walks_from_the_math_to_the_code():
 
 @pytest.mark.parametrize("doc", [README, *DOCS], ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_quoted_code_is_where_the_text_says(doc):
+    places = re.findall(r"\[[\w./-]+\.py(?:, `[\w.]+`)?\]", doc.read_text(encoding="utf-8"))
+    assert len(places) == len(quotes(doc)), f"{doc.name}: a [file.py] reference lacks its `code` on the same line"
     for code, rel, name in quotes(doc):
         path = ROOT / rel
         assert path.is_file(), f"{doc.name} quotes {rel}, which does not exist"
@@ -92,5 +94,15 @@ def test_relative_links_resolve(doc):
     for target in LINK.findall(text):
         if re.match(r"[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
             continue  # http(s):, mailto:, or an anchor in the same page
-        path = (doc.parent / target.split("#")[0]).resolve()
+        file, _, anchor = target.partition("#")
+        path = (doc.parent / file).resolve()
         assert path.exists(), f"{doc.relative_to(ROOT)} links to {target}, which does not exist"
+        if anchor and path.suffix == ".md":
+            assert anchor in anchors(path), f"{doc.relative_to(ROOT)} links to {target}: no such heading"
+
+
+def anchors(path: Path) -> set[str]:
+    """GitHub's anchors for the headings of a Markdown file ("## Past block_size: x" -> past-block_size-x)."""
+    text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+    headings = re.findall(r"^#+ +(.+?) *$", text, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower().replace("`", "")).replace(" ", "-") for h in headings}
