@@ -143,7 +143,7 @@ def _check_attention(weights: torch.Tensor, tokens: Sequence[str]) -> torch.Tens
             f"attention weights must have shape (n_layer, n_head, T, T) with T = len(tokens) = "
             f"{len(tokens)} > 0; got {shape} (select one sequence of the batch first, e.g. w[:, 0])"
         )
-    return weights.detach().to("cpu", torch.float32)
+    return torch.as_tensor(weights).detach().to("cpu", torch.float32)
 
 
 _VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥"}  # all drawn by DejaVu Sans, matplotlib's own font

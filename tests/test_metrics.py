@@ -1,5 +1,6 @@
 """Tests for minigpt.metrics: attention statistics, token labels, heatmaps and TensorBoard events."""
 
+import dataclasses
 import io
 import math
 import subprocess
@@ -200,6 +201,8 @@ def test_tensorboard_logger_writes_readable_events(tmp_path):
             logger.text("sample", "ROMEO:\n*What* <b>light</b>", step)
         logger.attention(random_attention(1, 2, 12), list("Hello, world"), 20, prefix="probe")  # a new probe
         logger.hparams({"model": {"n_layer": 2, "bias": False}, "lr": 1e-3}, {"loss/val": 1.5}, step=10)
+    logger.flush()  # after close: ignored
+    logger.close()
     with pytest.raises(ValueError, match=r"shape \(n_layer, n_head, T, T\)"):
         TensorBoardLogger(tmp_path / "other").attention(weights[0], tokens, 0)
 
@@ -244,3 +247,11 @@ def test_tensorboard_logger_writes_readable_events(tmp_path):
 def test_flatten_hparams():
     flat = flatten_hparams({"model": {"n_layer": 2, "dropout": 0.1}, "compile": True, "path": None, "x": [1]})
     assert flat == {"model.n_layer": 2, "model.dropout": 0.1, "compile": "True", "path": "None", "x": "[1]"}
+
+    @dataclasses.dataclass
+    class Model:
+        n_layer: int = 2
+        window: int | None = None
+
+    assert flatten_hparams({"model": Model(), "lr": 3e-4}) == {"model.n_layer": 2, "model.window": "None", "lr": 3e-4}
+    assert flatten_hparams(Model()) == {"n_layer": 2, "window": "None"}
