@@ -18,6 +18,7 @@ files that look complete.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import itertools
 import json
@@ -338,7 +339,7 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
     tokenizer = _char_tokenizer(pieces()) if cfg.tokenizer == "char" else build_tokenizer(cfg.tokenizer)
     dtype = token_dtype(tokenizer.vocab_size)
     workers = min(os.cpu_count() or 1, 8) if total > _PARALLEL_MIN_CHARS else 1
-    out.mkdir(parents=True, exist_ok=True)
+    lock = _lock_cache(out)
     tag = f"tmp-{os.getpid()}"
     try:
         counts = dict.fromkeys(SPLITS, 0)
@@ -366,7 +367,28 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
     finally:
         for leftover in out.glob(f"*.{tag}"):
             leftover.unlink(missing_ok=True)
+        lock.close()
     return load_prepared(out, reused=False)
+
+
+def _lock_cache(out: Path) -> Any:
+    """Create the cache folder and hold its lock: one process writes a cache folder at a time."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = open(out / ".lock", "a+")
+    except OSError as e:
+        raise DataError(f"cannot write the data cache {out}: {e.strerror}; set data.cache_dir to a writable folder") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        owner = lock.read().strip() or "unknown"
+        lock.close()
+        raise DataError(f"{out} is being prepared by another process (pid {owner}); wait for it, then run again") from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
 
 
 # ----------------------------------------------------------------------------------------------

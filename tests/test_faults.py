@@ -88,3 +88,26 @@ def test_half_precision_on_a_cpu_without_it_is_refused(monkeypatch):
     with pytest.raises(ValueError, match="dtype=bfloat16 on this CPU has no native bfloat16 .*use dtype float32"):
         runtime.setup("cpu", "bfloat16")
     assert runtime.setup("cpu", "float32").amp_dtype is None
+
+
+def test_one_process_prepares_a_data_cache_at_a_time(tmp_path):
+    from minigpt.config import DataConfig
+    from minigpt.data import DataError, _lock_cache, cache_folder, prepare
+
+    cfg = DataConfig(path=str(tmp_path / "c.txt"), cache_dir=str(tmp_path / "cache"))
+    (tmp_path / "c.txt").write_text("hello world\n" * 100)
+    held = _lock_cache(cache_folder(cfg))  # another process preparing the same corpus
+    with pytest.raises(DataError, match=rf"is being prepared by another process \(pid {os.getpid()}\)"):
+        prepare(cfg, progress=False)
+    held.close()
+    assert prepare(cfg, progress=False).meta["train_tokens"] > 0
+
+
+def test_an_unwritable_data_cache_is_one_line(tmp_path):
+    from minigpt.config import DataConfig
+    from minigpt.data import DataError, prepare
+
+    (tmp_path / "c.txt").write_text("hello world\n" * 100)
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(DataError, match="cannot write the data cache .*set data.cache_dir to a writable folder"):
+        prepare(DataConfig(path=str(tmp_path / "c.txt"), cache_dir=str(tmp_path / "file")), progress=False)
