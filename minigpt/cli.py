@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import difflib
 import io
+import itertools
 import json
 import re
 import tomllib
@@ -196,32 +197,17 @@ def _negated(key: str) -> str:
 def _one_line(box: str) -> str:
     """tyro's error box (Unicode or ASCII-drawn), as one line: the text under its title."""
     lines = [line.strip(" │╭╮╰╯─-\t") for line in box.splitlines()]
-    i = next((i for i, line in enumerate(lines) if line), len(lines)) + 1  # past the title
-    while i < len(lines) and not lines[i]:
-        i += 1
-    body = []
-    while i < len(lines) and lines[i] and not lines[i].startswith("For full helptext"):
-        body.append(lines[i])
-        i += 1
+    after_title = lines[next((i for i, line in enumerate(lines) if line), len(lines)) + 1 :]
+    body = itertools.takewhile(lambda s: s and not s.startswith("For full"), itertools.dropwhile(lambda s: not s, after_title))
     message = " ".join(body).removeprefix("Error parsing ").replace("Expected 1 values", "Expected a value")
     message = re.sub(r"^(?!unrecognized)[A-Za-z_]+: ", "", message, flags=re.I)  # "model: model.n_layer must ..."
     return message[0].lower() + message[1:] if message else "bad command line"
 
 
-def parse(
-    cls: type[T],
-    argv: Sequence[str],
-    *,
-    prog: str,
-    base: Mapping[str, Any] | None = None,
-    base_name: str = "",
-    ignore: Sequence[str] = (),
-) -> T:
+def parse(cls: type[T], argv: Sequence[str], *, prog: str, base: Mapping[str, Any] | None = None,
+          base_name: str = "", ignore: Sequence[str] = ()) -> T:  # fmt: skip
     """Defaults < base < CONFIG file (a positional .toml/.json argument) < --section.key flags.
-
-    ignore: tables of the CONFIG file this tool does not use (e.g. [train] for a tool that
-    only reads [model] from a run's config); any other unknown table is an error.
-    """
+    ignore: tables of CONFIG this tool does not use (e.g. [train] when it reads only [model])."""
     argv = list(argv)
     layers, where = [base or {}], [f" in {base_name}" if base_name else ""]
     leaves = _leaves(cls)
