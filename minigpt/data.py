@@ -18,7 +18,6 @@ files that look complete.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import itertools
 import json
@@ -37,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minigpt.config import DataConfig
+from minigpt.runtime import lock_folder
 from minigpt.tokenizer import Tokenizer, TokenizerError, build_tokenizer, tokenizer_from_dict
 
 FORMAT_VERSION = 1
@@ -374,20 +374,11 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
 def _lock_cache(out: Path) -> Any:
     """Create the cache folder and hold its lock: one process writes a cache folder at a time."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        lock = open(out / ".lock", "a+")
+        lock, owner = lock_folder(out)
     except OSError as e:
         raise DataError(f"cannot write the data cache {out}: {e.strerror}; set data.cache_dir to a writable folder") from None
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        owner = lock.read().strip() or "unknown"
-        lock.close()
-        raise DataError(f"{out} is being prepared by another process (pid {owner}); wait for it, then run again") from None
-    lock.truncate(0)
-    lock.write(f"{os.getpid()}\n")
-    lock.flush()
+    if owner is not None:
+        raise DataError(f"{out} is being prepared by another process (pid {owner}); wait for it, then run again")
     return lock
 
 

@@ -11,9 +11,7 @@ Each step below is a small function that returns plain values; `main` wires them
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import math
-import os
 import sys
 import time
 from datetime import datetime
@@ -160,26 +158,17 @@ def new_run_dir(cfg: RunConfig) -> Path:
 
 
 def claim_run_dir(run_dir: Path) -> Any:
-    """Create run_dir and lock it for this process (the OS drops the lock when the process dies):
-    one process per run folder. Removes temp files of saves killed midway. Returns the open lock file."""
+    """Create run_dir and lock it for this process: one process per run folder. Removes temp
+    files of saves killed midway. Returns the open lock file."""
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = open(run_dir / ".lock", "a+")
+        lock, owner = runtime.lock_folder(run_dir)
     except OSError as e:
         raise CheckpointError(f"cannot write the run folder {run_dir}: {e.strerror}; choose a writable train.out_dir") from None
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        owner = lock.read().strip() or "unknown"
-        lock.close()
+    if owner is not None:
         raise CheckpointError(
             f"{run_dir} is in use by another training process (pid {owner}); wait for it to finish, "
             "or pick another train.run_name"
-        ) from None
-    lock.truncate(0)
-    lock.write(f"{os.getpid()}\n")
-    lock.flush()
+        )
     remove_stale_temp_files(run_dir)
     return lock
 

@@ -6,8 +6,11 @@ WORLD_SIZE, and we join its process group (NCCL on CUDA, gloo on CPU).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
+from pathlib import Path
+from typing import Any
 from dataclasses import dataclass
 
 import torch
@@ -131,3 +134,22 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.bfloat16
         a @ b
     torch.cuda.synchronize(device)
     return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def lock_folder(folder: Path) -> tuple[Any, str | None]:
+    """Create folder and take its .lock for this process: (the open lock file, None), held until
+    closed or the process ends (even by kill -9), or (None, the owner's pid) when another process
+    holds it. Raises OSError when the folder cannot be created or written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = open(folder / ".lock", "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        owner = lock.read().strip() or "unknown"
+        lock.close()
+        return None, owner
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock, None
