@@ -1,14 +1,10 @@
-"""Benchmarks: training-step throughput, attention cost by context length, generation speed.
+"""Benchmarks: training-step throughput, attention cost by context length, generation speed, a profile.
 
     python -m minigpt.bench train --batch_size 12 --attn manual sdpa --compile both
-    python -m minigpt.bench attention --block_sizes 64 128 256 512 1024
-    python -m minigpt.bench generate --model.block_size 256 --new_tokens 100 500
-    python -m minigpt.bench profile                  # where a training step's time goes
-    python -m minigpt.bench all --markdown --json=bench.json
+    python -m minigpt.bench {attention,generate,profile,all} [--markdown] [--json=bench.json]
 
-The model is the nano preset (nanoGPT's CPU shape) unless --model.preset, --model.* flags or a
-config file say otherwise. Everything runs in one process, after warm-up, and reports medians
-over repeats. The weights are random: speed does not depend on what a model has learned.
+The model is the nano preset unless flags or a config file say otherwise, with random weights (speed
+does not depend on them). Everything runs in one process; times are medians over repeats, after warm-up.
 """
 
 from __future__ import annotations
@@ -21,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -62,24 +59,17 @@ def _peak_memory(device: torch.device) -> str:
     return human(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "B") + " (process)"
 
 
-class RandomBatches:
-    """One fixed random batch, served forever: the benchmark measures the model, not the data path."""
-
-    def __init__(self, model: ModelConfig, batch_size: int, device: torch.device):
-        g = torch.Generator().manual_seed(0)
-        idx = torch.randint(0, model.vocab_size, (batch_size, model.block_size + 1), generator=g)
-        self.x, self.y = idx[:, :-1].to(device), idx[:, 1:].to(device)  # (B, T) each
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x, self.y
-
-
-def _trainer(cfg: BenchConfig, model: GPT, device: torch.device, amp_dtype: torch.dtype | None,
+def _trainer(cfg: BenchConfig, model_cfg: ModelConfig, device: torch.device, amp_dtype: torch.dtype | None,
              compile: bool = False) -> Trainer:  # fmt: skip
-    """The real training step (forward, backward, clip, AdamW) on random batches, no LR warmup."""
+    """The real training step (forward, backward, clip, AdamW) of a fresh model, no LR warmup."""
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, model_cfg.vocab_size, (cfg.batch_size, model_cfg.block_size + 1), generator=g)
+    # one fixed batch, served forever: the benchmark measures the model, not the data path
+    batch = idx[:, :-1].to(device), idx[:, 1:].to(device)  # (B, T) each
+    torch.manual_seed(0)
+    model = GPT(model_cfg.replace(dropout=0.0)).to(device)
     return Trainer(
-        model, TrainConfig(batch_size=cfg.batch_size, warmup_iters=0),
-        RandomBatches(model.config, cfg.batch_size, device),
+        model, TrainConfig(batch_size=cfg.batch_size, warmup_iters=0), SimpleNamespace(next=lambda: batch),
         train_model=torch.compile(model) if compile else None, device=device, amp_dtype=amp_dtype,
     )  # fmt: skip
 
@@ -87,22 +77,21 @@ def _trainer(cfg: BenchConfig, model: GPT, device: torch.device, amp_dtype: torc
 def bench_train(cfg: BenchConfig, attn: str, compile: bool, device: torch.device, amp_dtype: torch.dtype | None,
                 peak_flops: float | None) -> dict[str, Any]:  # fmt: skip
     """Time one training step of cfg.model with attn_impl=attn, compiled or not."""
-    model_cfg = cfg.model.replace(attn_impl=attn, dropout=0.0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    torch.manual_seed(0)
-    trainer = _trainer(cfg, GPT(model_cfg).to(device), device, amp_dtype, compile)
+    trainer = _trainer(cfg, cfg.model.replace(attn_impl=attn), device, amp_dtype, compile)
+    m = trainer.model.config
     start = time.perf_counter()
     trainer.step()  # the first step compiles, if asked to
     first_step_s = time.perf_counter() - start
     sec = _median_time(trainer.step, device, cfg.warmup, cfg.steps, cfg.repeats)
-    tokens = cfg.batch_size * model_cfg.block_size
-    row = {"config": f"{model_cfg.n_layer}L {model_cfg.n_embd}w T={model_cfg.block_size} B={cfg.batch_size}",
-           "attn": attn, "compile": compile, "dtype": str(amp_dtype or torch.float32).removeprefix("torch."),
+    tokens = cfg.batch_size * m.block_size
+    row = {"config": f"{m.n_layer}L {m.n_embd}w T={m.block_size} B={cfg.batch_size}", "attn": attn,
+           "compile": compile, "dtype": str(amp_dtype or torch.float32).removeprefix("torch."),
            "ms_per_iter": 1000 * sec, "tokens_per_s": tokens / sec, "first_step_s": first_step_s,
            "peak_memory": _peak_memory(device)}  # fmt: skip
     if peak_flops:
-        row["mfu"] = flops_per_token(model_cfg)["total"] * tokens / sec / peak_flops
+        row["mfu"] = flops_per_token(m)["total"] * tokens / sec / peak_flops
     return row
 
 
@@ -120,8 +109,7 @@ def bench_attention(cfg: BenchConfig, device: torch.device) -> Rows:
             row = {"T": T, "attn": attn, "ms_fwd_bwd": 1000 * sec}
             if device.type == "cuda":
                 row["peak_memory"] = _peak_memory(device)
-            else:
-                # the (B, nh, T, T) score, weight and mask tensors the manual path keeps for backward
+            else:  # the (B, nh, T, T) fp32 score, weight and mask tensors the manual path keeps for backward
                 size = 3 * 4 * cfg.batch_size * cfg.model.n_head * T * T
                 row["attn_matrices"] = human(size, "B") if attn == "manual" else "-"
             rows.append(row)
@@ -142,16 +130,13 @@ def bench_generate(cfg: BenchConfig, device: torch.device) -> Rows:
 
 
 def profile_train(cfg: BenchConfig, device: torch.device, amp_dtype: torch.dtype | None) -> tuple[Rows, str]:
-    """Where the trainer's own step spends its time (CPU-side), and the top operators.
+    """Where the trainer's step spends its time (CPU-side) by phase, and the top operators.
 
-    forward is labelled by wrapping the model's forward in a record_function; backward is the
-    sum of autograd's per-node events; optimizer is torch's own "Optimizer.step" event; other is
-    the rest of the wall time (gradient clipping, zero_grad, loss.item(), autograd's own overhead).
+    backward sums autograd's per-node events, optimizer is torch's "Optimizer.step" event, and other
+    is the rest of the wall time (gradient clipping, zero_grad, loss.item(), autograd's own overhead).
     """
-    torch.manual_seed(0)
-    model = GPT(cfg.model.replace(dropout=0.0)).to(device)
-    model.forward = record_function("phase: forward")(model.forward)
-    trainer = _trainer(cfg, model, device, amp_dtype)
+    trainer = _trainer(cfg, cfg.model, device, amp_dtype)
+    trainer.model.forward = record_function("phase: forward")(trainer.model.forward)
     for _ in range(cfg.warmup):
         trainer.step()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -161,12 +146,10 @@ def profile_train(cfg: BenchConfig, device: torch.device, amp_dtype: torch.dtype
             trainer.step()
     wall_ms = 1000 * (time.perf_counter() - start) / cfg.steps
     events = prof.key_averages()
-
-    def ms(prefix: str) -> float:
-        return sum(e.cpu_time_total for e in events if e.key.startswith(prefix)) / 1000 / cfg.steps
-
-    phases = {"forward": ms("phase: forward"), "backward": ms("autograd::engine::evaluate_function"),
-              "optimizer": ms("Optimizer.step")}  # fmt: skip
+    prefixes = {"forward": "phase: forward", "backward": "autograd::engine::evaluate_function",
+                "optimizer": "Optimizer.step"}  # fmt: skip
+    phases = {phase: sum(e.cpu_time_total for e in events if e.key.startswith(prefix)) / 1000 / cfg.steps
+              for phase, prefix in prefixes.items()}  # fmt: skip
     phases["other (clip, zero_grad, overheads)"] = wall_ms - sum(phases.values())
     rows = [{"phase": k, "ms_per_step": v, "share": v / wall_ms} for k, v in phases.items()]
     return rows, events.table(sort_by="self_cpu_time_total", row_limit=15)
@@ -177,17 +160,9 @@ def format_rows(rows: Rows, markdown: bool = False) -> str:
     keys = list(dict.fromkeys(k for row in rows for k in row))
 
     def cell(key: str, v: Any) -> str:
-        if key in ("mfu", "share"):
-            return f"{v:.1%}"
-        return human(v) if isinstance(v, float) else str(v)
+        return f"{v:.1%}" if key in ("mfu", "share") else human(v) if isinstance(v, float) else str(v)
 
     return text_table([keys] + [[cell(k, r[k]) if k in r else "" for k in keys] for r in rows], markdown=markdown)
-
-
-def machine_line(device: torch.device) -> str:
-    cpu = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
-    what = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
-    return f"{what}; torch {torch.__version__}; python {platform.python_version()}"
 
 
 def run(cfg: BenchConfig) -> dict[str, Rows]:
@@ -202,8 +177,11 @@ def run(cfg: BenchConfig) -> dict[str, Rows]:
         cfg.model.replace(attn_impl=attn)
     if cfg.json:
         open(cfg.json, "w").close()  # so does an unwritable path
+    cpu = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
+    machine += f"; torch {torch.__version__}; python {platform.python_version()}"
     m = cfg.model
-    print(f"# {machine_line(device)}")
+    print(f"# {machine}")
     print(f"# model: {m.n_layer} layers, {m.n_head} heads, {m.n_embd} wide, block {m.block_size}, vocab {m.vocab_size}")
     results: dict[str, Rows] = {}
     if cfg.what in ("train", "all"):
@@ -223,7 +201,7 @@ def run(cfg: BenchConfig) -> dict[str, Rows]:
         print(f"\n## {name}\n\n{format_rows(rows, cfg.markdown)}")
     if cfg.json:
         with open(cfg.json, "w") as f:
-            json.dump({"machine": machine_line(device), "config": cli.to_dict(cfg), "results": results}, f, indent=2)
+            json.dump({"machine": machine, "config": cli.to_dict(cfg), "results": results}, f, indent=2)
     return results
 
 

@@ -11,6 +11,7 @@ import errno
 import os
 import random
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -43,23 +44,30 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:  # torch.save wraps the OSError in a RuntimeError
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        full = isinstance(e.__cause__ or e, OSError) and (e.__cause__ or e).errno == errno.ENOSPC
-        reason = "the disk is full" if full or "No space left" in str(e) else str(e).splitlines()[0][:120]
+        if not isinstance(e, (OSError, RuntimeError)):  # torch.save wraps an OSError in a RuntimeError
+            raise
         old = f"the last good checkpoint {path} is untouched" if path.exists() else "no older checkpoint exists"
-        raise CheckpointError(
-            f"could not write {path}: {reason}; it needs about {_size(payload) / 2**20:.1f} MiB free; {old}"
-        ) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        need = _size(payload)
+        reason = write_failure(e, path.parent, need + 2**20)
+        raise CheckpointError(f"could not write {path}: {reason}; it needs about {need / 2**20:.1f} MiB free; {old}") from None
     dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
     return path
+
+
+def write_failure(e: BaseException, folder: Path | None = None, need: int = 0) -> str:
+    """Why a write failed, in a few words: "the disk is full", or the OS's own reason. A full disk
+    is told by the errno, or (torch.save hides it) by less free space in folder than need bytes."""
+    cause = e.__cause__ if isinstance(e.__cause__, OSError) else e
+    full = getattr(cause, "errno", None) == errno.ENOSPC or "No space left" in str(e)
+    if full or (folder is not None and shutil.disk_usage(folder).free < need):
+        return "the disk is full"
+    return getattr(cause, "strerror", None) or str(e).splitlines()[0][:120]
 
 
 def _size(obj: Any) -> int:
@@ -112,10 +120,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def rng_state() -> dict[str, Any]:
     """Every random generator training touches: Python's, torch's CPU and CUDA ones."""
     version, internal, gauss = random.getstate()
-    state: dict[str, Any] = {
-        "python": [version, list(internal), gauss],
-        "torch": torch.get_rng_state(),
-    }
+    state: dict[str, Any] = {"python": [version, list(internal), gauss], "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -1,11 +1,8 @@
-"""Fill the dataclasses of minigpt.config from TOML files and the command line, for every entry point:
+"""Fill minigpt.config's dataclasses from TOML files and flags: `parse(RunConfig, sys.argv[1:], prog=...)`.
 
-    cfg = parse(RunConfig, sys.argv[1:], prog="python train.py")
-
-Values layer up: dataclass defaults < a base (a default run, or a checkpoint's config) < an optional
-CONFIG.toml/.json positional argument < `--section.key=value` flags. tyro turns the dataclasses into
-flags and --help (the string under each field is its help); this module reads and writes the files,
-checks their keys and types, expands `preset` keys, and turns every error into one line.
+Defaults < a base (e.g. a checkpoint's config) < a CONFIG.toml/.json argument < `--section.key=value` flags.
+tyro builds the flags and --help; this module reads and writes the files, checks their keys and types,
+expands `preset` keys, and turns every error into one line.
 """
 
 from __future__ import annotations
@@ -32,7 +29,6 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A bad config file, key or value; the message is one line that names the key and the fix."""
-
 
 
 def read_file(path: str | Path) -> dict[str, Any]:
@@ -73,7 +69,6 @@ def to_toml(cfg: Any) -> str:
 def save(cfg: Any, path: str | Path) -> Path:
     Path(path).write_text(to_toml(cfg), encoding="utf-8")
     return Path(path)
-
 
 
 def _fields(cls: type) -> dict[str, Any]:
@@ -185,7 +180,6 @@ def from_dict(cls: type[T], *layers: Mapping[str, Any], where: Sequence[str] = (
     for i, layer in enumerate(layers):
         _apply(cls, values, _check(cls, layer, where[i] if i < len(where) else ""))
     return _build(cls, values)
-
 
 
 def _negated(key: str) -> str:

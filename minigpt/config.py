@@ -1,17 +1,14 @@
-"""Every setting of minigpt, as frozen dataclasses: data, not code.
+"""Every setting of minigpt as frozen dataclasses: one per concern, and one per entry point grouping them.
 
-One dataclass per concern (ModelConfig, DataConfig, TrainConfig, LogConfig, SampleConfig), and
-one per entry point that groups them (RunConfig for train.py, ...). The string under each field is
-its --help text. Each class checks its own values in __post_init__ and names the field it rejects;
-minigpt.cli fills these classes from TOML files and the command line.
-
-This module imports nothing else from minigpt, so every other module may import it.
+The string under each field is its --help text; each class checks its values in __post_init__ and names
+the field it rejects. minigpt.cli fills them from TOML and flags. This module imports nothing from minigpt.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -24,40 +21,45 @@ DEVICES = Literal["auto", "cpu", "cuda", "mps"]
 DTYPES = Literal["auto", "float32", "bfloat16", "float16"]
 
 
+@cache
+def _choices(cls: type) -> dict[str, tuple[Any, ...]]:
+    """Field name -> allowed values, for each Literal-typed field of a config class."""
+    hints = typing.get_type_hints(cls)
+    return {name: typing.get_args(tp) for name, tp in hints.items() if typing.get_origin(tp) is Literal}
+
+
+def _check_fields(cfg: Any, section: str, **minimum: int) -> None:
+    """Reject a Literal field outside its choices, or a number below its minimum (None passes)."""
+    for name, choices in _choices(type(cfg)).items():
+        if getattr(cfg, name) not in choices:
+            allowed = ", ".join(map(repr, choices[:-1])) + f" or {choices[-1]!r}"
+            raise ValueError(f"{section}{name} must be {allowed} (got {getattr(cfg, name)!r})")
+    for name, least in minimum.items():
+        if getattr(cfg, name) is not None and getattr(cfg, name) < least:
+            raise ValueError(f"{section}{name} must be at least {least} (got {getattr(cfg, name)})")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    vocab_size: int = 65
-    """Number of token ids; set from the tokenizer when training (65 for char-level Shakespeare)."""
-    block_size: int = 256
-    """Context length: the most tokens the model sees at once (n_ctx in the GPT-3 paper)."""
-    n_layer: int = 4
-    """Number of transformer blocks."""
-    n_head: int = 4
-    """Attention heads per block."""
-    n_embd: int = 128
-    """Model width (d_model)."""
-    d_head: int | None = None
-    """Size of each head; None means n_embd // n_head. n_head * d_head may differ from n_embd."""
-    d_ff: int | None = None
-    """Hidden width of the MLP; None means 4 * n_embd."""
-    dropout: float = 0.0
-    """Dropout on attention weights, residual branches and embeddings, in [0, 1)."""
-    bias: bool = True
-    """Biases in Linear layers and LayerNorms (GPT-2 and GPT-3 have them)."""
-    tie_weights: bool = True
-    """Share the LM head's weight with the token embedding (GPT-2)."""
-    attn_impl: Literal["manual", "sdpa"] = "manual"
-    """manual: the hand-written attention (yields attention maps); sdpa: torch's fused kernel."""
-    attn_score: Literal["scaled_dot", "dot", "additive"] = "scaled_dot"
-    """Score function: q.k/sqrt(d_head), plain q.k, or additive w^T tanh(W_q q + W_k k)."""
-    attn_window: int | None = None
-    """Local attention band: each query sees only the last attn_window positions. None = dense."""
-    attn_window_layers: Literal["all", "alternate"] = "alternate"
-    """Which layers use the band: all, or alternate (odd layers banded, even dense, as in GPT-3)."""
-    preset: str | None = None
-    """Start from a named size in minigpt/presets.toml (e.g. gpt2, gpt3-small); other model keys override it."""
+    vocab_size: int = 65  # Number of token ids; set from the tokenizer when training (65 for char-level Shakespeare).
+    block_size: int = 256  # Context length: the most tokens the model sees at once (n_ctx in the GPT-3 paper).
+    n_layer: int = 4  # Number of transformer blocks.
+    n_head: int = 4  # Attention heads per block.
+    n_embd: int = 128  # Model width (d_model).
+    d_head: int | None = None  # Size of each head; None means n_embd // n_head. n_head * d_head may differ from n_embd.
+    d_ff: int | None = None  # Hidden width of the MLP; None means 4 * n_embd.
+    dropout: float = 0.0  # Dropout on attention weights, residual branches and embeddings, in [0, 1).
+    bias: bool = True  # Biases in Linear layers and LayerNorms (GPT-2 and GPT-3 have them).
+    tie_weights: bool = True  # Share the LM head's weight with the token embedding (GPT-2).
+    attn_impl: Literal["manual", "sdpa"] = "manual"  # manual: the hand-written math (gives attention maps); sdpa: torch's fused kernel.
+    attn_score: Literal["scaled_dot", "dot", "additive"] = "scaled_dot"  # q.k/sqrt(d_head), plain q.k, or additive w^T tanh(W_q q + W_k k).
+    attn_window: int | None = None  # Each query sees only the last attn_window positions; None: dense.
+    attn_window_layers: Literal["all", "alternate"] = "alternate"  # Banded layers: all, or alternate (odd banded, even dense: GPT-3).
+    preset: str | None = None  # A size from minigpt/presets.toml (e.g. gpt2); other model keys override it.
 
     def __post_init__(self) -> None:
+        if self.preset is not None and self.preset not in load_presets():
+            raise ValueError(f"model.preset={self.preset!r} is unknown; valid presets: {', '.join(load_presets())}")
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -73,20 +75,9 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1) (got {self.dropout})")
-        if self.attn_impl not in ("manual", "sdpa"):
-            raise ValueError(f"model.attn_impl must be 'manual' or 'sdpa' (got {self.attn_impl!r})")
-        if self.attn_score not in ("scaled_dot", "dot", "additive"):
-            raise ValueError(
-                f"model.attn_score must be 'scaled_dot', 'dot' or 'additive' (got {self.attn_score!r})"
-            )
+        _check_fields(self, "model.")
         if self.attn_impl == "sdpa" and self.attn_score == "additive":
             raise ValueError("model.attn_score='additive' has no fused kernel; use model.attn_impl='manual'")
-        if self.preset is not None and self.preset not in load_presets():
-            raise ValueError(f"model.preset={self.preset!r} is unknown; valid presets: {', '.join(load_presets())}")
-        if self.attn_window_layers not in ("all", "alternate"):
-            raise ValueError(
-                f"model.attn_window_layers must be 'all' or 'alternate' (got {self.attn_window_layers!r})"
-            )
 
     @property
     def head_size(self) -> int:
@@ -104,8 +95,6 @@ class ModelConfig:
 
     def window_for_layer(self, layer_idx: int) -> int | None:
         """The attention band of one layer (None = dense causal attention)."""
-        if self.attn_window is None:
-            return None
         if self.attn_window_layers == "alternate" and layer_idx % 2 == 0:
             return None
         return self.attn_window
@@ -113,57 +102,41 @@ class ModelConfig:
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
         """A named model size from minigpt/presets.toml, optionally with fields replaced."""
-        presets = load_presets()
-        if name not in presets:
-            raise ValueError(f"model.preset={name!r} is unknown; valid presets: {', '.join(presets)}")
-        return cls(**{**presets[name]["model"], "preset": name, **overrides})
+        preset = load_presets().get(name, {"model": {}})  # an unknown name fails in __post_init__
+        return cls(**{**preset["model"], "preset": name, **overrides})
 
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
-
 
 
 @cache
 def load_presets() -> dict[str, dict[str, Any]]:
     """Preset name -> {"model": fields, "published_params": int | None, "source": str}."""
     text = resources.files("minigpt").joinpath("presets.toml").read_text(encoding="utf-8")
-    table = tomllib.loads(text)["preset"]
-    return {
-        name: {
-            "model": {k: v for k, v in entry.items() if k not in ("published_params", "source")},
-            "published_params": entry.get("published_params"),
-            "source": entry.get("source", ""),
-        }
-        for name, entry in table.items()
-    }
+    presets = {}
+    for name, entry in tomllib.loads(text)["preset"].items():
+        meta = {"published_params": entry.pop("published_params", None), "source": entry.pop("source", "")}
+        presets[name] = {"model": entry, **meta}
+    return presets
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Where the training text comes from and how it is tokenized."""
 
-    path: str = "data/shakespeare/input.txt"
-    """Corpus: a UTF-8 text file, or a folder whose .txt files (recursively, sorted) are the documents."""
-    tokenizer: Literal["char", "gpt2"] = "char"
-    """char: one token per character of the training text; gpt2: GPT-2 BPE (50,257 tokens)."""
-    hf_dataset: str | None = None
-    """Hugging Face hub dataset name (e.g. roneneldan/TinyStories); when set, used instead of path. Needs network."""
-    hf_config: str | None = None
-    """Configuration name of the hub dataset, for datasets that have several (e.g. wikitext-2-raw-v1)."""
-    hf_split: str = "train"
-    """Split of the hub dataset to read; minigpt cuts its own train/val from it."""
-    hf_text_column: str = "text"
-    """Column of the hub dataset that holds the text."""
-    val_fraction: float = 0.1
-    """Fraction of the corpus characters, taken from the end, held out as the validation split."""
-    cache_dir: str = "data/cache"
-    """Folder for prepared token files (one subfolder per source and tokenizer)."""
+    path: str = "data/shakespeare/input.txt"  # A UTF-8 text file, or a folder whose .txt files (recursive, sorted) are the documents.
+    tokenizer: Literal["char", "gpt2"] = "char"  # char: one token per character of the corpus; gpt2: GPT-2 BPE (50,257 tokens).
+    hf_dataset: str | None = None  # A Hugging Face hub dataset (e.g. roneneldan/TinyStories), read instead of path.
+    hf_config: str | None = None  # Configuration of the hub dataset, if it has several (e.g. wikitext-2-raw-v1).
+    hf_split: str = "train"  # Split of the hub dataset to read; minigpt cuts its own train/val from it.
+    hf_text_column: str = "text"  # Column of the hub dataset that holds the text.
+    val_fraction: float = 0.1  # Fraction of the characters, from the end, held out for validation.
+    cache_dir: str = "data/cache"  # Folder for prepared token files (one subfolder per source and tokenizer).
 
     def __post_init__(self) -> None:
         if self.tokenizer not in TOKENIZERS:
-            raise ValueError(
-                f"data.tokenizer={self.tokenizer!r} is not a tokenizer; choose one of {', '.join(TOKENIZERS)}"
-            )
+            choices = ", ".join(TOKENIZERS)
+            raise ValueError(f"data.tokenizer={self.tokenizer!r} is not a tokenizer; choose one of {choices}")
         if not isinstance(self.val_fraction, (int, float)) or not 0.0 < self.val_fraction < 1.0:
             raise ValueError(
                 f"data.val_fraction={self.val_fraction!r} must be between 0 and 1 (exclusive); try data.val_fraction=0.1"
@@ -182,56 +155,31 @@ class DataConfig:
 class TrainConfig:
     """How to train: device, batch, optimizer, schedule, evaluation and checkpoints."""
 
-    out_dir: str = "runs"
-    """Folder that holds one sub-folder per run (TensorBoard logs, checkpoints, config)."""
-    run_name: str = ""
-    """Name of this run's folder under out_dir; empty: <corpus>-<tokenizer>-<date>-<time>."""
-    seed: int = 1337
-    """Seed for initialisation, batch sampling and dropout."""
-    device: DEVICES = "auto"
-    """Where to train; auto picks CUDA, then Apple MPS, then CPU."""
-    dtype: DTYPES = "auto"
-    """Compute dtype for autocast; auto: bfloat16 on CUDA (float16 where missing), float32 elsewhere."""
-    compile: bool = False
-    """Compile the model with torch.compile (slow start, faster steps on GPU)."""
-    threads: int = 0
-    """CPU threads for torch; 0 keeps torch's default (one per core). Use 1 on a machine shared with other jobs."""
-    batch_size: int = 32
-    """Sequences per micro-batch, per process."""
-    grad_accum: int = 1
-    """Micro-batches per optimizer step, over all processes (divided among DDP ranks)."""
-    max_iters: int = 2000
-    """Optimizer steps in the whole run."""
-    lr: float = 1e-3
-    """Peak learning rate, reached after warmup."""
-    min_lr: float = 1e-4
-    """Learning-rate floor at the end of the cosine decay."""
-    warmup_iters: int = 100
-    """Steps of linear warmup from 0 to lr."""
-    lr_decay_iters: int = 0
-    """Step at which the cosine decay reaches min_lr; 0 means max_iters."""
-    weight_decay: float = 0.1
-    """AdamW weight decay, applied to weight matrices only (not biases, norms or embeddings)."""
-    beta1: float = 0.9
-    """AdamW beta1."""
-    beta2: float = 0.99
-    """AdamW beta2."""
-    grad_clip: float = 1.0
-    """Clip the global gradient norm to this value; 0 disables clipping."""
-    eval_interval: int = 250
-    """Evaluate, log attention maps and save checkpoints every this many steps."""
-    eval_iters: int = 20
-    """Fixed batches per split for each evaluation."""
-    parallel: Literal["ddp", "fsdp"] = "ddp"
-    """With several processes: ddp replicates the model; fsdp shards weights, grads and optimizer state."""
+    out_dir: str = "runs"  # Folder that holds one sub-folder per run (TensorBoard logs, checkpoints, config).
+    run_name: str = ""  # Name of this run's folder under out_dir; empty: <corpus>-<tokenizer>-<date>-<time>.
+    seed: int = 1337  # Seed for initialisation, batch sampling and dropout.
+    device: DEVICES = "auto"  # Where to train; auto picks CUDA, then Apple MPS, then CPU.
+    dtype: DTYPES = "auto"  # Autocast dtype; auto: bfloat16 on CUDA (float16 where missing), float32 elsewhere.
+    compile: bool = False  # Compile the model with torch.compile (slow start, faster steps on GPU).
+    threads: int = 0  # CPU threads for torch; 0 keeps torch's default (one per core). Use 1 on a shared machine.
+    batch_size: int = 32  # Sequences per micro-batch, per process.
+    grad_accum: int = 1  # Micro-batches per optimizer step, over all processes (divided among DDP ranks).
+    max_iters: int = 2000  # Optimizer steps in the whole run.
+    lr: float = 1e-3  # Peak learning rate, reached after warmup.
+    min_lr: float = 1e-4  # Learning-rate floor at the end of the cosine decay.
+    warmup_iters: int = 100  # Steps of linear warmup from 0 to lr.
+    lr_decay_iters: int = 0  # Step at which the cosine decay reaches min_lr; 0 means max_iters.
+    weight_decay: float = 0.1  # AdamW weight decay, applied to weight matrices only (not biases, norms or embeddings).
+    beta1: float = 0.9  # AdamW beta1.
+    beta2: float = 0.99  # AdamW beta2.
+    grad_clip: float = 1.0  # Clip the global gradient norm to this value; 0 disables clipping.
+    eval_interval: int = 250  # Evaluate, log attention maps and save checkpoints every this many steps.
+    eval_iters: int = 20  # Fixed batches per split for each evaluation.
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # Several processes: ddp replicates the model; fsdp shards weights, grads, optimizer.
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be at least 1 (got {getattr(self, name)})")
-        for name in ("warmup_iters", "lr_decay_iters", "weight_decay", "grad_clip", "threads"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"train.{name} must be >= 0 (got {getattr(self, name)})")
+        _check_fields(self, "train.", batch_size=1, grad_accum=1, max_iters=1, eval_interval=1, eval_iters=1,
+                      warmup_iters=0, lr_decay_iters=0, weight_decay=0, grad_clip=0, threads=0)
         if not self.lr > 0:
             raise ValueError(f"train.lr must be positive (got {self.lr})")
         if not 0 <= self.min_lr <= self.lr:
@@ -247,27 +195,15 @@ class TrainConfig:
 class LogConfig:
     """What a run logs: TensorBoard scalars, attention maps, samples, progress."""
 
-    tensorboard: bool = True
-    """Write TensorBoard event files into the run folder (view with: tensorboard --logdir runs)."""
-    progress: bool = True
-    """Show a tqdm progress bar on a terminal (in a log file only the evaluation lines print)."""
-    log_interval: int = 10
-    """Log training scalars to TensorBoard every this many steps."""
-    attention_maps: bool = True
-    """At each evaluation, log every layer's and head's attention map on a fixed probe text."""
-    probe_tokens: int = 32
-    """Length of the probe text (from the start of the validation split) for attention maps."""
-    sample_tokens: int = 200
-    """Tokens of text to generate at each evaluation and at the end (0: none)."""
+    tensorboard: bool = True  # TensorBoard event files in the run folder (tensorboard --logdir runs).
+    progress: bool = True  # Show a tqdm progress bar on a terminal (in a log file only the evaluation lines print).
+    log_interval: int = 10  # Log training scalars to TensorBoard every this many steps.
+    attention_maps: bool = True  # At each evaluation, log every layer's and head's attention map on a fixed probe text.
+    probe_tokens: int = 32  # Length of the probe text (from the start of the validation split) for attention maps.
+    sample_tokens: int = 200  # Tokens of text to generate at each evaluation and at the end (0: none).
 
     def __post_init__(self) -> None:
-        if self.log_interval < 1:
-            raise ValueError(f"log.log_interval must be at least 1 (got {self.log_interval})")
-        if self.probe_tokens < 2:
-            raise ValueError(f"log.probe_tokens must be at least 2 (got {self.probe_tokens})")
-        if self.sample_tokens < 0:
-            raise ValueError(f"log.sample_tokens must be >= 0 (got {self.sample_tokens})")
-
+        _check_fields(self, "log.", log_interval=1, probe_tokens=2, sample_tokens=0)
 
 
 @dataclass(frozen=True)
@@ -285,63 +221,39 @@ class PrepareConfig:
     """Tokenize a corpus into data/cache/ once, ahead of training (train.py also does this on its own)."""
 
     data: DataConfig = field(default_factory=DataConfig)
-    quiet: bool = False
-    """No progress bars."""
+    quiet: bool = False  # No progress bars.
 
 
 @dataclass(frozen=True)
 class SampleConfig:
     """Generate text from a trained checkpoint, or log its attention maps on a text."""
 
-    ckpt: str | None = None
-    """A checkpoint file, e.g. runs/NAME/ckpt_latest.pt."""
-    run: str | None = None
-    """A run folder: its ckpt_best.pt (ckpt_latest.pt if none). Default: the newest run under runs_dir."""
-    runs_dir: str = "runs"
-    """Where to look for the newest run."""
-    prompt: str | None = None
-    """Text to continue (default: a newline, or <|endoftext|> for GPT-2 BPE)."""
-    prompt_file: str | None = None
-    """Read the prompt from this UTF-8 file instead."""
-    num_samples: int = 1
-    """Independent samples to draw."""
-    max_new_tokens: int = 500
-    """Tokens to generate per sample."""
-    temperature: float = 0.8
-    """0 is greedy, 1 the model's own distribution."""
-    top_k: int | None = None
-    """Sample among the k most likely tokens only."""
-    top_p: float | None = None
-    """Nucleus sampling: keep the most likely tokens up to probability p, in (0, 1]."""
-    seed: int | None = None
-    """Same seed, same text (default: a random seed, printed on stderr)."""
-    slide: int | None = None
-    """Past block_size, slide the context window by this many tokens (default: block_size // 2)."""
-    kv_cache: bool = True
-    """Reuse keys and values of earlier tokens; --no_kv_cache recomputes the whole context (slow)."""
-    device: DEVICES = "auto"
-    """Where to run; auto picks CUDA, then Apple MPS, then CPU."""
-    dtype: DTYPES = "auto"
-    """Autocast dtype; auto: bfloat16 on CUDA (float16 where missing), float32 elsewhere."""
-    threads: int = 1
-    """CPU threads. More help big models on an idle CPU, but are far slower when other jobs share the cores."""
-    attention: bool = False
-    """Instead of sampling, run the prompt through the model and log every head's attention map to TensorBoard (in the run's attention_probe/ folder)."""
-    attention_generate: int = 0
-    """With attention: first generate this many tokens after the prompt and include them in the maps."""
-    attention_png: str | None = None
-    """With attention: also write the maps as PNG files into this folder."""
+    ckpt: str | None = None  # A checkpoint file, e.g. runs/NAME/ckpt_latest.pt.
+    run: str | None = None  # A run folder: its ckpt_best.pt, else ckpt_latest.pt. Default: the newest under runs_dir.
+    runs_dir: str = "runs"  # Where to look for the newest run.
+    prompt: str | None = None  # Text to continue (default: a newline, or <|endoftext|> for GPT-2 BPE).
+    prompt_file: str | None = None  # Read the prompt from this UTF-8 file instead.
+    num_samples: int = 1  # Independent samples to draw.
+    max_new_tokens: int = 500  # Tokens to generate per sample.
+    temperature: float = 0.8  # 0 is greedy, 1 the model's own distribution.
+    top_k: int | None = None  # Sample among the k most likely tokens only.
+    top_p: float | None = None  # Nucleus sampling: keep the most likely tokens up to probability p, in (0, 1].
+    seed: int | None = None  # Same seed, same text (default: a random seed, printed on stderr).
+    slide: int | None = None  # Past block_size, move the context window by this many tokens (default: block_size // 2).
+    kv_cache: bool = True  # Reuse keys and values of earlier tokens; --no_kv_cache recomputes the whole context (slow).
+    device: DEVICES = "auto"  # Where to run; auto picks CUDA, then Apple MPS, then CPU.
+    dtype: DTYPES = "auto"  # Autocast dtype; auto: bfloat16 on CUDA (float16 where missing), float32 elsewhere.
+    threads: int = 1  # CPU threads: more help big models on an idle CPU, but are far slower on cores other jobs share.
+    attention: bool = False  # Instead of sampling, log the prompt's attention maps to TensorBoard (attention_probe/).
+    attention_generate: int = 0  # With attention: first generate this many tokens and include them in the maps.
+    attention_png: str | None = None  # With attention: also write the maps as PNG files into this folder.
 
     def __post_init__(self) -> None:
         if self.ckpt is not None and self.run is not None:
             raise ValueError("give ckpt or run, not both")
         if self.prompt is not None and self.prompt_file is not None:
             raise ValueError("give prompt or prompt_file, not both")
-        for name in ("num_samples", "max_new_tokens", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
-        if self.attention_generate < 0:
-            raise ValueError(f"attention_generate must be >= 0 (got {self.attention_generate})")
+        _check_fields(self, "", num_samples=1, max_new_tokens=1, threads=1, attention_generate=0)
         if not self.attention and (self.attention_png is not None or self.attention_generate):
             raise ValueError("attention_png and attention_generate only apply with attention; add it or drop them")
         if self.attention and self.num_samples != 1:
@@ -355,16 +267,11 @@ class ParamsConfig:
     """Count a model's parameters, training FLOPs and memory from its config (a preset or a run's file)."""
 
     model: ModelConfig = field(default_factory=lambda: ModelConfig.from_preset("gpt3-175b"))
-    batch_size: int = 1
-    """Sequences per batch, for the memory estimate."""
-    seq_len: int | None = None
-    """Sequence length for FLOPs and memory (default: model.block_size)."""
+    batch_size: int = 1  # Sequences per batch, for the memory estimate.
+    seq_len: int | None = None  # Sequence length for FLOPs and memory (default: model.block_size).
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1 (got {self.batch_size})")
-        if self.seq_len is not None and self.seq_len < 1:
-            raise ValueError(f"seq_len must be at least 1 (got {self.seq_len})")
+        _check_fields(self, "", batch_size=1, seq_len=1)
 
 
 @dataclass(frozen=True)
@@ -374,40 +281,22 @@ class BenchConfig:
     what: Annotated[Literal["train", "attention", "generate", "profile", "all"], tyro.conf.Positional] = "train"
     """Which benchmark to run."""
     model: ModelConfig = field(default_factory=lambda: ModelConfig.from_preset("nano"))
-    batch_size: int = 12
-    """Sequences per training step."""
-    attn: tuple[Literal["manual", "sdpa"], ...] = ("manual", "sdpa")
-    """Attention paths to time in `train` and `attention`."""
-    compile: Literal["off", "on", "both"] = "off"
-    """Time `train` without torch.compile, with it, or both."""
-    device: DEVICES = "auto"
-    """Where to run; auto picks CUDA, then Apple MPS, then CPU."""
-    dtype: DTYPES = "auto"
-    """Autocast dtype; auto: bfloat16 on CUDA, float32 elsewhere."""
-    steps: int = 20
-    """Timed steps per repeat."""
-    warmup: int = 5
-    """Untimed steps before timing."""
-    repeats: int = 3
-    """Repeats; the median is reported."""
-    block_sizes: tuple[int, ...] = (64, 128, 256, 512, 1024)
-    """Context lengths for `attention`."""
-    new_tokens: tuple[int, ...] = (100, 500)
-    """Generated lengths for `generate`."""
-    threads: int = 0
-    """CPU threads for torch; 0 keeps torch's default."""
-    markdown: bool = False
-    """Print Markdown tables."""
-    json: str | None = None
-    """Also write the rows as JSON to this file."""
+    batch_size: int = 12  # Sequences per training step.
+    attn: tuple[Literal["manual", "sdpa"], ...] = ("manual", "sdpa")  # Attention paths to time in `train` and `attention`.
+    compile: Literal["off", "on", "both"] = "off"  # Time `train` without torch.compile, with it, or both.
+    device: DEVICES = "auto"  # Where to run; auto picks CUDA, then Apple MPS, then CPU.
+    dtype: DTYPES = "auto"  # Autocast dtype; auto: bfloat16 on CUDA, float32 elsewhere.
+    steps: int = 20  # Timed steps per repeat.
+    warmup: int = 5  # Untimed steps before timing.
+    repeats: int = 3  # Repeats; the median is reported.
+    block_sizes: tuple[int, ...] = (64, 128, 256, 512, 1024)  # Context lengths for `attention`.
+    new_tokens: tuple[int, ...] = (100, 500)  # Generated lengths for `generate`.
+    threads: int = 0  # CPU threads for torch; 0 keeps torch's default.
+    markdown: bool = False  # Print Markdown tables.
+    json: str | None = None  # Also write the rows as JSON to this file.
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "steps", "repeats"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
-        for name in ("warmup", "threads"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)})")
+        _check_fields(self, "", batch_size=1, steps=1, repeats=1, warmup=0, threads=0)
         for name in ("block_sizes", "new_tokens"):
             if not getattr(self, name) or min(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be positive integers (got {getattr(self, name)})")

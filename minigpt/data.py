@@ -1,18 +1,9 @@
 """Data: turn a text corpus into token files once, then sample training batches from them.
 
-`prepare(cfg)` reads the corpus (a local UTF-8 file, a folder of .txt files, or a Hugging Face hub
-dataset through `datasets`), cuts it by position into train and val (the last `val_fraction` of the
-characters is val, so validation text is never seen in training), tokenizes both splits and writes,
-into a cache folder such as `data/cache/shakespeare-input-char/`:
-
-    train.bin, val.bin   token ids, flat, uint16 when the vocabulary fits, else uint32
-    meta.json            tokenizer, vocab size, dtype, token counts, source sha256, format version
-
-Preparing again with the same source, tokenizer and split reuses those files; a change rebuilds them.
-Files are written under temporary names and renamed into place, so an interrupted run never leaves
-files that look complete.
-
-`BatchSampler` draws random (x, y) windows from a split's memmap; `eval_batches` gives a fixed set.
+`prepare(cfg)` cuts a local file, a folder of .txt files or a hub dataset by position into train and val
+(the last `val_fraction` of the characters), tokenizes both into a cache folder (train.bin, val.bin,
+meta.json) and reuses it while nothing changes. `BatchSampler` draws random (x, y) windows from a split's
+memmap; `eval_batches` gives a fixed set. docs/data.md has the details.
 """
 
 from __future__ import annotations
@@ -37,12 +28,11 @@ from tqdm.auto import tqdm
 
 from minigpt.config import DataConfig
 from minigpt.runtime import lock_folder
-from minigpt.tokenizer import Tokenizer, TokenizerError, build_tokenizer, tokenizer_from_dict
+from minigpt.tokenizer import Tokenizer, TokenizerError, build_tokenizer, preview, tokenizer_from_dict
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val")
-EVAL_SEED = 1337
-"""Seed of `eval_batches`, fixed so two evaluations of one model see the same windows."""
+EVAL_SEED = 1337  # seed of `eval_batches`, fixed so two evaluations of one model see the same windows
 
 _CHUNK_CHARS = 1 << 16  # documents are encoded in pieces of about this many characters
 _PARALLEL_MIN_CHARS = 64 << 20  # corpora larger than this are tokenized with several processes
@@ -61,10 +51,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
     raise DataError(f"vocabulary of {vocab_size} tokens is too large for uint32 token files; use a smaller tokenizer")
 
 
-# ----------------------------------------------------------------------------------------------
-# Source: where the documents come from, and a fingerprint that says when they change
-
-
+# ---- Source: where the documents come from, and a fingerprint that says when they change ----
 def cache_folder(cfg: DataConfig) -> Path:
     """The folder prepare(cfg) uses, e.g. data/cache/shakespeare-input-char."""
     if cfg.hf_dataset:
@@ -97,16 +84,15 @@ def _local_files(cfg: DataConfig) -> tuple[list[Path], dict[str, Any]]:
         digest = hashlib.sha256()
         for f in files:
             digest.update(f"{f.relative_to(path).as_posix()}\0{_file_sha256(f)}\n".encode())
-        sha = digest.hexdigest()
+        kind, sha = "folder", digest.hexdigest()
     else:  # the file's own sha256, comparable with `sha256sum`
-        sha = _file_sha256(path)
-    kind = "folder" if path.is_dir() else "file"
+        kind, sha = "file", _file_sha256(path)
     return files, {"kind": kind, "path": str(cfg.path), "files": len(files), "bytes": nbytes, "sha256": sha}
 
 
 def _hub_source(cfg: DataConfig) -> dict[str, Any]:
-    """meta.json's "source" for a hub dataset, known by name, config, split and column: preparing it
-    once lets later runs (even offline) reuse the token files. Delete the cache folder to fetch it again."""
+    """meta.json's "source" for a hub dataset: its name, config, split and column, so later runs reuse the
+    token files even offline (delete the cache folder to fetch it again)."""
     identity = {"hf_dataset": cfg.hf_dataset, "hf_config": cfg.hf_config, "hf_split": cfg.hf_split,
                 "hf_text_column": cfg.hf_text_column}  # fmt: skip
     sha = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
@@ -116,14 +102,11 @@ def _hub_source(cfg: DataConfig) -> dict[str, Any]:
 def _read_files(files: list[Path]) -> Iterator[str]:
     """Each non-empty file's text, with "\\r\\n" and "\\r" read as "\\n" (as Python's text mode does)."""
     for f in files:
-        data = f.read_bytes()
         try:
-            text = data.decode("utf-8")
+            text = f.read_bytes().decode("utf-8")
         except UnicodeDecodeError as e:
-            raise DataError(
-                f"{f} is not UTF-8 text ({e.reason} at byte offset {e.start}); "
-                "convert it to UTF-8 (e.g. iconv -t utf-8) or pass another file"
-            ) from None
+            raise DataError(f"{f} is not UTF-8 text ({e.reason} at byte offset {e.start}); "
+                            "convert it to UTF-8 (e.g. iconv -t utf-8) or pass another file") from None
         if text:
             yield text.replace("\r\n", "\n").replace("\r", "\n")
 
@@ -139,10 +122,8 @@ def _check_online(dataset: str) -> None:
     try:
         socket.create_connection((host, url.port or (80 if url.scheme == "http" else 443)), timeout=5).close()
     except OSError as e:
-        raise DataError(
-            f"hub dataset {dataset!r} needs the network but {host} cannot be reached ({e.strerror or e}); "
-            "set data.path to a local text file (or prepare the dataset once while online)"
-        ) from None
+        raise DataError(f"hub dataset {dataset!r} needs the network but {host} cannot be reached ({e.strerror or e}); "
+                        "set data.path to a local text file (or prepare the dataset once while online)") from None
 
 
 def _hub_documents(cfg: DataConfig, progress: bool) -> Callable[[], Iterator[str]]:
@@ -156,38 +137,31 @@ def _hub_documents(cfg: DataConfig, progress: bool) -> Callable[[], Iterator[str
     try:
         ds = datasets.load_dataset(cfg.hf_dataset, cfg.hf_config, split=cfg.hf_split, cache_dir=f"{cfg.cache_dir}/hf")
     except Exception as e:  # datasets raises many types; the user needs the first line of any of them
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(
-            f"could not load hub dataset {cfg.hf_dataset!r} (config {cfg.hf_config}, split {cfg.hf_split!r}): {first}; "
-            "check data.hf_dataset, data.hf_config and data.hf_split"
-        ) from None
+        first = (str(e).strip() or type(e).__name__).splitlines()[0]
+        raise DataError(f"could not load hub dataset {cfg.hf_dataset!r} (config {cfg.hf_config}, "
+                        f"split {cfg.hf_split!r}): {first}; check data.hf_dataset, data.hf_config and "
+                        "data.hf_split") from None
     finally:
         if bars_were_on:
             datasets.enable_progress_bars()
     column = cfg.hf_text_column
     if column not in ds.column_names:
-        raise DataError(
-            f"hub dataset {cfg.hf_dataset!r} has no column {column!r} (columns: {', '.join(ds.column_names)}); "
-            "set data.hf_text_column to one of them"
-        )
+        raise DataError(f"hub dataset {cfg.hf_dataset!r} has no column {column!r} (columns: "
+                        f"{', '.join(ds.column_names)}); set data.hf_text_column to one of them")
     ds = ds.select_columns([column])
     return lambda: (t for batch in ds.iter(batch_size=1024) for t in batch[column] if isinstance(t, str) and t)
 
 
-# ----------------------------------------------------------------------------------------------
-# Splitting and tokenizing
-
+# ---- Splitting and tokenizing ----
 # A cut right after "\n" with a printable non-space ASCII character on both sides starts a new
 # pre-tokenization piece in GPT-2's pattern, so tokenizing the pieces gives exactly the ids of the whole.
 _SAFE_CUT = re.compile(r"[!-~]\n(?=[!-~])")
 
 
 def _pieces(docs: Iterable[str], n_docs: int, cut: int, newline: bool) -> Iterator[tuple[str, str, bool]]:
-    """(split, text, eot) pieces of the documents, in order. Character `cut` of the whole starts val, so
-    one document may be split in two; long texts are cut at safe places into about _CHUNK_CHARS each.
-
-    eot: the piece ends a document that is not the last one, so a separator follows: the tokenizer's
-    end-of-text token, or (newline=True, for the char tokenizer, which has none) a newline."""
+    """(split, text, eot) pieces of the documents, in order: character `cut` of the whole starts val, and
+    long texts are cut at safe places into about _CHUNK_CHARS each. eot: the piece ends a document that is
+    not the last, so the end-of-text token follows (or with newline=True, for char, a newline)."""
     start = 0
     for i, text in enumerate(docs):
         end, eot = start + len(text), i < n_docs - 1
@@ -224,18 +198,13 @@ def _char_tokenizer(pieces: Iterable[tuple[str, str, bool]]) -> Tokenizer:
         seen[split].update(text)
     unseen = sorted(seen["val"] - seen["train"])
     if unseen:
-        shown = " ".join(repr(c) for c in unseen[:10]) + (" ..." if len(unseen) > 10 else "")
-        raise DataError(
-            f"the val split has {len(unseen)} character(s) that never occur in train: {shown}; "
-            "set data.tokenizer to gpt2, change data.val_fraction, or remove them from the corpus"
-        )
+        raise DataError(f"the val split has {len(unseen)} character(s) that never occur in train: "
+                        f"{preview(unseen, 10)}; set data.tokenizer to gpt2, change data.val_fraction, "
+                        "or remove them from the corpus")
     return build_tokenizer("char", "".join(sorted(seen["train"])))
 
 
-# ----------------------------------------------------------------------------------------------
-# Prepared data on disk
-
-
+# ---- Prepared data on disk ----
 @dataclass
 class PreparedData:
     """A prepared cache folder: token files, their meta.json and the tokenizer that made them."""
@@ -243,8 +212,7 @@ class PreparedData:
     dir: Path
     meta: dict[str, Any]
     tokenizer: Tokenizer
-    reused: bool = False
-    """True when prepare() found valid files and wrote nothing."""
+    reused: bool = False  # True when prepare() found valid files and wrote nothing
 
     def load_split(self, name: str) -> np.memmap:
         """Read-only memmap of a split's token ids, shape (N,)."""
@@ -328,10 +296,8 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
         source = {**source, "rows": len(lengths)}
     cut = int(total * (1.0 - cfg.val_fraction))  # the first val character
     if cut == 0 or cut == total:
-        raise DataError(
-            f"corpus of {total} characters leaves an empty {'train' if cut == 0 else 'val'} split with "
-            f"val_fraction={cfg.val_fraction}; use a longer corpus or change data.val_fraction"
-        )
+        raise DataError(f"corpus of {total} characters leaves an empty {'train' if cut == 0 else 'val'} split with "
+                        f"val_fraction={cfg.val_fraction}; use a longer corpus or change data.val_fraction")
 
     def pieces() -> Iterator[tuple[str, str, bool]]:
         return _pieces(docs(), len(lengths), cut, newline=cfg.tokenizer == "char")
@@ -382,16 +348,7 @@ def _lock_cache(out: Path) -> Any:
     return lock
 
 
-# ----------------------------------------------------------------------------------------------
-# Batches
-
-
-def _batch_seed(seed: int, index: int) -> int:
-    # One independent 64-bit seed per (seed, global micro-batch index).
-    digest = hashlib.blake2b(f"{seed}/{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
-
-
+# ---- Batches ----
 class BatchSampler:
     """Random (x, y) windows from a 1-D array of token ids (usually a split's memmap).
 
@@ -407,10 +364,6 @@ class BatchSampler:
                  world_size: int = 1, micro_steps: int = 1, device: str | torch.device = "cpu", split: str = "train"):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in 0..{world_size - 1} for world_size {world_size}")
-        if tokens.ndim != 1:
-            raise ValueError(f"tokens must be a 1-D array of ids, got shape {tokens.shape}")
-        if batch_size < 1 or block_size < 1:
-            raise ValueError(f"batch_size and block_size must be >= 1, got {batch_size} and {block_size}")
         n = len(tokens)
         if n < block_size + 1:
             fit = f"set model.block_size to {n - 1} or less, or use a longer corpus" if n > 1 else "use a longer corpus"
@@ -426,7 +379,9 @@ class BatchSampler:
         B, T = self.batch_size, self.block_size
         m, n = self.micro_steps, self.step
         index = (n // m) * m * self.world_size + self.rank * m + n % m
-        self._generator.manual_seed(_batch_seed(self.seed, index))
+        # one independent 64-bit seed per (seed, global micro-batch index)
+        digest = hashlib.blake2b(f"{self.seed}/{index}".encode(), digest_size=8).digest()
+        self._generator.manual_seed(int.from_bytes(digest, "little"))
         self.step += 1
         starts = torch.randint(len(self.tokens) - T, (B,), generator=self._generator).tolist()
         windows = np.stack([self.tokens[i : i + T + 1] for i in starts]).astype(np.int64)  # (B, T+1)
@@ -441,15 +396,13 @@ class BatchSampler:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state.get("seed") != self.seed:
-            raise ValueError(
-                f"sampler state was saved with seed {state.get('seed')}, this sampler has seed {self.seed}; "
-                "resume with the seed of the original run"
-            )
+            raise ValueError(f"sampler state was saved with seed {state.get('seed')}, this sampler has seed "
+                             f"{self.seed}; resume with the seed of the original run")
         self.step = int(state["step"])
 
 
-def eval_batches(tokens: np.ndarray, n_batches: int, batch_size: int, block_size: int, *, seed: int = EVAL_SEED,
-                 device: str | torch.device = "cpu", split: str = "val") -> list[tuple[torch.Tensor, torch.Tensor]]:
+def eval_batches(tokens: np.ndarray, n_batches: int, batch_size: int,
+                 block_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """A fixed list of `n_batches` (x, y) batches, the same on every call, independent of any training sampler."""
-    sampler = BatchSampler(tokens, batch_size, block_size, seed=seed, rank=0, device=device, split=split)
+    sampler = BatchSampler(tokens, batch_size, block_size, seed=EVAL_SEED, split="val")
     return [sampler.next() for _ in range(n_batches)]

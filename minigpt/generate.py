@@ -1,18 +1,10 @@
 """Text generation: sampling controls and a key/value cache.
 
-A GPT predicts one token at a time. Without a cache, every new token reruns the
-model over the whole context, although the keys and values of the earlier positions
-have not changed (causal attention: a position never looks ahead). `KVCache` keeps
-them, one preallocated buffer per layer, so each step feeds the model just the newest
-token (T=1) and that token attends over everything cached. The attention itself is
-still the hand-written one in minigpt.attention; the cache only supplies its keys and
-values.
-
-Past block_size the context has to be cropped. The position embeddings are absolute,
-so cached keys cannot simply be shifted; instead the window slides by `slide` tokens
-at a time (see `context_start`) and the cache is refilled from the cropped context.
-Both paths, cached and uncached, crop with that one function, so they compute the
-same thing: the cache changes the speed, never the text.
+`KVCache` keeps each layer's keys and values of the positions seen so far, so after the prompt each
+step feeds the model only the newest token (T=1). The position embeddings are absolute, so past
+block_size the window slides by `slide` tokens at a time (`context_start`) and the cache is refilled
+from the cropped context. Cached and uncached runs crop alike: the cache changes the speed, never
+the text (docs/sampling.md).
 """
 
 from __future__ import annotations
@@ -28,20 +20,10 @@ from minigpt.model import GPT
 
 
 class KVCache:
-    """Keys and values of the positions seen so far, for one attention layer.
+    """One attention layer's keys and values so far: preallocated (B, nh, max_len, hs), `length` filled."""
 
-    Preallocated as (B, nh, max_len, hs); `length` positions are filled.
-    """
-
-    def __init__(
-        self,
-        batch: int,
-        n_head: int,
-        max_len: int,
-        head_size: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-    ):
+    def __init__(self, batch: int, n_head: int, max_len: int, head_size: int,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):  # fmt: skip
         self.k = torch.zeros(batch, n_head, max_len, head_size, device=device, dtype=dtype)
         self.v = torch.zeros(batch, n_head, max_len, head_size, device=device, dtype=dtype)
         self.max_len = max_len
@@ -80,75 +62,30 @@ def make_caches(model: GPT, batch: int, max_len: int | None = None) -> list[KVCa
     if not 1 <= max_len <= config.block_size:
         raise ValueError(f"max_len must be in [1, block_size={config.block_size}] (got {max_len})")
     p = model.wte.weight
-    return [
-        KVCache(batch, config.n_head, max_len, config.head_size, device=p.device, dtype=p.dtype)
-        for _ in range(config.n_layer)
-    ]
+    return [KVCache(batch, config.n_head, max_len, config.head_size, p.device, p.dtype)
+            for _ in range(config.n_layer)]  # fmt: skip
 
 
 def context_start(length: int, block_size: int, slide: int) -> int:
     """Where the model's context begins when `length` tokens exist: the cropping policy.
 
-    Up to block_size tokens the model sees them all. Past that the window moves in
-    jumps of `slide` tokens, to start at the smallest multiple of `slide` that leaves at
-    most block_size tokens. The context length therefore cycles through
-    block_size + 1 - slide, ..., block_size. slide=1 is the classic "last block_size
-    tokens" crop; a larger slide lets the cache be refilled only once every slide steps.
+    Past block_size the window jumps `slide` tokens at a time, to the smallest multiple of `slide`
+    that leaves at most block_size tokens, so the context length cycles through
+    block_size + 1 - slide, ..., block_size. slide=1 is the classic "last block_size tokens" crop;
+    a larger slide refills the cache only once every slide steps.
     """
     if length <= block_size:
         return 0
     return math.ceil((length - block_size) / slide) * slide
 
 
-def validate_sampling(
-    *,
-    vocab_size: int,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    max_new_tokens: int = 1,
-    num_samples: int = 1,
-    slide: int | None = None,
-    block_size: int | None = None,
-) -> None:
-    """Raise a one-line ValueError that names the bad argument and how to fix it."""
-    if not (math.isfinite(temperature) and temperature >= 0):  # NaN fails both
-        raise ValueError(
-            f"temperature must be a finite number >= 0 (got {temperature}); "
-            "use 0 for greedy decoding, 1 for plain sampling"
-        )
-    if top_k is not None and not 1 <= top_k <= vocab_size:
-        raise ValueError(
-            f"top_k must be between 1 and the vocabulary size {vocab_size} (got {top_k}); "
-            f"leave it unset to sample from every token"
-        )
-    if top_p is not None and not 0 < top_p <= 1:  # NaN fails the comparison too
-        raise ValueError(f"top_p must be in (0, 1] (got {top_p}); e.g. 0.9, or 1 to keep every token")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1 (got {max_new_tokens}); ask for 1 or more tokens")
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be at least 1 (got {num_samples})")
-    if slide is not None and block_size is not None and not 1 <= slide <= block_size:
-        raise ValueError(
-            f"slide must be between 1 and block_size={block_size} (got {slide}); "
-            f"1 crops to the last block_size tokens every step"
-        )
-
-
-def sample_logits(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                  top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
     """Pick one token per row: logits (B, vocab) -> ids (B,).
 
-    temperature 0 is greedy (argmax). Otherwise the logits are divided by the
-    temperature, cut to the top_k highest (exactly k survive, ties broken by index),
-    then to the nucleus (Holtzman et al., 2019): the smallest set of most likely tokens
-    whose probability adds up to at least top_p, never empty. One token is drawn from
-    what is left, using `generator` for reproducibility.
+    temperature 0 is greedy (argmax). Otherwise: divide by the temperature, keep the top_k highest
+    (exactly k, ties broken by index), then the nucleus (Holtzman et al., 2019): the smallest set of
+    most likely tokens whose probability reaches top_p, never empty. Draw one with `generator`.
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
@@ -160,8 +97,7 @@ def sample_logits(
         probs, order = torch.sort(torch.softmax(logits, dim=-1), dim=-1, descending=True)  # (B, vocab)
         # Keep a token if the tokens ranked above it do not yet reach top_p; the most
         # likely token has nothing above it, so it always stays.
-        before = torch.cumsum(probs, dim=-1) - probs
-        drop_sorted = before >= top_p
+        drop_sorted = torch.cumsum(probs, dim=-1) - probs >= top_p  # the mass ranked above each token
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
@@ -170,22 +106,13 @@ def sample_logits(
 
 @dataclass
 class GenerationStats:
-    """Timing of one generate() run, filled in as tokens are produced.
+    """Timing of one generate() run, filled in as it goes; only the work inside generate counts."""
 
-    Times count only the work inside generate, not what the caller does between
-    tokens (printing, decoding).
-    """
-
-    batch: int = 0
-    """Rows generated in parallel (prompts x num_samples)."""
-    prompt_tokens: int = 0
-    """Prompt length per row."""
-    steps: int = 0
-    """New tokens produced per row so far."""
-    positions_computed: int = 0
-    """Positions fed through the model per row: the work done (far less with a cache)."""
-    time_to_first_token_s: float = 0.0
-    """Prompt processing plus the first sampled token."""
+    batch: int = 0  # rows generated in parallel (prompts x num_samples)
+    prompt_tokens: int = 0  # prompt length per row
+    steps: int = 0  # new tokens per row so far
+    positions_computed: int = 0  # positions fed through the model per row: the work (far less with a cache)
+    time_to_first_token_s: float = 0.0  # prompt processing plus the first sampled token
     elapsed_s: float = 0.0
 
     @property
@@ -202,83 +129,75 @@ class GenerationStats:
 
 def _as_batch(prompt: Sequence[int] | torch.Tensor, device: torch.device) -> torch.Tensor:
     """Prompt ids as a (B, T) long tensor."""
-    if isinstance(prompt, torch.Tensor):
-        idx = prompt if prompt.dim() == 2 else prompt.reshape(1, -1)  # (B, T)
-    else:
-        idx = torch.tensor(list(prompt), dtype=torch.long).reshape(1, -1)  # (1, T)
+    idx = torch.as_tensor(prompt, dtype=torch.long, device=device)
+    if idx.dim() == 1:
+        idx = idx.unsqueeze(0)  # (1, T)
     if idx.dim() != 2:
-        raise ValueError(f"prompt must be a list of ids or a (B, T) tensor (got shape {tuple(prompt.shape)})")
-    return idx.to(device=device, dtype=torch.long)
+        raise ValueError(f"prompt must be a list of ids or a (B, T) tensor (got shape {tuple(idx.shape)})")
+    return idx
 
 
 def generate(
-    model: GPT,
-    prompt: Sequence[int] | torch.Tensor,
-    max_new_tokens: int,
-    *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int | None = None,
-    generator: torch.Generator | None = None,
-    num_samples: int = 1,
-    use_cache: bool = True,
-    slide: int | None = None,
-    eos_id: int | None = None,
-    on_logits: Callable[[torch.Tensor], None] | None = None,
-    stats: GenerationStats | None = None,
-) -> Iterator[torch.Tensor]:
+    model: GPT, prompt: Sequence[int] | torch.Tensor, max_new_tokens: int, *,
+    temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+    seed: int | None = None, generator: torch.Generator | None = None, num_samples: int = 1,
+    use_cache: bool = True, slide: int | None = None, eos_id: int | None = None,
+    on_logits: Callable[[torch.Tensor], None] | None = None, stats: GenerationStats | None = None,
+) -> Iterator[torch.Tensor]:  # fmt: skip
     """Stream new tokens: yields one (B,) tensor of ids per step, B = prompts x num_samples.
 
-    prompt: a list of ids or a (B, T) tensor; each row is repeated num_samples times,
-    and the samples are independent. seed (or a ready torch.Generator) makes sampling
-    reproducible. slide: how far the context window jumps once it is full (default
-    block_size // 2; see context_start). use_cache=False recomputes the whole context
-    each step, cropped the same way: a slow reference. eos_id: a row stops at it and
-    keeps repeating it; generation ends when every row has. on_logits receives each
-    step's (B, vocab) logits before sampling; stats, if given, is filled in as it runs.
-    Arguments are checked here, before the first token is asked for.
+    prompt: a list of ids or a (B, T) tensor; each row is repeated num_samples times, the samples
+    independent. seed (or a ready generator) makes sampling reproducible. slide: how far the full
+    window jumps (default block_size // 2). use_cache=False recomputes the whole context each step:
+    a slow reference. eos_id: a row stops at it and keeps repeating it; generation ends when every
+    row has. on_logits gets each step's (B, vocab) logits before sampling; stats is filled in as it
+    runs. Arguments are checked here, before the first token is asked for.
     """
-    config = model.config
-    device = model.wte.weight.device
-    validate_sampling(
-        vocab_size=config.vocab_size,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        max_new_tokens=max_new_tokens,
-        num_samples=num_samples,
-        slide=slide,
-        block_size=config.block_size,
-    )
+    vocab_size, block_size = model.config.vocab_size, model.config.block_size
+    slide = max(1, block_size // 2) if slide is None else slide
+    if not (math.isfinite(temperature) and temperature >= 0):  # NaN fails both
+        raise ValueError(
+            f"temperature must be a finite number >= 0 (got {temperature}); "
+            "use 0 for greedy decoding, 1 for plain sampling"
+        )
+    if top_k is not None and not 1 <= top_k <= vocab_size:
+        raise ValueError(
+            f"top_k must be between 1 and the vocabulary size {vocab_size} (got {top_k}); "
+            f"leave it unset to sample from every token"
+        )
+    if top_p is not None and not 0 < top_p <= 1:  # NaN fails the comparison too
+        raise ValueError(f"top_p must be in (0, 1] (got {top_p}); e.g. 0.9, or 1 to keep every token")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1 (got {max_new_tokens}); ask for 1 or more tokens")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1 (got {num_samples})")
+    if not 1 <= slide <= block_size:
+        raise ValueError(
+            f"slide must be between 1 and block_size={block_size} (got {slide}); "
+            f"1 crops to the last block_size tokens every step"
+        )
     if seed is not None and generator is not None:
         raise ValueError("give either seed or generator, not both; a seed builds the generator for you")
-    idx = _as_batch(prompt, device)
+    idx = _as_batch(prompt, model.wte.weight.device)  # (B, T)
     if idx.size(1) == 0:
         raise ValueError("prompt is empty; give at least one token (e.g. a newline) to start from")
-    if idx.min() < 0 or idx.max() >= config.vocab_size:
+    if idx.min() < 0 or idx.max() >= vocab_size:
         raise ValueError(
-            f"prompt has token ids outside [0, {config.vocab_size}); "
-            f"encode it with the tokenizer the model was trained with"
+            f"prompt has token ids outside [0, {vocab_size}); "
+            "encode it with the tokenizer the model was trained with"
         )
     if seed is not None:
-        generator = torch.Generator(device=device).manual_seed(seed)
-    slide = max(1, config.block_size // 2) if slide is None else slide
+        generator = torch.Generator(device=idx.device).manual_seed(seed)
     decoder = _Decoder(model, idx.repeat_interleave(num_samples, dim=0), max_new_tokens, use_cache, slide)
     sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-    return _stream(model, decoder, sampling, eos_id, on_logits, stats if stats is not None else GenerationStats())
+    return _stream(decoder, sampling, eos_id, on_logits, stats if stats is not None else GenerationStats())
 
 
-def _stream(
-    model: GPT,
-    decoder: _Decoder,
-    sampling: dict,
-    eos_id: int | None,
-    on_logits: Callable[[torch.Tensor], None] | None,
-    stats: GenerationStats,
-) -> Iterator[torch.Tensor]:
+def _stream(decoder: _Decoder, sampling: dict, eos_id: int | None, on_logits: Callable | None,
+            stats: GenerationStats) -> Iterator[torch.Tensor]:  # fmt: skip
     # Inference mode is entered per step, never held across a yield: the caller's
     # code between tokens must run with autograd as they left it.
+    model = decoder.model
     was_training = model.training
     model.eval()
     stats.batch, stats.prompt_tokens = decoder.tokens.size(0), decoder.prompt_len
@@ -314,9 +233,8 @@ class _Decoder:
 
     def __init__(self, model: GPT, idx: torch.Tensor, max_new_tokens: int, use_cache: bool, slide: int):
         B, P = idx.shape
-        self.model, self.slide, self.max_new_tokens = model, slide, max_new_tokens
+        self.model, self.slide, self.max_new_tokens, self.prompt_len = model, slide, max_new_tokens, P
         self.block_size = model.config.block_size
-        self.prompt_len = P
         with torch.inference_mode():
             self.tokens = torch.empty(B, P + max_new_tokens, dtype=torch.long, device=idx.device)  # (B, P+N)
             self.tokens[:, :P] = idx
@@ -351,18 +269,12 @@ class _Decoder:
         self.length += 1
 
 
-def generate_ids(
-    model: GPT,
-    prompt: Sequence[int] | torch.Tensor,
-    max_new_tokens: int,
-    **kwargs,
-) -> torch.Tensor:
-    """Run generate() to the end: returns the prompt followed by the new ids, (B, T + steps).
+def generate_ids(model: GPT, prompt: Sequence[int] | torch.Tensor, max_new_tokens: int,
+                 **kwargs) -> torch.Tensor:  # fmt: skip
+    """Run generate() (same keyword arguments) to the end: the prompt, then the new ids, (B, T + steps).
 
-    Takes the same keyword arguments as generate(). Fewer than max_new_tokens steps
-    are returned only when every row reached eos_id.
+    Fewer than max_new_tokens steps come back only when every row reached eos_id.
     """
-    steps = list(generate(model, prompt, max_new_tokens, **kwargs))
-    num_samples = kwargs.get("num_samples", 1)
-    idx = _as_batch(prompt, model.wte.weight.device).repeat_interleave(num_samples, dim=0)  # (B, T)
-    return torch.cat([idx, torch.stack(steps, dim=1)], dim=1)  # (B, T + steps)
+    idx = _as_batch(prompt, model.wte.weight.device)  # (B, T)
+    new = torch.stack(list(generate(model, idx, max_new_tokens, **kwargs)), dim=1)  # (B * num_samples, steps)
+    return torch.cat([idx.repeat_interleave(kwargs.get("num_samples", 1), dim=0), new], dim=1)

@@ -1,16 +1,14 @@
-"""Metrics: the logger interface of the training loop, TensorBoard logging and attention heatmaps.
+"""Metrics: the training loop's logger interface, TensorBoard logging and attention heatmaps.
 
-The loop talks to `MetricsLogger`, whose base class does nothing; `TensorBoardLogger` implements
-it. Ranks other than 0, or runs without TensorBoard, get the base class, so the loop needs no
-`if tensorboard:` branch. Heatmaps are matplotlib figures sized for TensorBoard's Images tab,
-which shows every image 350 CSS pixels wide. matplotlib and TensorBoard are imported lazily, so
-importing this module stays cheap.
+The base `MetricsLogger` does nothing (ranks other than 0, runs without TensorBoard), so the loop needs
+no `if tensorboard:` branch. matplotlib and TensorBoard are imported lazily: importing this stays cheap.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
@@ -31,10 +29,7 @@ class MetricsLogger:
         """Log a text verbatim (shown preformatted, not as markdown)."""
 
     def attention(self, weights: torch.Tensor, tokens: Sequence[str], step: int, prefix: str = "attention") -> None:
-        """Log attention maps and per-head statistics of one probe text.
-
-        weights: (n_layer, n_head, T, T) attention probabilities, rows = queries; tokens: the T tokens.
-        """
+        """Log the maps and per-head stats of (n_layer, n_head, T, T) attention weights (rows = queries)."""
 
     def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int | None = None) -> None:
         """Log the run's hyperparameters (nested mappings are flattened) with its final metrics."""
@@ -55,20 +50,17 @@ class MetricsLogger:
 class TensorBoardLogger(MetricsLogger):
     """Writes TensorBoard event files to `log_dir` (e.g. runs/<run-name>/).
 
-    `attention(weights, tokens, step, prefix)` writes, for every layer l and head h:
-      {prefix}/layer_{l}/head_{h}            heatmap image, probe tokens on both axes
-      {prefix}/layer_{l}/all_heads           all heads of layer l in one image
-      {prefix}_entropy/layer_{l}/head_{h}    mean attention entropy of the head (nats)
-      {prefix}_distance/layer_{l}/head_{h}   mean query-key distance of the head (tokens)
+    `attention()` writes per layer l and head h the images {prefix}/layer_{l}/head_{h} and .../all_heads,
+    and the scalars {prefix}_entropy/layer_{l}/head_{h} (nats) and {prefix}_distance/... (tokens).
     `hparams()` also stores its final metrics as scalars under `final/{name}`.
     """
 
-    def __init__(self, log_dir: str | Path, flush_secs: int = 30, purge_step: int | None = None) -> None:
+    def __init__(self, log_dir: str | Path, purge_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.log_dir = Path(log_dir)
+        threading.excepthook = _quiet_writer_thread
         # purge_step: on resume, hide events an interrupted run logged after its checkpoint
-        self._writer = SummaryWriter(str(self.log_dir), flush_secs=flush_secs, purge_step=purge_step)
+        self._writer = SummaryWriter(str(log_dir), flush_secs=30, purge_step=purge_step)
         self._heatmaps: _Heatmaps | None = None
 
     def scalars(self, metrics: Mapping[str, float], step: int) -> None:
@@ -105,6 +97,13 @@ class TensorBoardLogger(MetricsLogger):
         self._writer.close()
 
 
+def _quiet_writer_thread(args: threading.ExceptHookArgs, default=threading.excepthook) -> None:
+    """TensorBoard's writer thread re-raises its OSError (e.g. a full disk) in our next call, where
+    it becomes one line; don't also print the thread's traceback."""
+    if not (issubclass(args.exc_type, OSError) and type(args.thread).__name__ == "_AsyncWriterThread"):
+        default(args)
+
+
 def flatten_hparams(hparams: Any, prefix: str = "") -> dict[str, int | float | str]:
     """Flatten nested mappings / dataclasses to {"model.n_layer": 4, ...} with TensorBoard-safe values."""
     if dataclasses.is_dataclass(hparams) and not isinstance(hparams, type):
@@ -123,10 +122,8 @@ def flatten_hparams(hparams: Any, prefix: str = "") -> dict[str, int | float | s
 def attention_stats(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-head entropy and mean distance of attention maps, averaged over query rows.
 
-    weights: (..., T, T) probabilities, row i = query i, column j = key j. Returns (entropy,
-    distance), each (...): entropy in nats (0 when each query looks at one key) and the expected
-    look-back sum_j w_ij * (i - j) in tokens (0 = attend to yourself).
-    """
+    weights: (..., T, T) probabilities, row i = query i, column j = key j. Returns (entropy, distance), each
+    (...): nats (0: each query looks at one key), and the look-back sum_j w_ij * (i - j) in tokens."""
     if weights.dim() < 2 or weights.size(-1) != weights.size(-2):
         raise ValueError(f"attention weights must end in a square (T, T) map; got shape {tuple(weights.shape)}")
     w = weights.detach().to(torch.float64)
@@ -157,12 +154,8 @@ def _font_charmap() -> frozenset[int]:
 
 
 def display_tokens(tokens: Sequence[str]) -> list[str]:
-    """Make tokens readable as axis labels.
-
-    Space becomes '␣', newline '↵', tab '⇥'; control characters and characters the font lacks
-    become \\xNN / \\uNNNN; '$' is escaped for matplotlib; '' becomes '∅'; labels over 10
-    characters are cut with '…'.
-    """
+    """Make tokens readable as axis labels: ' ' -> '␣', '\\n' -> '↵', '\\t' -> '⇥', '' -> '∅', '$' -> '\\$';
+    control characters and glyphs the font lacks -> \\xNN / \\uNNNN; over 10 characters cut with '…'."""
     labels = []
     for token in tokens:
         parts = []
@@ -197,38 +190,27 @@ class _Heatmaps:
     def __init__(self, tokens: Sequence[str]) -> None:
         self.tokens, self.labels, self.T = tuple(tokens), display_tokens(tokens), len(tokens)
         self.rotation = 0 if max(map(len, self.labels)) == 1 else 90  # chars stand, words turn
-        self._figures: dict[int, tuple[Any, ...]] = {}
+        self._figures: dict[int, tuple[Any, ...]] = {}  # panel count -> (fig, images, texts, background)
 
     def draw(self, weights: np.ndarray, title: str, captions: Sequence[str]) -> np.ndarray:
         """(n, T, T) weights -> RGB image (height, CARD_WIDTH_PX, 3) uint8 with n captioned panels."""
-        n = len(weights)
-        if n not in self._figures:
-            self._figures[n] = (*self._build(title, captions), None)
-        fig, images, texts, background = self._figures[n]
+        if len(weights) not in self._figures:
+            self._figures[len(weights)] = self._build(title, captions)
+        fig, images, texts, background = self._figures[len(weights)]
         future = np.triu(np.ones((self.T, self.T), dtype=bool), k=1)
         for image, w in zip(images, weights):
             # grey upper triangle: the causal mask, unless the weights there are not zero
             image.set_data(w if w[future].any() else np.ma.masked_array(w, future))
         for text, caption in zip(texts, [title, *captions]):
             text.set_text(caption)
-        # Blitting, matplotlib's fast redraw: labels and colorbar are drawn once as a background,
-        # then each call redraws only the heatmaps, titles and frames on top (10x faster).
-        changing = [*images, *texts, *(spine for image in images for spine in image.axes.spines.values())]
-        if background is None:
-            for artist in changing:
-                artist.set_animated(True)  # left out of full draws
-            fig.canvas.draw()
-            fig.set_layout_engine("none")  # keep this layout
-            self._figures[n] = fig, images, texts, fig.canvas.copy_from_bbox(fig.bbox)
-        fig.canvas.restore_region(self._figures[n][-1])
-        for artist in changing:
+        fig.canvas.restore_region(background)
+        for artist in [*images, *texts, *(spine for image in images for spine in image.axes.spines.values())]:
             fig.draw_artist(artist)
         return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
-    def _build(self, title: str, captions: Sequence[str]) -> tuple[Any, list[Any], list[Any]]:
-        from matplotlib import colormaps, rc_context
+    def _build(self, title: str, captions: Sequence[str]) -> tuple[Any, list[Any], list[Any], Any]:
+        from matplotlib import colormaps, colors, rc_context
         from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.colors import PowerNorm
         from matplotlib.figure import Figure
 
         n, widest = len(captions), max(range(self.T), key=lambda i: len(self.labels[i]))
@@ -245,7 +227,7 @@ class _Heatmaps:
         fig.get_layout_engine().set(w_pad=4 / _DPI, h_pad=4 / _DPI)
         FigureCanvasAgg(fig)  # becomes fig.canvas
         # A fixed 0..1 scale compares heads and steps; the square root keeps small weights visible.
-        norm = PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
+        norm = colors.PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
         cmap = colormaps["viridis"].with_extremes(bad="#d9d9d9")
         smooth = width < self.T  # cells under a pixel wide: smoothed, instead of dropping columns
         with rc_context(_STYLE):
@@ -273,7 +255,14 @@ class _Heatmaps:
         for ax in axes[:n]:
             ax.set_xticks(range(0, self.T, x_stride), self.labels[::x_stride], rotation=self.rotation)
             ax.set_yticks(range(0, self.T, y_stride), self.labels[::y_stride])
-        return fig, images, [suptitle, *(ax.title for ax in axes[:n])]
+        # Blitting, matplotlib's fast redraw: labels and colorbar are drawn once, as a background;
+        # draw() repaints only the heatmaps, titles and frames on top of it (10x faster).
+        texts = [suptitle, *(ax.title for ax in axes[:n])]
+        for artist in [*images, *texts, *(spine for ax in axes[:n] for spine in ax.spines.values())]:
+            artist.set_animated(True)  # left out of full draws
+        fig.canvas.draw()
+        fig.set_layout_engine("none")  # keep this layout
+        return fig, images, texts, fig.canvas.copy_from_bbox(fig.bbox)
 
 
 def _attention_images(weights: torch.Tensor, heatmaps: _Heatmaps) -> Iterator[tuple[str, np.ndarray]]:
@@ -292,10 +281,9 @@ def _attention_images(weights: torch.Tensor, heatmaps: _Heatmaps) -> Iterator[tu
 
 
 def save_attention_pngs(weights: torch.Tensor, tokens: Sequence[str], out_dir: str | Path) -> list[Path]:
-    """Write layer_{l}_head_{h}.png and layer_{l}_all_heads.png for (n_layer, n_head, T, T) weights.
+    """Write layer_{l}_head_{h}.png, then layer_{l}_all_heads.png, per layer of (n_layer, n_head, T, T) weights.
 
-    Returns the written paths: each layer's heads, then its grid, layer by layer.
-    """
+    Returns the written paths in that order."""
     from PIL import Image
 
     out = Path(out_dir)

@@ -1,12 +1,6 @@
 """Parameter, FLOP and memory accounting from a ModelConfig alone (nothing is allocated).
 
-    python -m minigpt.params                          # gpt3-175b
-    python -m minigpt.params --model.preset gpt2 --batch_size 8
-    python -m minigpt.params configs/gpt2.toml        # or a run's config.toml
-
-Every parameter of minigpt.model.GPT is accounted for; tests check the total against
-sum(p.numel() for p in model.parameters()) for built models. `human` and `text_table` are
-the number and table formatting that the other tools reuse.
+    python -m minigpt.params [--model.preset gpt2 | configs/gpt2.toml] [--batch_size 8]   # default: gpt3-175b
 """
 
 from __future__ import annotations
@@ -19,26 +13,24 @@ from minigpt.config import ModelConfig, ParamsConfig, load_presets
 
 PROG = "python -m minigpt.params"
 TRAIN_ONLY_TABLES = ("data", "train", "log")  # of a run's config file; params and bench read its [model]
+_LAYER_ROWS = {
+    "layer.attn_q": "attention Q", "layer.attn_k": "attention K", "layer.attn_v": "attention V",
+    "layer.attn_out": "attention output", "layer.attn_score": "attention additive score",
+    "layer.mlp_fc": "MLP up", "layer.mlp_proj": "MLP down", "layer.ln_1": "LayerNorm 1", "layer.ln_2": "LayerNorm 2",
+}  # fmt: skip
 
 
 def count_params(config: ModelConfig) -> dict[str, int]:
     """Parameter counts by component. Keys prefixed `layer.` are for ONE block, `head.` for ONE head.
 
-    "embedding" is the token and position embeddings plus the LM head when untied (the
-    unembedding); "non_embedding" is the rest, the N of Kaplan et al. (2020).
-    "head.weights" is what one head owns in weight matrices, the count the GPT-3 arithmetic
-    checks: its d_head columns of W_Q, W_K and W_V, its d_head rows of W_O, and its
-    additive-score network if any. "head.biases" is its share of the Q, K and V biases
-    (the output bias is shared by all heads and belongs to none).
+    "non_embedding" is the N of Kaplan et al. (2020). "head.weights" (its d_head columns of W_Q, W_K,
+    W_V and rows of W_O) is the count the GPT-3 arithmetic checks; "head.biases" is its Q, K, V biases.
     """
     d, a, f, v = config.n_embd, config.attn_dim, config.ff_dim, config.vocab_size
-    hs, nh = config.head_size, config.n_head
-    b = 1 if config.bias else 0
-
+    hs, nh, b = config.head_size, config.n_head, int(config.bias)
     c: dict[str, int] = {"token_embedding": v * d, "position_embedding": config.block_size * d}
     # one block: Q, K, V are d -> n_head*d_head each, the output projection maps back
-    for name in ("q", "k", "v"):
-        c[f"layer.attn_{name}"] = d * a + b * a
+    c["layer.attn_q"] = c["layer.attn_k"] = c["layer.attn_v"] = d * a + b * a
     c["layer.attn_out"] = a * d + b * d
     c["layer.attn_score"] = nh * (2 * hs * hs + hs) if config.attn_score == "additive" else 0
     c["layer.mlp_fc"] = d * f + b * f
@@ -58,14 +50,10 @@ def count_params(config: ModelConfig) -> dict[str, int]:
 
 
 def flops_per_token(config: ModelConfig, seq_len: int | None = None) -> dict[str, int]:
-    """Training FLOPs per token: 6 * N + 12 * n_layer * attn_dim * T.
+    """Training FLOPs per token: 6N + 12 * n_layer * attn_dim * T (PaLM, Chowdhery et al. 2022, App. B).
 
-    N counts the weights that take part in a matmul: every block's weights plus the
-    LM head's V x d matrix (a matmul even when tied). Each weight costs 2 FLOPs per
-    token forward (multiply + add) and 4 backward, hence 6N. Attention adds, per layer
-    and token, 2*T*attn_dim for q.k^T and 2*T*attn_dim for weights.v forward, times 3
-    for training: 12 * n_layer * attn_dim * T (PaLM, Chowdhery et al. 2022, App. B;
-    T is the full context, the causal mask's skipped half is not subtracted).
+    N: the weights in matmuls, all blocks plus the V x d LM head (a matmul even when tied). The second
+    term is q.k^T and weights.v over the full context T (the causal mask's skipped half is counted).
     """
     t = seq_len or config.block_size
     n_matmul = count_params(config)["non_embedding"] + config.vocab_size * config.n_embd
@@ -76,22 +64,17 @@ def flops_per_token(config: ModelConfig, seq_len: int | None = None) -> dict[str
 def training_memory(config: ModelConfig, batch_size: int = 1, seq_len: int | None = None) -> dict[str, dict[str, int]]:
     """Bytes needed to train with AdamW, for fp32 and for bf16 mixed precision.
 
-    Model state is exact: fp32 keeps weights (4 B), gradients (4 B) and AdamW's two
-    moments (8 B) per parameter. bf16 mixed (torch.autocast) keeps the same fp32
-    master state and runs matmuls in bf16, so it saves activation memory, not state.
-    Activations are an estimate after Korthikanti et al. (2022), per layer
-    T*B*(34*d + 5*n_head*T) bytes with 2-byte activations (doubled for fp32), plus the
-    logits and their gradient (fp32). Treat them as an order of magnitude.
+    State is exact: 16 B per parameter in both (bf16 autocast keeps fp32 master weights). Activations are
+    an order of magnitude: per layer T*B*(34*d + 5*n_head*T) bytes in bf16 (Korthikanti et al. 2022),
+    doubled for fp32, plus fp32 logits and their gradient.
     """
     t = seq_len or config.block_size
     p = count_params(config)["total"]
     acts16 = config.n_layer * t * batch_size * (34 * config.n_embd + 5 * config.n_head * t)
     logits = 2 * 4 * batch_size * t * config.vocab_size
-    out = {}
-    for name, act in (("fp32", 2 * acts16), ("bf16-mixed", acts16)):
-        row = {"weights": 4 * p, "gradients": 4 * p, "adamw": 8 * p, "activations": act + logits}
-        out[name] = row | {"total": sum(row.values())}
-    return out
+    rows = {name: {"weights": 4 * p, "gradients": 4 * p, "adamw": 8 * p, "activations": act + logits}
+            for name, act in (("fp32", 2 * acts16), ("bf16-mixed", acts16))}  # fmt: skip
+    return {name: row | {"total": sum(row.values())} for name, row in rows.items()}
 
 
 def human(n: float, unit: str = "") -> str:
@@ -121,25 +104,17 @@ def text_table(rows: Sequence[Sequence[str]], align: str = "", markdown: bool = 
 def format_param_table(config: ModelConfig, batch_size: int = 1, seq_len: int | None = None) -> str:
     """The breakdown as an aligned text table with notes (train.py prints it at start)."""
     c, L = count_params(config), config.n_layer
+    parts = [("token embedding (wte)", c["token_embedding"]), ("position embedding (wpe)", c["position_embedding"])]
+    parts += [(f"  {label} x {L} layers", L * c[key]) for key, label in _LAYER_ROWS.items() if c[key]]
+    parts += [
+        (f"  (of which biases) x {L}", L * c["layer.biases"]),
+        (f"blocks total ({human(c['layer.total'])} each)", c["layers"]),
+        ("final LayerNorm (ln_f)", c["ln_f"]),
+        ("LM head" + (" (tied to wte)" if config.tie_weights else ""), c["lm_head"]),
+        *((key.replace("_", "-"), c[key]) for key in ("embedding", "non_embedding", "total")),
+    ]
     rows = [("component", "params", "exact", "share")]
-
-    def row(label: str, n: int) -> None:
-        rows.append((label, human(n), f"{n:,}", f"{100 * n / c['total']:.2f}%"))
-
-    row("token embedding (wte)", c["token_embedding"])
-    row("position embedding (wpe)", c["position_embedding"])
-    for key, label in (("attn_q", "attention Q"), ("attn_k", "attention K"), ("attn_v", "attention V"),
-                       ("attn_out", "attention output"), ("attn_score", "attention additive score"),
-                       ("mlp_fc", "MLP up"), ("mlp_proj", "MLP down"), ("ln_1", "LayerNorm 1"),
-                       ("ln_2", "LayerNorm 2")):  # fmt: skip
-        if c[f"layer.{key}"]:
-            row(f"  {label} x {L} layers", L * c[f"layer.{key}"])
-    row(f"  (of which biases) x {L}", L * c["layer.biases"])
-    row(f"blocks total ({human(c['layer.total'])} each)", c["layers"])
-    row("final LayerNorm (ln_f)", c["ln_f"])
-    row("LM head" + (" (tied to wte)" if config.tie_weights else ""), c["lm_head"])
-    for key in ("embedding", "non_embedding", "total"):
-        row(key.replace("_", "-"), c[key])
+    rows += [(label, human(n), f"{n:,}", f"{100 * n / c['total']:.2f}%") for label, n in parts]
 
     d, hs, nh = config.n_embd, config.head_size, config.n_head
     score = f" + {c['layer.attn_score'] // nh:,} additive-score weights" if c["layer.attn_score"] else ""
@@ -183,8 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cfg.model.preset and count_params(cfg.model) != count_params(ModelConfig.from_preset(cfg.model.preset)):
         name += ", resized"
     print(f"Parameters of {name}\n\n{table}")
-    print("\nPresets against published sizes (GPT-3: Brown et al. 2020, Table 2.1)\n")
-    print(format_preset_table())
+    print(f"\nPresets against published sizes (GPT-3: Brown et al. 2020, Table 2.1)\n\n{format_preset_table()}")
     return 0
 
 

@@ -1,15 +1,12 @@
 """A training run end to end, behind train.py: settings, data, model, loggers, then the Trainer.
 
-    python train.py                                   # the default run for this machine (configs/)
-    python train.py configs/baby-gpt.toml --train.max_iters=500
-    python train.py --resume                          # continue the newest run under runs/
-    torchrun --nproc_per_node=2 train.py ...          # DistributedDataParallel (or FSDP)
-
-Each step below is a small function that returns plain values; `main` wires them together.
+Each step is a small function that returns plain values; `train` wires them together and `main`
+turns every expected failure into one line on stderr.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import sys
@@ -22,12 +19,8 @@ import torch
 
 from minigpt import cli, runtime
 from minigpt.checkpoint import (
-    CHECKPOINT_BEST,
-    CHECKPOINT_LATEST,
-    CheckpointError,
-    load_checkpoint,
-    remove_stale_temp_files,
-)
+    CHECKPOINT_BEST, CHECKPOINT_LATEST, CheckpointError, load_checkpoint, remove_stale_temp_files, write_failure,
+)  # fmt: skip
 from minigpt.config import DataConfig, RunConfig
 from minigpt.data import BatchSampler, DataError, PreparedData, eval_batches, prepare
 from minigpt.generate import generate_ids
@@ -65,8 +58,7 @@ def split_resume(argv: list[str]) -> tuple[list[str], str | None, bool]:
 def find_resume_checkpoint(target: str | None, out_dir: str) -> Path:
     """The checkpoint to continue from: a file, a run folder's latest, or the newest run's latest."""
     if target:
-        path = Path(target)
-        path = path / CHECKPOINT_LATEST if path.is_dir() else path
+        path = Path(target) / CHECKPOINT_LATEST if Path(target).is_dir() else Path(target)
         if not path.exists():
             raise CheckpointError(f"nothing to resume at {path}; name a run folder that holds {CHECKPOINT_LATEST}")
         return path
@@ -97,12 +89,11 @@ def resolve(argv: list[str]) -> tuple[RunConfig, dict[str, Any] | None, Path | N
     saved = cli.from_dict(RunConfig, ckpt["config"])
     for section in ("model", "data"):
         new, old = dataclasses.asdict(getattr(cfg, section)), dataclasses.asdict(getattr(saved, section))
-        for key in new:
-            if new[key] != old[key]:
-                raise CheckpointError(
-                    f"cannot resume {path}: {section}.{key} is {old[key]!r} in the checkpoint but {new[key]!r} "
-                    "now; drop the override or start a new run"
-                )
+        for key in (k for k in new if new[k] != old[k]):
+            raise CheckpointError(
+                f"cannot resume {path}: {section}.{key} is {old[key]!r} in the checkpoint but {new[key]!r} "
+                "now; drop the override or start a new run"
+            )
     return cfg, ckpt, path
 
 
@@ -129,8 +120,7 @@ def build_model(cfg: RunConfig, rt: runtime.Runtime) -> tuple[GPT, torch.nn.Modu
     if rt.distributed and cfg.train.parallel == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        # shard each block's weights across ranks (gathered just in time for its forward and
-        # backward), then the rest (embeddings, final norm) as the root unit
+        # each block's weights sharded across ranks (gathered just in time), then the rest as the root
         for block in model.h:
             fully_shard(block)
         fully_shard(model)
@@ -145,57 +135,57 @@ def build_model(cfg: RunConfig, rt: runtime.Runtime) -> tuple[GPT, torch.nn.Modu
 
 def new_run_dir(cfg: RunConfig) -> Path:
     """runs/<run_name>, or runs/<corpus>-<tokenizer>-<date>-<time>; never an existing run."""
-    data = cfg.data
-    if data.hf_dataset:
-        corpus = data.hf_dataset.split("/")[-1]
-    else:
-        p = Path(data.path)
-        corpus = p.parent.name if p.stem in ("input", "train", "data") and p.parent.name else p.stem
+    data, p = cfg.data, Path(cfg.data.path)
+    corpus = p.parent.name if p.stem in ("input", "train", "data") and p.parent.name else p.stem
+    corpus = data.hf_dataset.split("/")[-1] if data.hf_dataset else corpus
     run_dir = Path(cfg.train.out_dir) / (cfg.train.run_name or f"{corpus}-{data.tokenizer}-{datetime.now():%Y%m%d-%H%M%S}")
     if (run_dir / CHECKPOINT_LATEST).exists():
         raise CheckpointError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another train.run_name")
     return run_dir
 
 
-def claim_run_dir(run_dir: Path) -> Any:
-    """Create run_dir and lock it for this process: one process per run folder. Removes temp
-    files of saves killed midway. Returns the open lock file."""
+def claim_run_dir(run_dir: Path, cfg: RunConfig | None = None) -> Any:
+    """Create run_dir and lock it for this process (one process per run folder), remove temp files
+    of saves killed midway, and write cfg to config.toml. Returns the open lock file."""
     try:
         lock, owner = runtime.lock_folder(run_dir)
     except OSError as e:
-        raise CheckpointError(f"cannot write the run folder {run_dir}: {e.strerror}; choose a writable train.out_dir") from None
+        fix = "free some space" if write_failure(e) == "the disk is full" else "choose a writable train.out_dir"
+        raise CheckpointError(f"cannot write the run folder {run_dir}: {write_failure(e)}; {fix}") from None
     if owner is not None:
         raise CheckpointError(
             f"{run_dir} is in use by another training process (pid {owner}); wait for it to finish, "
             "or pick another train.run_name"
         )
     remove_stale_temp_files(run_dir)
+    if cfg is not None:
+        try:
+            cli.save(cfg, run_dir / "config.toml")
+        except OSError as e:
+            lock.close()
+            raise CheckpointError(f"could not write {run_dir / 'config.toml'}: {write_failure(e)}; nothing was trained yet") from None
     return lock
 
 
 def probe_tokens(data: PreparedData, tokenizer: Tokenizer, n: int) -> torch.Tensor:
     """A fixed text for attention maps: n val tokens from the first line start among the first 256."""
-    head = torch.as_tensor(data.probe_tokens(n + 256).astype("int64"))
+    head = data.probe_tokens(n + 256).astype("int64").tolist()
     try:
         newline = tokenizer.encode("\n")
     except ValueError:  # a char vocabulary without a newline
         newline = []
-    starts = [i + 1 for i in range(len(head) - n) if newline and head[i : i + 1].tolist() == newline]
-    start = starts[0] if starts else 0
-    return head[start : start + n]
+    start = next((i + 1 for i in range(len(head) - n) if [head[i]] == newline), 0)
+    return torch.tensor(head[start : start + n])
 
 
 def sample_text(model: GPT, tokenizer: Tokenizer, n_tokens: int, seed: int = 0) -> str:
     _, prompt = default_prompt(tokenizer)
-    device = next(model.parameters()).device
-    gen = torch.Generator(device=device).manual_seed(seed)
-    ids = generate_ids(model, prompt, n_tokens, temperature=0.8, top_k=None, generator=gen)
+    ids = generate_ids(model, prompt, n_tokens, temperature=0.8, seed=seed)
     return tokenizer.decode(ids[0, len(prompt) :].tolist())
 
 
 def header(cfg: RunConfig, data: PreparedData, rt: runtime.Runtime, run_dir: Path, resumed_at: int | None) -> str:
     meta, tok, t = data.meta, data.tokenizer, cfg.train
-    tokens_per_step = t.batch_size * cfg.model.block_size * t.grad_accum
     return "\n".join([
         f"minigpt: training a {count_params(cfg.model)['total'] / 1e6:.2f}M-parameter GPT. Where the parameters are:",
         "",
@@ -206,7 +196,7 @@ def header(cfg: RunConfig, data: PreparedData, rt: runtime.Runtime, run_dir: Pat
         f"device:    {rt.device}" + (f" x {rt.world_size} processes" if rt.distributed else "")
         + f", dtype {rt.dtype_name}" + (", torch.compile" if t.compile else ""),
         f"batch:     {t.batch_size} x {cfg.model.block_size} tokens x {t.grad_accum} accumulation = "
-        f"{tokens_per_step:,} tokens per step",
+        f"{t.batch_size * cfg.model.block_size * t.grad_accum:,} tokens per step",
         f"run:       {run_dir}" + (f"  (resumed at iter {resumed_at})" if resumed_at is not None else ""),
         "",
     ])  # fmt: skip
@@ -250,28 +240,27 @@ def train(
     # measured before a resume restores the RNG states (the measurement draws random numbers)
     peak = runtime.measure_peak_flops(rt.device, rt.amp_dtype or torch.float32) if rt.device.type == "cuda" else None
     logger, lock = MetricsLogger(), None
-    if rt.is_main:
-        lock = claim_run_dir(run_dir)
-        cli.save(cfg, run_dir / "config.toml")
-        if log.tensorboard:  # a resume drops events after the checkpoint's step, which the run logs again
-            logger = TensorBoardLogger(run_dir, purge_step=ckpt["iter"] + 1 if ckpt else None)
-    probe = probe_tokens(data, tok, min(log.probe_tokens, T))
-
-    def on_eval(step: int) -> None:
-        if log.attention_maps:
-            logger.attention(model.attention_maps(probe), [tok.decode_token(int(i)) for i in probe], step)
-        if log.sample_tokens:
-            logger.text("sample", sample_text(model, tok, log.sample_tokens), step)
-
-    tokens_per_step = t.batch_size * T * t.grad_accum
-    trainer = Trainer(
-        model, t, batches, train_model=train_model, device=rt.device, amp_dtype=rt.amp_dtype,
-        micro_steps=micro_steps, eval_sets=eval_sets, run_dir=run_dir, logger=logger, on_eval=on_eval,
-        meta={"config": cli.to_dict(cfg), "tokenizer": tok.to_dict()}, log_interval=log.log_interval,
-        tokens_per_step=tokens_per_step, flops_per_step=flops_per_token(cfg.model)["total"] * tokens_per_step,
-        peak_flops=peak * rt.world_size if peak else None, is_main=rt.is_main, progress=log.progress, out=out,
-    )  # fmt: skip
     try:
+        if rt.is_main:
+            lock = claim_run_dir(run_dir, cfg)
+            if log.tensorboard:  # a resume drops events after the checkpoint's step, which the run logs again
+                logger = TensorBoardLogger(run_dir, purge_step=ckpt["iter"] + 1 if ckpt else None)
+        probe = probe_tokens(data, tok, min(log.probe_tokens, T))
+
+        def on_eval(step: int) -> None:
+            if log.attention_maps:
+                logger.attention(model.attention_maps(probe), [tok.decode_token(int(i)) for i in probe], step)
+            if log.sample_tokens:
+                logger.text("sample", sample_text(model, tok, log.sample_tokens), step)
+
+        tokens_per_step = t.batch_size * T * t.grad_accum
+        trainer = Trainer(
+            model, t, batches, train_model=train_model, device=rt.device, amp_dtype=rt.amp_dtype,
+            micro_steps=micro_steps, eval_sets=eval_sets, run_dir=run_dir, logger=logger, on_eval=on_eval,
+            meta={"config": cli.to_dict(cfg), "tokenizer": tok.to_dict()}, log_interval=log.log_interval,
+            tokens_per_step=tokens_per_step, flops_per_step=flops_per_token(cfg.model)["total"] * tokens_per_step,
+            peak_flops=peak * rt.world_size if peak else None, is_main=rt.is_main, progress=log.progress, out=out,
+        )  # fmt: skip
         if ckpt is not None:
             trainer.load_state_dict(ckpt)
         if rt.is_main:
@@ -287,11 +276,19 @@ def train(
         result["sample"] = sample_text(model, tok, log.sample_tokens, seed=1) if wants_sample else ""
         result |= {"run_dir": run_dir, "best_val_loss": trainer.best_val_loss, "is_main": rt.is_main}
         if rt.is_main and not result["stopped_by"]:
-            final = {"val_loss": result["losses"].get("val", math.nan), "train_loss": result["losses"].get("train", math.nan)}
-            logger.hparams(cli.to_dict(cfg), final, result["iter"])
+            losses = result["losses"]
+            logger.hparams(cli.to_dict(cfg), {k + "_loss": losses.get(k, math.nan) for k in ("val", "train")}, result["iter"])
         return result
+    except OSError as e:  # from TensorBoard's writer: checkpoint writes raise CheckpointError themselves
+        last = run_dir / CHECKPOINT_LATEST
+        then = f"the last good checkpoint {last} is untouched; then: python train.py --resume {run_dir}"
+        raise CheckpointError(
+            f"could not write TensorBoard events in {run_dir}: {write_failure(e, run_dir)}; free some space or "
+            f"turn TensorBoard off with --log.no_tensorboard; " + (then if last.exists() else "no checkpoint was written yet")
+        ) from None
     finally:
-        logger.close()
+        with contextlib.suppress(OSError):  # a writer that failed fails again as it closes
+            logger.close()
         if lock is not None:
             lock.close()
 
@@ -301,7 +298,7 @@ def report(result: dict[str, Any]) -> str:
     if result["stopped_by"]:
         return (f"\nstopped by {result['stopped_by']} at iter {result['iter']}; checkpoint saved to "
                 f"{run_dir / CHECKPOINT_LATEST}\ncontinue with: python train.py --resume {run_dir}")  # fmt: skip
-    lines = [
+    return "\n".join([
         "",
         f"done: {result['iter']} iters in {result['seconds']:.0f} s; val loss "
         f"{result['losses'].get('val', math.nan):.4f} (best {result['best_val_loss']:.4f})",
@@ -310,8 +307,7 @@ def report(result: dict[str, Any]) -> str:
         f"checkpoints: {run_dir / CHECKPOINT_BEST}, {run_dir / CHECKPOINT_LATEST}",
         f"TensorBoard: tensorboard --logdir {run_dir.parent}",
         f"sample more: python sample.py --run {run_dir}",
-    ]
-    return "\n".join(lines)
+    ])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -329,6 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     except (cli.ConfigError, DataError, CheckpointError, TokenizerError, NonFiniteLossError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a write outside the checkpoints failed (e.g. TensorBoard's, on a full disk)
+        print(f"error: could not write {e.filename or 'a file of the run'}: {write_failure(e)}; "
+              "the last good checkpoint is untouched", file=sys.stderr)  # fmt: skip
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -9,9 +9,9 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -65,9 +65,7 @@ def resolve_dtype(preference: str, device: torch.device) -> torch.dtype | None:
 
 def setup(device_preference: str, dtype_preference: str) -> Runtime:
     """Pick the device and dtype; join the torchrun process group when there is one."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local_rank, world_size = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)))
     device = resolve_device(device_preference, local_rank)
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
@@ -118,18 +116,13 @@ def all_ranks(flag: bool) -> bool:
 
 
 def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.bfloat16, n: int = 8192) -> float:
-    """Achievable matmul FLOP/s on this device, measured on the spot (CUDA only).
-
-    A large square matmul is as close to the tensor cores' peak as real code gets, so MFU
-    against it is honest for this very GPU, clocks and power limits included.
-    """
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
+    """Achievable matmul FLOP/s on this device, measured on the spot (CUDA only): a big square
+    matmul is as close to peak as real code gets, so MFU against it is honest for this very GPU."""
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    for _ in range(3):  # warm-up
         a @ b
     torch.cuda.synchronize(device)
-    reps = 20
-    start = time.perf_counter()
+    reps, start = 20, time.perf_counter()
     for _ in range(reps):
         a @ b
     torch.cuda.synchronize(device)

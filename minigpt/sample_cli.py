@@ -1,13 +1,7 @@
 """`python sample.py`: generate text from a trained checkpoint, or look at what it attends to.
 
-    python sample.py                                   # the newest run under runs/, its best checkpoint
-    python sample.py --run runs/NAME --prompt "ROMEO:" --num_samples 3 --seed 1
-    python sample.py --temperature 0 --max_new_tokens 200          # greedy
-    python sample.py --attention --prompt "To be, or not to be" --attention_png att/
-
-Everything the model needs comes from the checkpoint: its config and its tokenizer. Generated
-text goes to stdout as it is produced; which checkpoint was picked and the speed go to stderr,
-so `python sample.py > out.txt` keeps just the text. The settings are minigpt.config.SampleConfig.
+Text goes to stdout as it is produced; the checkpoint picked and the speed go to stderr, so
+`python sample.py > out.txt` keeps just the text. Settings: minigpt.config.SampleConfig.
 """
 
 from __future__ import annotations
@@ -29,10 +23,9 @@ from minigpt.config import ModelConfig, SampleConfig
 from minigpt.generate import GenerationStats, generate
 from minigpt.metrics import TensorBoardLogger, save_attention_pngs
 from minigpt.model import GPT
-from minigpt.tokenizer import GPT2_EOT, Tokenizer, default_prompt, tokenizer_from_dict
+from minigpt.tokenizer import GPT2_EOT, CharTokenizer, Tokenizer, default_prompt, preview, tokenizer_from_dict
 
-# --attention logs into this sub-folder of the run: a TensorBoard run of its own, so the probes
-# never collide with the maps training logs. Probe i is at step i; the index lists their texts.
+# --attention logs to <run>/attention_probe/, a TensorBoard run apart from training's; probe i is step i.
 PROBE_DIR, PROBE_INDEX = "attention_probe", "probes.jsonl"
 
 
@@ -66,7 +59,7 @@ def _run_checkpoint(run_dir: Path) -> Path | None:
     return next((run_dir / n for n in (CHECKPOINT_BEST, CHECKPOINT_LATEST) if (run_dir / n).is_file()), None)
 
 
-def load_model(path: Path, device: torch.device) -> tuple[GPT, Tokenizer, str]:
+def load_model(path: str | Path, device: torch.device | str) -> tuple[GPT, Tokenizer, str]:
     """The GPT (eval mode, on device), its tokenizer, and how far it was trained, from a checkpoint."""
     ckpt = load_checkpoint(path, map_location="cpu")
     if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["config"].get("model"), dict):
@@ -92,17 +85,15 @@ def load_model(path: Path, device: torch.device) -> tuple[GPT, Tokenizer, str]:
 
 def read_prompt(cfg: SampleConfig, tokenizer: Tokenizer) -> tuple[str, list[int]]:
     """The text to start from and its ids: --prompt, --prompt_file, or the tokenizer's default."""
-    if cfg.prompt is None and cfg.prompt_file is None:
-        return default_prompt(tokenizer)
-    flag, text = "--prompt", cfg.prompt
-    if cfg.prompt_file is not None:
-        flag = f"--prompt_file {cfg.prompt_file}"
-        try:
-            text = Path(cfg.prompt_file).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ValueError(f"{flag}: no such file") from None
-        except UnicodeDecodeError:
-            raise ValueError(f"{flag} is not UTF-8 text; save it as UTF-8") from None
+    if cfg.prompt_file is None:
+        return default_prompt(tokenizer) if cfg.prompt is None else (cfg.prompt, encode_prompt(tokenizer, cfg.prompt))
+    flag = f"--prompt_file {cfg.prompt_file}"
+    try:
+        text = Path(cfg.prompt_file).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"{flag}: no such file") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{flag} is not UTF-8 text; save it as UTF-8") from None
     return text, encode_prompt(tokenizer, text, flag)
 
 
@@ -110,16 +101,14 @@ def encode_prompt(tokenizer: Tokenizer, text: str, flag: str = "--prompt") -> li
     """Token ids of a prompt; a literal <|endoftext|> becomes that token where the tokenizer has it."""
     if not text:
         raise ValueError(f"{flag} is empty; give some text to start from, or leave it out to start from a newline")
-    if tokenizer.kind == "char" and (unknown := sorted(set(text) - set(tokenizer.chars))):  # type: ignore[attr-defined]
-        shown = " ".join(map(repr, unknown[:10])) + (" ..." if len(unknown) > 10 else "")
+    if isinstance(tokenizer, CharTokenizer) and (unknown := sorted(set(text) - set(tokenizer.chars))):
         raise ValueError(
-            f"{flag} has {len(unknown)} character(s) this char-level checkpoint never saw in training: {shown}; "
-            "remove or replace them"
+            f"{flag} has {len(unknown)} character(s) this char-level checkpoint never saw in training: "
+            f"{preview(unknown, 10)}; remove or replace them"
         )
-    if tokenizer.eot_id is None:
-        return tokenizer.encode(text)
-    ids = tokenizer.encode(text.split(GPT2_EOT)[0])
-    for part in text.split(GPT2_EOT)[1:]:
+    parts = text.split(GPT2_EOT) if tokenizer.eot_id is not None else [text]
+    ids = tokenizer.encode(parts[0])
+    for part in parts[1:]:
         ids += [tokenizer.eot_id, *tokenizer.encode(part)]
     return ids
 
@@ -127,10 +116,9 @@ def encode_prompt(tokenizer: Tokenizer, text: str, flag: str = "--prompt") -> li
 def stream_text(tokenizer: Tokenizer, ids: Iterable[int]) -> Iterator[str]:
     """Text piece by piece as ids arrive, never half a character.
 
-    A BPE token can end inside a multi-byte UTF-8 character, and decoding it alone gives U+FFFD.
-    So the ids since the last clean boundary are decoded together, and trailing U+FFFD are held
-    back until a later token completes the character (UTF-8 decodes left to right, so the text
-    before them is final). What is still held at the end is yielded as it decodes.
+    A BPE token can end inside a multi-byte UTF-8 character, which alone decodes to U+FFFD: so the ids
+    since the last clean boundary are decoded together, and trailing U+FFFD held back until a later
+    token completes the character (or the ids run out).
     """
     pending: list[int] = []
     sent = 0  # characters of decode(pending) already yielded
@@ -156,14 +144,11 @@ def write_samples(tokens: Iterator[torch.Tensor], tokenizer: Tokenizer, prompt: 
 
     for i in range(n):
         text = (f"---------------- sample {i + 1} of {n} ----------------\n" if n > 1 else "") + prompt
-        out.write(text)
-        out.flush()
+        print(text, end="", file=out, flush=True)
         for piece in stream_text(tokenizer, first_row()) if i == 0 else [tokenizer.decode([s[i] for s in steps])]:
-            out.write(piece)
-            out.flush()
+            print(piece, end="", file=out, flush=True)
             text += piece
-        out.write("" if text.endswith("\n") else "\n")
-    out.flush()
+        print("" if text.endswith("\n") else "\n", end="", file=out, flush=True)
     return [s[0] for s in steps]
 
 
@@ -186,12 +171,9 @@ def probe_attention(model: GPT, tokenizer: Tokenizer, ids: list[int], path: Path
     labels, text = [tokenizer.decode_token(t) for t in ids], tokenizer.decode(ids)
     index = log_dir / PROBE_INDEX
     step = len(index.read_text(encoding="utf-8").splitlines()) if index.is_file() else 0
-    logger = TensorBoardLogger(log_dir, purge_step=None)
-    try:
+    with TensorBoardLogger(log_dir) as logger:
         logger.attention(weights, labels, step)
         logger.text("probe/text", f"{text}\n\n({len(ids)} tokens; {path.name}, {about})", step)
-    finally:
-        logger.close()
     with open(index, "a", encoding="utf-8") as f:
         f.write(json.dumps({"step": step, "text": text, "tokens": len(ids), "checkpoint": str(path)}) + "\n")
     pngs = save_attention_pngs(weights, labels, png_dir) if png_dir is not None else []
@@ -206,28 +188,26 @@ def probe_attention(model: GPT, tokenizer: Tokenizer, ids: list[int], path: Path
 def run(cfg: SampleConfig, out: TextIO, err: TextIO, stats: GenerationStats) -> None:
     """Sample (or probe attention) as cfg says; bad input raises ValueError before any output."""
     device = runtime.resolve_device(cfg.device)
-    amp_dtype = runtime.resolve_dtype(cfg.dtype, device)
+    rt = runtime.Runtime(device, runtime.resolve_dtype(cfg.dtype, device))
     path, why = find_checkpoint(cfg.ckpt, cfg.run, cfg.runs_dir)
     model, tokenizer, trained = load_model(path, device)
     prompt, ids = read_prompt(cfg, tokenizer)
     max_new = cfg.attention_generate if cfg.attention else cfg.max_new_tokens
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31)
-    tokens = None
-    if max_new:  # generate() checks its arguments here, before the first token
-        tokens = generate(
-            model, ids, max_new, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, seed=seed,
-            num_samples=cfg.num_samples, use_cache=cfg.kv_cache, slide=cfg.slide, stats=stats,
-        )  # fmt: skip
-    hardware = f"{device.type} {str(amp_dtype or torch.float32).removeprefix('torch.')}"
+    tokens = generate(  # checks its arguments now, before anything is printed
+        model, ids, max_new, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, seed=seed,
+        num_samples=cfg.num_samples, use_cache=cfg.kv_cache, slide=cfg.slide, stats=stats,
+    ) if max_new else None  # fmt: skip
+    hardware = f"{device.type} {rt.dtype_name}"
     if device.type == "cpu":
         hardware += f", {cfg.threads} thread{'s' if cfg.threads > 1 else ''}"
     block_size = model.config.block_size
     print(f"checkpoint: {path} ({why}; {trained})", file=err)
     print(f"model: {model.num_params() / 1e6:.2f}M parameters, block_size {block_size}, {tokenizer.kind} tokenizer "
           f"(vocab {tokenizer.vocab_size}); {hardware}" + (f"; seed {seed}" if max_new else ""), file=err)  # fmt: skip
-    with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
-        if len(ids) > block_size and not cfg.attention:
-            print(f"note: the prompt is {len(ids)} tokens; the model sees at most the last {block_size}", file=err)
+    if len(ids) > block_size and not cfg.attention:
+        print(f"note: the prompt is {len(ids)} tokens; the model sees at most the last {block_size}", file=err)
+    with torch.autocast(device.type, dtype=rt.amp_dtype) if rt.amp_dtype else contextlib.nullcontext():
         if tokens is not None:
             ids = ids + write_samples(tokens, tokenizer, prompt, cfg.num_samples, out)
             print(format_stats(stats, f"KV cache {'on' if cfg.kv_cache else 'off'}, {hardware}"), file=err)
@@ -250,15 +230,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except SystemExit as e:  # --help
         return int(e.code or 0)
-    except ValueError as e:  # ConfigError, CheckpointError, TokenizerError, bad sampling values
-        print(f"error: {e}", file=err)
-        return 2
     except BrokenPipeError:  # `python sample.py | head`: the reader left; stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except OSError as e:  # e.g. an --attention_png folder we may not write to
+    except (ValueError, OSError) as e:  # bad input (Config/Checkpoint/TokenizerError); an unwritable folder
         print(f"error: {e}", file=err)
-        return 1
+        return 2 if isinstance(e, ValueError) else 1
     except KeyboardInterrupt:
         out.write("\n")
         print(format_stats(stats, "interrupted") if stats.steps else "interrupted", file=err)

@@ -156,3 +156,10 @@ def test_help_lists_fields_with_their_docs(capsys):
     out = capsys.readouterr().out
     for text in ("--model.n_layer", "Number of transformer blocks", "--train.lr", "--log.no_tensorboard"):
         assert text in out
+
+
+def test_literal_fields_are_checked_when_built_in_python():
+    with pytest.raises(ValueError, match=r"train\.device must be 'auto', 'cpu', 'cuda' or 'mps' \(got 'tpu'\)"):
+        TrainConfig(device="tpu")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^what must be 'train', .* or 'all' \(got 'x'\)"):
+        BenchConfig(what="x")  # type: ignore[arg-type]

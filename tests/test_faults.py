@@ -3,6 +3,9 @@
 import errno
 import io
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,7 +13,7 @@ import torch
 from minigpt import runtime
 from minigpt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from minigpt.run import claim_run_dir, resolve, train
-from tests.test_run import corpus, tiny_args  # noqa: F401  (fixture)
+from tests.test_run import ROOT, corpus, tiny_args  # noqa: F401  (fixture)
 
 
 def start(corpus, root, *extra, stop_at=None):
@@ -111,3 +114,67 @@ def test_an_unwritable_data_cache_is_one_line(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(DataError, match="cannot write the data cache .*set data.cache_dir to a writable folder"):
         prepare(DataConfig(path=str(tmp_path / "c.txt"), cache_dir=str(tmp_path / "file")), progress=False)
+
+
+def _in_tmpfs(mount, size: str, script: str) -> subprocess.CompletedProcess:
+    """Run a shell script with a fresh tmpfs of `size` at `mount`, in a private mount namespace."""
+    mount.mkdir(exist_ok=True)
+    return subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size={size} none {mount} && {script}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+@pytest.fixture
+def tmpfs_available(tmp_path):
+    if not shutil.which("unshare") or _in_tmpfs(tmp_path / "probe", "64k", "true").returncode != 0:
+        pytest.skip("needs `unshare -rm` and tmpfs mounts (user namespaces), which this machine does not allow")
+
+
+def test_a_really_full_disk_is_one_line(corpus, tmp_path, tmpfs_available):
+    # 256 KiB holds config.toml and the first TensorBoard events, not the 0.3 MiB checkpoint
+    args = " ".join(tiny_args(corpus, tmp_path, f"--train.out_dir={tmp_path / 'mnt/runs'}"))
+    done = _in_tmpfs(tmp_path / "mnt", "256k", f"{sys.executable} train.py {args}")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "could not write" in done.stderr and "ckpt_latest.pt: the disk is full; it needs about" in done.stderr
+
+
+def test_resume_and_tensorboard_on_a_full_disk_are_one_line(corpus, tmp_path, tmpfs_available):
+    mnt = tmp_path / "mnt"
+    first = " ".join(tiny_args(corpus, tmp_path, f"--train.out_dir={mnt / 'runs'}", "--train.max_iters=4"))
+    resume = " ".join(tiny_args(corpus, tmp_path, f"--train.out_dir={mnt / 'runs'}", "--log.tensorboard"))
+    fill = f"dd if=/dev/zero of={mnt / 'fill'} bs=4k 2>/dev/null"  # fails once the disk is full
+    check = f"{sys.executable} -c \"import torch; print(torch.load('{mnt / 'runs/r/ckpt_latest.pt'}')['iter'])\""
+    script = f"{sys.executable} train.py {first} >/dev/null && ({fill}; true) && {sys.executable} train.py {resume} --resume; echo rc=$? && {check}"
+    done = _in_tmpfs(mnt, "2m", script)
+    assert "rc=2" in done.stdout, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and "Exception in thread" not in done.stderr
+    assert "could not write TensorBoard events in" in done.stderr and "the disk is full" in done.stderr
+    assert "the last good checkpoint" in done.stderr and "--resume" in done.stderr
+    assert done.stdout.strip().endswith("4")  # the checkpoint is whole and still at its step
+
+
+def test_tensorboard_write_failures_are_one_line(corpus, tmp_path, monkeypatch):
+    from torch.utils.tensorboard import SummaryWriter
+
+    start(corpus, tmp_path, stop_at=4)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(SummaryWriter, "add_scalar", full_disk)
+    with pytest.raises(CheckpointError) as e:
+        start(corpus, tmp_path, "--log.tensorboard", "--resume", str(tmp_path / "runs/r"))
+    assert "\n" not in str(e.value)
+    assert str(e.value).startswith(f"could not write TensorBoard events in {tmp_path / 'runs/r'}: the disk is full")
+    assert load_checkpoint(tmp_path / "runs/r/ckpt_latest.pt")["iter"] == 4
+
+
+def test_config_toml_on_a_full_disk_is_one_line(corpus, tmp_path, monkeypatch):
+    from minigpt import cli
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cli, "save", full_disk)
+    with pytest.raises(CheckpointError, match=r"could not write .*config.toml: the disk is full; nothing was trained yet"):
+        start(corpus, tmp_path)
