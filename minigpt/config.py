@@ -51,11 +51,13 @@ class ModelConfig:
     dropout: float = 0.0  # Dropout on attention weights, residual branches and embeddings, in [0, 1).
     bias: bool = True  # Biases in Linear layers and LayerNorms (GPT-2 and GPT-3 have them).
     tie_weights: bool = True  # Share the LM head's weight with the token embedding (GPT-2).
+    activation: Literal["gelu", "gelu_tanh"] = "gelu"  # MLP nonlinearity: exact GELU, or GPT-2's tanh approximation.
     attn_impl: Literal["manual", "sdpa"] = "manual"  # manual: the hand-written math (gives attention maps); sdpa: torch's fused kernel.
     attn_score: Literal["scaled_dot", "dot", "additive"] = "scaled_dot"  # q.k/sqrt(d_head), plain q.k, or additive w^T tanh(W_q q + W_k k).
     attn_window: int | None = None  # Each query sees only the last attn_window positions; None: dense.
     attn_window_layers: Literal["all", "alternate"] = "alternate"  # Banded layers: all, or alternate (odd banded, even dense: GPT-3).
     preset: str | None = None  # A size from minigpt/presets.toml (e.g. gpt2); other model keys override it.
+    init_from: str | None = None  # Start from Hugging Face GPT-2 weights: a hub name (gpt2, gpt2-medium, ...) or an HF folder.
 
     def __post_init__(self) -> None:
         if self.preset is not None and self.preset not in load_presets():
