@@ -15,6 +15,7 @@ import resource
 import statistics
 import sys
 import time
+import timeit
 from collections.abc import Callable, Sequence
 from functools import partial
 from types import SimpleNamespace
@@ -29,7 +30,7 @@ from minigpt.config import BenchConfig, ModelConfig, TrainConfig
 from minigpt.generate import generate_ids
 from minigpt.model import GPT
 from minigpt.params import TRAIN_ONLY_TABLES, flops_per_token, human, text_table
-from minigpt.runtime import measure_peak_flops, resolve_device, resolve_dtype
+from minigpt.runtime import Runtime, measure_peak_flops, resolve_device, resolve_dtype
 from minigpt.trainer import Trainer
 
 PROG = "python -m minigpt.bench"
@@ -38,18 +39,15 @@ Rows = list[dict[str, Any]]
 
 def _median_time(fn: Callable[[], Any], device: torch.device, warmup: int, iters: int, repeats: int) -> float:
     """Median over `repeats` of the mean seconds per call over `iters` calls, after warm-up."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None  # wait for queued GPU work
+
+    def clock() -> float:  # time.perf_counter, once the queued GPU work is done
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
     for _ in range(warmup):
         fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        sync()
-        times.append((time.perf_counter() - start) / iters)
-    return statistics.median(times)
+    return statistics.median(timeit.repeat(fn, timer=clock, number=iters, repeat=repeats)) / iters
 
 
 def _peak_memory(device: torch.device) -> str:
@@ -59,37 +57,34 @@ def _peak_memory(device: torch.device) -> str:
     return human(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "B") + " (process)"
 
 
-def _trainer(cfg: BenchConfig, model_cfg: ModelConfig, device: torch.device, amp_dtype: torch.dtype | None,
-             compile: bool = False) -> Trainer:  # fmt: skip
+def _trainer(cfg: BenchConfig, model_cfg: ModelConfig, rt: Runtime, compile: bool = False) -> Trainer:
     """The real training step (forward, backward, clip, AdamW) of a fresh model, no LR warmup."""
     g = torch.Generator().manual_seed(0)
     idx = torch.randint(0, model_cfg.vocab_size, (cfg.batch_size, model_cfg.block_size + 1), generator=g)
     # one fixed batch, served forever: the benchmark measures the model, not the data path
-    batch = idx[:, :-1].to(device), idx[:, 1:].to(device)  # (B, T) each
+    batch = idx[:, :-1].to(rt.device), idx[:, 1:].to(rt.device)  # (B, T) each
     torch.manual_seed(0)
-    model = GPT(model_cfg.replace(dropout=0.0)).to(device)
+    model = GPT(model_cfg.replace(dropout=0.0)).to(rt.device)
     return Trainer(
         model, TrainConfig(batch_size=cfg.batch_size, warmup_iters=0), SimpleNamespace(next=lambda: batch),
-        train_model=torch.compile(model) if compile else None, device=device, amp_dtype=amp_dtype,
+        train_model=torch.compile(model) if compile else None, device=rt.device, amp_dtype=rt.amp_dtype,
     )  # fmt: skip
 
 
-def bench_train(cfg: BenchConfig, attn: str, compile: bool, device: torch.device, amp_dtype: torch.dtype | None,
-                peak_flops: float | None) -> dict[str, Any]:  # fmt: skip
+def bench_train(cfg: BenchConfig, attn: str, compile: bool, rt: Runtime, peak_flops: float | None) -> dict[str, Any]:
     """Time one training step of cfg.model with attn_impl=attn, compiled or not."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    trainer = _trainer(cfg, cfg.model.replace(attn_impl=attn), device, amp_dtype, compile)
+    if rt.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(rt.device)
+    trainer = _trainer(cfg, cfg.model.replace(attn_impl=attn), rt, compile)
     m = trainer.model.config
     start = time.perf_counter()
     trainer.step()  # the first step compiles, if asked to
     first_step_s = time.perf_counter() - start
-    sec = _median_time(trainer.step, device, cfg.warmup, cfg.steps, cfg.repeats)
+    sec = _median_time(trainer.step, rt.device, cfg.warmup, cfg.steps, cfg.repeats)
     tokens = cfg.batch_size * m.block_size
     row = {"config": f"{m.n_layer}L {m.n_embd}w T={m.block_size} B={cfg.batch_size}", "attn": attn,
-           "compile": compile, "dtype": str(amp_dtype or torch.float32).removeprefix("torch."),
-           "ms_per_iter": 1000 * sec, "tokens_per_s": tokens / sec, "first_step_s": first_step_s,
-           "peak_memory": _peak_memory(device)}  # fmt: skip
+           "compile": compile, "dtype": rt.dtype_name, "ms_per_iter": 1000 * sec, "tokens_per_s": tokens / sec,
+           "first_step_s": first_step_s, "peak_memory": _peak_memory(rt.device)}  # fmt: skip
     if peak_flops:
         row["mfu"] = flops_per_token(m)["total"] * tokens / sec / peak_flops
     return row
@@ -129,17 +124,17 @@ def bench_generate(cfg: BenchConfig, device: torch.device) -> Rows:
     return rows
 
 
-def profile_train(cfg: BenchConfig, device: torch.device, amp_dtype: torch.dtype | None) -> tuple[Rows, str]:
+def profile_train(cfg: BenchConfig, rt: Runtime) -> tuple[Rows, str]:
     """Where the trainer's step spends its time (CPU-side) by phase, and the top operators.
 
     backward sums autograd's per-node events, optimizer is torch's "Optimizer.step" event, and other
     is the rest of the wall time (gradient clipping, zero_grad, loss.item(), autograd's own overhead).
     """
-    trainer = _trainer(cfg, cfg.model, device, amp_dtype)
+    trainer = _trainer(cfg, cfg.model, rt)
     trainer.model.forward = record_function("phase: forward")(trainer.model.forward)
     for _ in range(cfg.warmup):
         trainer.step()
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if rt.device.type == "cuda" else [])
     start = time.perf_counter()
     with profile(activities=activities) as prof:
         for _ in range(cfg.steps):
@@ -168,7 +163,7 @@ def format_rows(rows: Rows, markdown: bool = False) -> str:
 def run(cfg: BenchConfig) -> dict[str, Rows]:
     """Run the benchmarks cfg.what names, printing the machine, the model and each table."""
     device = resolve_device(cfg.device)
-    amp_dtype = resolve_dtype(cfg.dtype, device)
+    rt = Runtime(device, resolve_dtype(cfg.dtype, device))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if device.type == "cuda":
@@ -189,13 +184,13 @@ def run(cfg: BenchConfig) -> dict[str, Rows]:
         if peak:
             print(f"# MFU against a measured bf16 8192^3 matmul: {peak / 1e12:.0f} TFLOP/s")
         compiles = {"off": [False], "on": [True], "both": [False, True]}[cfg.compile]
-        results["train"] = [bench_train(cfg, a, c, device, amp_dtype, peak) for a in cfg.attn for c in compiles]
+        results["train"] = [bench_train(cfg, a, c, rt, peak) for a in cfg.attn for c in compiles]
     if cfg.what in ("attention", "all"):
         results["attention"] = bench_attention(cfg, device)
     if cfg.what in ("generate", "all"):
         results["generate"] = bench_generate(cfg, device)
     if cfg.what == "profile":
-        results["profile"], top = profile_train(cfg, device, amp_dtype)
+        results["profile"], top = profile_train(cfg, rt)
         print(f"\n## top operators by self time (all profiled steps)\n\n{top}")
     for name, rows in results.items():
         print(f"\n## {name}\n\n{format_rows(rows, cfg.markdown)}")

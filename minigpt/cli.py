@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import difflib
 import io
-import itertools
 import json
 import re
 import tomllib
@@ -51,14 +50,10 @@ def read_file(path: str | Path) -> dict[str, Any]:
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain TOML/JSON-ready data: nested dicts, lists for tuples, "none" for None (TOML has no null)."""
 
-    def plain(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        return "none" if value is None else value
+    def plain(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        return {k: "none" if v is None else list(v) if isinstance(v, tuple) else v for k, v in items}
 
-    return plain(dataclasses.asdict(cfg))
+    return dataclasses.asdict(cfg, dict_factory=plain)
 
 
 def to_toml(cfg: Any) -> str:
@@ -82,21 +77,16 @@ def _arms(tp: Any) -> tuple[Any, ...]:
 
 
 def _fits(value: Any, tp: Any) -> bool:
-    """Whether a value read from a file has the declared type (no conversion, no guessing)."""
+    """Whether a value read from a file has the declared type (no conversion, no guessing; a bool is no number)."""
     if len(arms := _arms(tp)) > 1:
         return any(_fits(value, arm) for arm in arms)
-    if tp is type(None):
-        return value is None
     if typing.get_origin(tp) is Literal:
         return value in typing.get_args(tp) and not isinstance(value, bool)
     if typing.get_origin(tp) is tuple:
-        item = typing.get_args(tp)[0]
-        return isinstance(value, (list, tuple)) and all(_fits(v, item) for v in value)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, tp)
+        return isinstance(value, (list, tuple)) and all(_fits(v, typing.get_args(tp)[0]) for v in value)
+    if isinstance(value, bool):
+        return tp is bool
+    return isinstance(value, (int, float) if tp is float else tp)
 
 
 def _type_name(tp: Any) -> str:
@@ -108,16 +98,15 @@ def _type_name(tp: Any) -> str:
 def _unknown(key: str, valid: Sequence[str], where: str, flag: bool) -> ConfigError:
     """An unknown key: the likeliest meant one (the same name in another section first), and the valid keys."""
     section, _, last = key.rpartition(".")
-    owners = [k for k in valid if k.rpartition(".")[2] == last]
-    close = owners[:1] or difflib.get_close_matches(key, valid, n=1)
-    show = (lambda k: f"--{k}") if flag else (lambda k: k)
-    hint = f" (did you mean {show(close[0])}?)" if close else ""
+    close = [k for k in valid if k.rpartition(".")[2] == last][:1] or difflib.get_close_matches(key, valid, n=1)
+    dash = "--" if flag else ""
+    hint = f" (did you mean {dash}{close[0]}?)" if close else ""
     keys = [k.rpartition(".")[2] for k in valid if k.rpartition(".")[0] == section]
     if keys:
         listing = f"valid keys{f' of [{section}]' if section else ''}: {', '.join(keys)}"
     else:  # an unknown section
         listing = f"valid sections: {', '.join(sorted({k.partition('.')[0] for k in valid if '.' in k}))}"
-    return ConfigError(f"unknown {'option' if flag else 'key'} {show(key)}{where}{hint}; {listing}")
+    return ConfigError(f"unknown {'option' if flag else 'key'} {dash}{key}{where}{hint}; {listing}")
 
 
 def _leaves(cls: type, prefix: str = "") -> dict[str, Any]:
@@ -131,55 +120,42 @@ def _leaves(cls: type, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _check(cls: type, data: Mapping[str, Any], where: str, prefix: str = "", leaves: Sequence[str] = ()) -> dict[str, Any]:
-    """Check a file's (or checkpoint's) keys and value types against cls; "none" becomes None."""
-    out = {}
-    for key, value in data.items():
+def _merge(cls: type, values: dict[str, Any], layer: Mapping[str, Any], where: str, leaves: Sequence[str],
+           prefix: str = "") -> None:  # fmt: skip
+    """Check a file's (or checkpoint's) keys and value types against cls and write them into values.
+    "none" becomes None; a section's `preset` first starts that section over from the preset."""
+    for key, value in layer.items():
         tp = _fields(cls).get(key)
         if tp is None:
-            raise _unknown(prefix + key, leaves or list(_leaves(cls)), where, flag=False)
+            raise _unknown(prefix + key, leaves, where, flag=False)
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{prefix}{key}{where} must be a table [{prefix}{key}] of keys, got {value!r}")
-            out[key] = _check(tp, value, where, f"{prefix}{key}.", leaves or list(_leaves(cls)))
+            if hasattr(tp, "from_preset") and isinstance(value.get("preset"), str) and value["preset"] != "none":
+                values[key] = dataclasses.asdict(tp.from_preset(value["preset"]))
+            _merge(tp, values[key], value, where, leaves, f"{prefix}{key}.")
             continue
         if value == "none" and type(None) in _arms(tp):
             value = None
         if not _fits(value, tp):
             raise ConfigError(f"{prefix}{key}{where}: expected {_type_name(tp)}, got {value!r}")
-        out[key] = tuple(value) if isinstance(value, list) else value
-    return out
-
-
-def _apply(cls: type, values: dict[str, Any], layer: Mapping[str, Any]) -> None:
-    """Merge one checked layer into values (a section's `preset` resets it to the preset first)."""
-    for key, value in layer.items():
-        tp = _fields(cls)[key]
-        if dataclasses.is_dataclass(tp):
-            if "preset" in value and value["preset"] is not None and hasattr(tp, "from_preset"):
-                try:
-                    values[key] = dataclasses.asdict(tp.from_preset(value["preset"]))
-                except ValueError as e:
-                    raise ConfigError(str(e)) from None
-            _apply(tp, values[key], value)
-        else:
-            values[key] = value
+        values[key] = tuple(value) if isinstance(value, list) else value
 
 
 def _build(cls: type[T], values: Mapping[str, Any]) -> T:
     kwargs = {k: _build(tp, values[k]) if dataclasses.is_dataclass(tp) else values[k] for k, tp in _fields(cls).items()}
-    try:
-        return cls(**kwargs)
-    except ValueError as e:  # the dataclass's own check in __post_init__, which names the field
-        raise ConfigError(str(e)) from None
+    return cls(**kwargs)
 
 
 def from_dict(cls: type[T], *layers: Mapping[str, Any], where: Sequence[str] = ()) -> T:
     """Defaults < layers[0] < layers[1] < ...; each layer is checked (`where` names it in errors)."""
-    values = dataclasses.asdict(cls())
-    for i, layer in enumerate(layers):
-        _apply(cls, values, _check(cls, layer, where[i] if i < len(where) else ""))
-    return _build(cls, values)
+    values, leaves = dataclasses.asdict(cls()), list(_leaves(cls))
+    try:
+        for i, layer in enumerate(layers):
+            _merge(cls, values, layer, where[i] if i < len(where) else "", leaves)
+        return _build(cls, values)
+    except ValueError as e:  # an unknown preset, or a dataclass's own check in __post_init__ (which names the field)
+        raise ConfigError(str(e)) from None
 
 
 def _negated(key: str) -> str:
@@ -190,10 +166,9 @@ def _negated(key: str) -> str:
 
 def _one_line(box: str) -> str:
     """tyro's error box (Unicode or ASCII-drawn), as one line: the text under its title."""
-    lines = [line.strip(" │╭╮╰╯─-\t") for line in box.splitlines()]
-    after_title = lines[next((i for i, line in enumerate(lines) if line), len(lines)) + 1 :]
-    body = itertools.takewhile(lambda s: s and not s.startswith("For full"), itertools.dropwhile(lambda s: not s, after_title))
-    message = " ".join(body).removeprefix("Error parsing ").replace("Expected 1 values", "Expected a value")
+    text = "\n".join(line.strip(" │╭╮╰╯─-\t") for line in box.splitlines()).strip()
+    body = text.partition("\n")[2].lstrip("\n").partition("\n\n")[0]  # up to the first rule
+    message = body.replace("\n", " ").removeprefix("Error parsing ").replace("Expected 1 values", "Expected a value")
     message = re.sub(r"^(?!unrecognized)[A-Za-z_]+: ", "", message, flags=re.I)  # "model: model.n_layer must ..."
     return message[0].lower() + message[1:] if message else "bad command line"
 

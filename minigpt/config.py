@@ -302,3 +302,12 @@ class BenchConfig:
         for name in ("block_sizes", "new_tokens"):
             if not getattr(self, name) or min(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be positive integers (got {getattr(self, name)})")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Export a minigpt run as a Hugging Face GPT-2 folder (config.json, model.safetensors, tokenizer files)."""
+
+    out: str = ""  # The new folder to write (default: hf/ inside the run folder).
+    run: str | None = None  # A run folder: its ckpt_best.pt, else ckpt_latest.pt. Default: the newest under runs/.
+    ckpt: str | None = None  # A checkpoint file instead of a run folder.

@@ -1,9 +1,6 @@
-"""Data: turn a text corpus into token files once, then sample training batches from them.
-
-`prepare(cfg)` cuts a local file, a folder of .txt files or a hub dataset by position into train and val
-(the last `val_fraction` of the characters), tokenizes both into a cache folder (train.bin, val.bin,
-meta.json) and reuses it while nothing changes. `BatchSampler` draws random (x, y) windows from a split's
-memmap; `eval_batches` gives a fixed set. docs/data.md has the details.
+"""Data: `prepare(cfg)` tokenizes a text file, a folder of .txt files or a hub dataset once into a cache folder
+(train.bin, val.bin, meta.json; val is the last `val_fraction` of the characters) that later calls reuse.
+`BatchSampler` draws random (x, y) windows from a split, `eval_batches` a fixed set. docs/data.md has the details.
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ from tqdm.auto import tqdm
 
 from minigpt.config import DataConfig
 from minigpt.runtime import lock_folder
-from minigpt.tokenizer import Tokenizer, TokenizerError, build_tokenizer, preview, tokenizer_from_dict
+from minigpt.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer, TokenizerError, preview, tokenizer_from_dict
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val")
@@ -43,12 +40,8 @@ class DataError(ValueError):
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
-    """Smallest unsigned dtype that holds every id of a vocabulary of `vocab_size`."""
-    if vocab_size <= 1 << 16:
-        return np.dtype(np.uint16)
-    if vocab_size <= 1 << 32:
-        return np.dtype(np.uint32)
-    raise DataError(f"vocabulary of {vocab_size} tokens is too large for uint32 token files; use a smaller tokenizer")
+    """Smallest unsigned dtype that holds every id (a char vocabulary has at most 0x110000 ids)."""
+    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
 
 
 # ---- Source: where the documents come from, and a fingerprint that says when they change ----
@@ -68,8 +61,15 @@ def _file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _local_files(cfg: DataConfig) -> tuple[list[Path], dict[str, Any]]:
-    """The corpus's files in order, and meta.json's "source": what they are and their sha256."""
+def _source(cfg: DataConfig) -> tuple[list[Path], dict[str, Any]]:
+    """The corpus's local files in order (none for a hub dataset), and meta.json's "source": what they are and a
+    sha256 that changes with them. A hub dataset is known by its name, config, split and column, so later runs
+    reuse its token files even offline (delete the cache folder to fetch it again)."""
+    if cfg.hf_dataset:
+        identity = {"hf_dataset": cfg.hf_dataset, "hf_config": cfg.hf_config, "hf_split": cfg.hf_split,
+                    "hf_text_column": cfg.hf_text_column}  # fmt: skip
+        sha = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        return [], {"kind": "hf", **identity, "sha256": sha}
     path = Path(cfg.path)
     if not path.exists():
         where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
@@ -81,22 +81,11 @@ def _local_files(cfg: DataConfig) -> tuple[list[Path], dict[str, Any]]:
     if nbytes == 0:
         raise DataError(f"corpus {cfg.path} is empty; pass a file (or folder) that holds text")
     if path.is_dir():  # names and contents of the files
-        digest = hashlib.sha256()
-        for f in files:
-            digest.update(f"{f.relative_to(path).as_posix()}\0{_file_sha256(f)}\n".encode())
-        kind, sha = "folder", digest.hexdigest()
+        listing = "".join(f"{f.relative_to(path).as_posix()}\0{_file_sha256(f)}\n" for f in files)
+        kind, sha = "folder", hashlib.sha256(listing.encode()).hexdigest()
     else:  # the file's own sha256, comparable with `sha256sum`
         kind, sha = "file", _file_sha256(path)
     return files, {"kind": kind, "path": str(cfg.path), "files": len(files), "bytes": nbytes, "sha256": sha}
-
-
-def _hub_source(cfg: DataConfig) -> dict[str, Any]:
-    """meta.json's "source" for a hub dataset: its name, config, split and column, so later runs reuse the
-    token files even offline (delete the cache folder to fetch it again)."""
-    identity = {"hf_dataset": cfg.hf_dataset, "hf_config": cfg.hf_config, "hf_split": cfg.hf_split,
-                "hf_text_column": cfg.hf_text_column}  # fmt: skip
-    sha = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    return {"kind": "hf", **identity, "sha256": sha}
 
 
 def _read_files(files: list[Path]) -> Iterator[str]:
@@ -111,42 +100,37 @@ def _read_files(files: list[Path]) -> Iterator[str]:
             yield text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _check_online(dataset: str) -> None:
-    """Fail in seconds, not minutes, when the hub cannot be reached."""
+def _hub_documents(cfg: DataConfig, progress: bool) -> Callable[[], Iterator[str]]:
+    """Download (or reuse datasets' cache of) the hub dataset; return a function that yields its texts.
+    Without a network it fails in seconds, not minutes."""
+    name, url = cfg.hf_dataset, urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host = url.hostname or "huggingface.co"
     for flag in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         if os.environ.get(flag, "").upper() in {"1", "ON", "YES", "TRUE"}:
-            raise DataError(f"hub dataset {dataset!r} needs the network but {flag} is set; "
+            raise DataError(f"hub dataset {name!r} needs the network but {flag} is set; "
                             "unset it, or set data.path to a local text file")  # fmt: skip
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host = url.hostname or "huggingface.co"
     try:
         socket.create_connection((host, url.port or (80 if url.scheme == "http" else 443)), timeout=5).close()
     except OSError as e:
-        raise DataError(f"hub dataset {dataset!r} needs the network but {host} cannot be reached ({e.strerror or e}); "
+        raise DataError(f"hub dataset {name!r} needs the network but {host} cannot be reached ({e.strerror or e}); "
                         "set data.path to a local text file (or prepare the dataset once while online)") from None
-
-
-def _hub_documents(cfg: DataConfig, progress: bool) -> Callable[[], Iterator[str]]:
-    """Download (or reuse datasets' cache of) the hub dataset; return a function that yields its texts."""
-    _check_online(str(cfg.hf_dataset))
     import datasets  # slow to import, and only hub datasets need it
 
     bars_were_on = not datasets.are_progress_bars_disabled()
     if not progress:
         datasets.disable_progress_bars()
     try:
-        ds = datasets.load_dataset(cfg.hf_dataset, cfg.hf_config, split=cfg.hf_split, cache_dir=f"{cfg.cache_dir}/hf")
+        ds = datasets.load_dataset(name, cfg.hf_config, split=cfg.hf_split, cache_dir=f"{cfg.cache_dir}/hf")
     except Exception as e:  # datasets raises many types; the user needs the first line of any of them
         first = (str(e).strip() or type(e).__name__).splitlines()[0]
-        raise DataError(f"could not load hub dataset {cfg.hf_dataset!r} (config {cfg.hf_config}, "
-                        f"split {cfg.hf_split!r}): {first}; check data.hf_dataset, data.hf_config and "
-                        "data.hf_split") from None
+        raise DataError(f"could not load hub dataset {name!r} (config {cfg.hf_config}, split {cfg.hf_split!r}): "
+                        f"{first}; check data.hf_dataset, data.hf_config and data.hf_split") from None
     finally:
         if bars_were_on:
             datasets.enable_progress_bars()
     column = cfg.hf_text_column
     if column not in ds.column_names:
-        raise DataError(f"hub dataset {cfg.hf_dataset!r} has no column {column!r} (columns: "
+        raise DataError(f"hub dataset {name!r} has no column {column!r} (columns: "
                         f"{', '.join(ds.column_names)}); set data.hf_text_column to one of them")
     ds = ds.select_columns([column])
     return lambda: (t for batch in ds.iter(batch_size=1024) for t in batch[column] if isinstance(t, str) and t)
@@ -201,7 +185,7 @@ def _char_tokenizer(pieces: Iterable[tuple[str, str, bool]]) -> Tokenizer:
         raise DataError(f"the val split has {len(unseen)} character(s) that never occur in train: "
                         f"{preview(unseen, 10)}; set data.tokenizer to gpt2, change data.val_fraction, "
                         "or remove them from the corpus")
-    return build_tokenizer("char", "".join(sorted(seen["train"])))
+    return CharTokenizer("".join(sorted(seen["train"])))
 
 
 # ---- Prepared data on disk ----
@@ -234,54 +218,51 @@ def _damaged(path: Path, problem: str) -> DataError:
     return DataError(f"{path} {problem}; delete the folder {path.parent} and run again to rebuild it")
 
 
-def _read_meta(path: Path) -> dict[str, Any]:
-    """meta.json as a dict; a corrupted file raises DataError."""
+def _read_meta(folder: Path) -> dict[str, Any]:
+    """meta.json as a dict with every field prepare() writes; DataError when it is missing or damaged."""
+    path = folder / "meta.json"
+    if not path.exists():
+        raise DataError(f"{folder} has no meta.json, so it is not prepared data; run python data/prepare.py first")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8 or not JSON
         raise _damaged(path, f"is corrupted ({type(e).__name__})") from None
     missing = [k for k in _META_KEYS if k not in meta] if isinstance(meta, dict) else list(_META_KEYS)
-    if missing:
-        raise _damaged(path, f"is corrupted (missing {', '.join(missing)})")
-    if not isinstance(meta["source"], dict) or not isinstance(meta["tokenizer"], dict):
-        raise _damaged(path, "is corrupted (source and tokenizer must be objects)")
+    if missing or not isinstance(meta["source"], dict) or not isinstance(meta["tokenizer"], dict):
+        raise _damaged(path, f"is corrupted (missing or malformed: {', '.join(missing) or 'source, tokenizer'})")
     return meta
 
 
 def load_prepared(directory: str | Path, *, reused: bool = True) -> PreparedData:
-    """Open a prepared cache folder, checking that meta.json agrees with itself and with the token files."""
-    meta_path = Path(directory) / "meta.json"
-    if not meta_path.exists():
-        raise DataError(f"{directory} has no meta.json, so it is not prepared data; run python data/prepare.py first")
-    meta = _read_meta(meta_path)
+    """Open a prepared cache folder, checking that meta.json agrees with its tokenizer and token files."""
+    folder = Path(directory)
+    meta, meta_path = _read_meta(folder), folder / "meta.json"
     if meta["format_version"] != FORMAT_VERSION:
         raise _damaged(meta_path, f"has format version {meta['format_version']}, this minigpt reads {FORMAT_VERSION}")
     try:
         tokenizer = tokenizer_from_dict(meta["tokenizer"])
     except TokenizerError as e:
         raise _damaged(meta_path, f"has a bad tokenizer ({e})") from None
-    if tokenizer.vocab_size != meta["vocab_size"]:
-        raise _damaged(meta_path, f"says vocab_size {meta['vocab_size']} but its tokenizer has {tokenizer.vocab_size}")
     dtype = token_dtype(tokenizer.vocab_size)
-    if meta["dtype"] != dtype.name:
-        raise _damaged(meta_path, f"names dtype {meta['dtype']!r}, but a vocabulary of {tokenizer.vocab_size} "
-                                  f"is stored as {dtype.name}")  # fmt: skip
+    if (meta["vocab_size"], meta["dtype"]) != (tokenizer.vocab_size, dtype.name):
+        raise _damaged(meta_path, f"says vocab_size {meta['vocab_size']} and dtype {meta['dtype']!r}, but its "
+                                  f"tokenizer has {tokenizer.vocab_size} tokens, stored as {dtype.name}")  # fmt: skip
     for split in SPLITS:
-        n, file = meta[f"{split}_tokens"], meta_path.parent / f"{split}.bin"
+        n, file = meta[f"{split}_tokens"], folder / f"{split}.bin"
         size = file.stat().st_size if file.exists() else None
         if not isinstance(n, int) or n <= 0 or size != n * dtype.itemsize:
             found = "missing" if size is None else f"{size} bytes"
             raise _damaged(file, f"does not match {meta_path} ({found}, meta says {n} {dtype.name} tokens)")
-    return PreparedData(dir=meta_path.parent, meta=meta, tokenizer=tokenizer, reused=reused)
+    return PreparedData(dir=folder, meta=meta, tokenizer=tokenizer, reused=reused)
 
 
 def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
     """Tokenize the corpus of `cfg` into its cache folder, or reuse what an earlier call wrote there."""
-    files, source = ([], _hub_source(cfg)) if cfg.hf_dataset else _local_files(cfg)
+    files, source = _source(cfg)
     out = cache_folder(cfg)
     meta_path = out / "meta.json"
     if meta_path.exists():  # reuse the files when they were written for the same source, tokenizer and split
-        old = _read_meta(meta_path)
+        old = _read_meta(out)
         written_for = old["format_version"], old["source"].get("sha256"), old["tokenizer"].get("kind")
         if written_for == (FORMAT_VERSION, source["sha256"], cfg.tokenizer) and old["val_fraction"] == cfg.val_fraction:
             return load_prepared(out, reused=True)
@@ -289,7 +270,7 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
     docs = _hub_documents(cfg, progress) if cfg.hf_dataset else lambda: _read_files(files)
     lengths = [len(text) for text in docs()]  # also checks that every local file is UTF-8
     total = sum(lengths)
-    if total == 0:  # only a hub dataset gets here: _local_files refuses empty files
+    if total == 0:  # only a hub dataset gets here: _source refuses empty files
         raise DataError(f"hub dataset {cfg.hf_dataset!r} has no text in column {cfg.hf_text_column!r}; "
                         "check data.hf_text_column")  # fmt: skip
     if cfg.hf_dataset:
@@ -302,10 +283,16 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
     def pieces() -> Iterator[tuple[str, str, bool]]:
         return _pieces(docs(), len(lengths), cut, newline=cfg.tokenizer == "char")
 
-    tokenizer = _char_tokenizer(pieces()) if cfg.tokenizer == "char" else build_tokenizer(cfg.tokenizer)
+    tokenizer = _char_tokenizer(pieces()) if cfg.tokenizer == "char" else GPT2Tokenizer()
     dtype = token_dtype(tokenizer.vocab_size)
     workers = min(os.cpu_count() or 1, 8) if total > _PARALLEL_MIN_CHARS else 1
-    lock = _lock_cache(out)
+    try:  # one process writes a cache folder at a time
+        lock, owner = lock_folder(out)
+    except OSError as e:
+        raise DataError(f"cannot write the data cache {out}: {e.strerror}; "
+                        "set data.cache_dir to a writable folder") from None
+    if owner is not None:
+        raise DataError(f"{out} is being prepared by another process (pid {owner}); wait for it, then run again")
     tag = f"tmp-{os.getpid()}"
     try:
         counts = dict.fromkeys(SPLITS, 0)
@@ -337,27 +324,14 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
     return load_prepared(out, reused=False)
 
 
-def _lock_cache(out: Path) -> Any:
-    """Create the cache folder and hold its lock: one process writes a cache folder at a time."""
-    try:
-        lock, owner = lock_folder(out)
-    except OSError as e:
-        raise DataError(f"cannot write the data cache {out}: {e.strerror}; set data.cache_dir to a writable folder") from None
-    if owner is not None:
-        raise DataError(f"{out} is being prepared by another process (pid {owner}); wait for it, then run again")
-    return lock
-
-
 # ---- Batches ----
 class BatchSampler:
-    """Random (x, y) windows from a 1-D array of token ids (usually a split's memmap).
+    """Random (x, y) windows from a 1-D array of token ids (usually a split's memmap): windows of block_size + 1
+    tokens give x = window[:-1] and y = window[1:], int64 of shape (B, T).
 
-    Each `next()` seeds a `torch.Generator` from (seed, global micro-batch index), draws `batch_size`
-    start positions and reads only those windows of block_size + 1 tokens: x = window[:-1] and
-    y = window[1:], int64 of shape (B, T). With W ranks and m micro-steps per rank and optimizer step,
-    rank r's n-th draw is global micro-batch (n // m) * m * W + r * m + n % m, so W processes together
-    see exactly the batches of one process with m * W accumulation steps. `state_dict()` is the step
-    count, the same on every rank: loading any rank's state resumes the batches exactly.
+    Rank r's n-th draw (of W ranks, m micro-steps per optimizer step) is global micro-batch
+    (n // m) * m * W + r * m + n % m, which seeds the draw: W processes together see exactly the batches of one
+    process with m * W accumulation steps, and `state_dict()`, the same on every rank, resumes any rank exactly.
     """
 
     def __init__(self, tokens: np.ndarray, batch_size: int, block_size: int, *, seed: int, rank: int = 0,

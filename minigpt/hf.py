@@ -11,11 +11,12 @@ differs, so the conversion is a key-for-key copy with three rules:
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import shutil
 import sys
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 
 from minigpt import cli
-from minigpt.config import ModelConfig
+from minigpt.config import ExportConfig, ModelConfig
 from minigpt.model import GPT
 from minigpt.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer
 
@@ -98,6 +99,26 @@ def model_config(folder: Path, *, block_size: int | None = None, dropout: float 
         attn_score="scaled_dot" if hf.get("scale_attn_weights", True) else "dot",
         activation=_ACTIVATIONS[hf.get("activation_function", "gelu_new")],
     )  # fmt: skip
+
+
+def with_shape(cfg: ModelConfig, *, crop: bool = True) -> ModelConfig:
+    """cfg with the shape of the GPT-2 that cfg.init_from names; with crop, cfg.block_size crops its context."""
+    folder = find(str(cfg.init_from))
+    full = model_config(folder)
+    block_size = min(cfg.block_size, full.block_size) if crop else None
+    shape = model_config(folder, block_size=block_size, dropout=cfg.dropout, attn_impl=cfg.attn_impl)
+    return ModelConfig(**{**dataclasses.asdict(shape), "init_from": cfg.init_from})
+
+
+def stored_params(folder: Path) -> int:
+    """Parameters stored in an HF folder's weights, read from the file's header (mask buffers left out)."""
+    if not (folder / "model.safetensors").is_file():
+        return sum(v.numel() for k, v in read_weights(folder).items() if not k.endswith(_BUFFERS))
+    from safetensors import safe_open
+
+    with safe_open(folder / "model.safetensors", framework="pt") as f:
+        shapes = [f.get_slice(k).get_shape() for k in f.keys() if not k.endswith(_BUFFERS)]
+    return sum(math.prod(shape) for shape in shapes)
 
 
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -254,15 +275,6 @@ def gpt2_vocab_and_merges() -> tuple[dict[str, int], list[str]]:
 # -- the export command ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ExportConfig:
-    """Export a minigpt run as a Hugging Face GPT-2 folder (config.json, model.safetensors, tokenizer files)."""
-
-    out: str  # The new folder to write.
-    run: str | None = None  # A run folder: its ckpt_best.pt, else ckpt_latest.pt. Default: the newest under runs/.
-    ckpt: str | None = None  # A checkpoint file instead of a run folder.
-
-
 def main(argv: list[str] | None = None) -> int:
     from minigpt.sample_cli import find_checkpoint, load_model
 
@@ -270,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = cli.parse(ExportConfig, sys.argv[1:] if argv is None else argv, prog="python -m minigpt.hf")
         path, _ = find_checkpoint(cfg.ckpt, cfg.run)
         model, tokenizer, _ = load_model(path, "cpu")
-        out = export(model, tokenizer, cfg.out)
+        out = export(model, tokenizer, cfg.out or path.parent / "hf")
     except SystemExit as e:
         return e.code or 0
     except (ValueError, OSError) as e:

@@ -1,17 +1,14 @@
-"""Metrics: the training loop's logger interface, TensorBoard logging and attention heatmaps.
+"""The training loop's logger interface, TensorBoard logging and attention heatmaps.
 
-The base `MetricsLogger` does nothing (ranks other than 0, runs without TensorBoard), so the loop needs
-no `if tensorboard:` branch. matplotlib and TensorBoard are imported lazily: importing this stays cheap.
-"""
+matplotlib and TensorBoard are imported lazily: importing this module stays cheap."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import threading
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
-from functools import lru_cache
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +16,9 @@ import numpy as np
 import torch
 
 
-class MetricsLogger:
-    """The logging interface of the training loop. This base class ignores everything."""
+class MetricsLogger(AbstractContextManager):
+    """The logging interface of the training loop. This base class ignores everything (ranks other than 0,
+    runs without TensorBoard use it), so the loop needs no `if tensorboard:` branch."""
 
     def scalars(self, metrics: Mapping[str, float], step: int) -> None:
         """Log scalars by tag, e.g. {"loss/train": 1.92, "lr": 3e-4}."""
@@ -28,10 +26,10 @@ class MetricsLogger:
     def text(self, tag: str, text: str, step: int) -> None:
         """Log a text verbatim (shown preformatted, not as markdown)."""
 
-    def attention(self, weights: torch.Tensor, tokens: Sequence[str], step: int, prefix: str = "attention") -> None:
+    def attention(self, weights: torch.Tensor, tokens: Sequence[str], step: int) -> None:
         """Log the maps and per-head stats of (n_layer, n_head, T, T) attention weights (rows = queries)."""
 
-    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int | None = None) -> None:
+    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int) -> None:
         """Log the run's hyperparameters (nested mappings are flattened) with its final metrics."""
 
     def flush(self) -> None:
@@ -40,9 +38,6 @@ class MetricsLogger:
     def close(self) -> None:
         """Flush and release files; further calls are ignored."""
 
-    def __enter__(self) -> MetricsLogger:
-        return self
-
     def __exit__(self, *exc: object) -> None:
         self.close()
 
@@ -50,8 +45,8 @@ class MetricsLogger:
 class TensorBoardLogger(MetricsLogger):
     """Writes TensorBoard event files to `log_dir` (e.g. runs/<run-name>/).
 
-    `attention()` writes per layer l and head h the images {prefix}/layer_{l}/head_{h} and .../all_heads,
-    and the scalars {prefix}_entropy/layer_{l}/head_{h} (nats) and {prefix}_distance/... (tokens).
+    `attention()` writes per layer l and head h the images attention/layer_{l}/head_{h} and .../all_heads,
+    and the scalars attention_entropy/layer_{l}/head_{h} (nats) and attention_distance/... (tokens).
     `hparams()` also stores its final metrics as scalars under `final/{name}`.
     """
 
@@ -71,24 +66,23 @@ class TensorBoardLogger(MetricsLogger):
         # TensorBoard renders text as markdown; an indented code block shows it exactly as written.
         self._writer.add_text(tag, "\n".join("    " + line for line in text.splitlines() or [""]), step)
 
-    def attention(self, weights: torch.Tensor, tokens: Sequence[str], step: int, prefix: str = "attention") -> None:
-        w = _check_attention(weights, tokens)
+    def attention(self, weights: torch.Tensor, tokens: Sequence[str], step: int) -> None:
         if self._heatmaps is None or self._heatmaps.tokens != tuple(tokens):  # the probe rarely changes
             self._heatmaps = _Heatmaps(tokens)
-        for name, rgb in _attention_images(w, self._heatmaps):
-            self._writer.add_image(f"{prefix}/{name}", rgb, step, dataformats="HWC")
-        for name, stat in zip(("entropy", "distance"), attention_stats(w)):  # (n_layer, n_head) each
-            for (layer, head), value in np.ndenumerate(stat.numpy()):
-                self._writer.add_scalar(f"{prefix}_{name}/layer_{layer}/head_{head}", float(value), step)
+        for name, rgb in self._heatmaps.images(weights):
+            self._writer.add_image(f"attention/{name}", rgb, step, dataformats="HWC")
+        for name, stat in zip(("entropy", "distance"), attention_stats(weights.float())):  # (n_layer, n_head) each
+            for (layer, head), value in np.ndenumerate(stat.cpu().numpy()):
+                self._writer.add_scalar(f"attention_{name}/layer_{layer}/head_{head}", float(value), step)
 
-    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int | None = None) -> None:
+    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int) -> None:
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
         final = {f"final/{name}": float(value) for name, value in metrics.items()}
         # Into this run's own event file: SummaryWriter.add_hparams would open a timestamped sub-run.
         for summary in hparams_summaries(flatten_hparams(hparams), final):
             self._writer.file_writer.add_summary(summary, step)
-        self.scalars(final, 0 if step is None else step)
+        self.scalars(final, step)
 
     def flush(self) -> None:
         self._writer.flush()  # both are no-ops once closed
@@ -104,13 +98,11 @@ def _quiet_writer_thread(args: threading.ExceptHookArgs, default=threading.excep
         default(args)
 
 
-def flatten_hparams(hparams: Any, prefix: str = "") -> dict[str, int | float | str]:
-    """Flatten nested mappings / dataclasses to {"model.n_layer": 4, ...} with TensorBoard-safe values."""
-    if dataclasses.is_dataclass(hparams) and not isinstance(hparams, type):
-        hparams = dataclasses.asdict(hparams)
+def flatten_hparams(hparams: Mapping[str, Any], prefix: str = "") -> dict[str, int | float | str]:
+    """Flatten nested mappings to {"model.n_layer": 4, ...} with TensorBoard-safe values."""
     flat: dict[str, int | float | str] = {}
     for key, value in hparams.items():
-        if isinstance(value, Mapping) or dataclasses.is_dataclass(value) and not isinstance(value, type):
+        if isinstance(value, Mapping):
             flat.update(flatten_hparams(value, prefix=f"{prefix}{key}."))
         elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
             flat[f"{prefix}{key}"] = value
@@ -133,39 +125,26 @@ def attention_stats(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return entropy.mean(-1).to(weights.dtype), distance.mean(-1).to(weights.dtype)
 
 
-def _check_attention(weights: torch.Tensor, tokens: Sequence[str]) -> torch.Tensor:
-    shape = tuple(weights.shape)
-    if len(shape) != 4 or shape[2] != shape[3] or shape[3] != len(tokens) or not tokens:
-        raise ValueError(
-            f"attention weights must have shape (n_layer, n_head, T, T) with T = len(tokens) = "
-            f"{len(tokens)} > 0; got {shape} (select one sequence of the batch first, e.g. w[:, 0])"
-        )
-    return torch.as_tensor(weights).detach().to("cpu", torch.float32)
-
-
-_VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥"}  # all drawn by DejaVu Sans, matplotlib's own font
-
-
-@lru_cache(maxsize=1)
-def _font_charmap() -> frozenset[int]:
-    from matplotlib import font_manager
-
-    return frozenset(font_manager.get_font(font_manager.findfont("DejaVu Sans")).get_charmap())
+# drawn by DejaVu Sans, matplotlib's own font; a bare '$' would start mathtext
+_SUBSTITUTES = {" ": "␣", "\n": "↵", "\t": "⇥", "$": r"\$"}
 
 
 def display_tokens(tokens: Sequence[str]) -> list[str]:
     """Make tokens readable as axis labels: ' ' -> '␣', '\\n' -> '↵', '\\t' -> '⇥', '' -> '∅', '$' -> '\\$';
     control characters and glyphs the font lacks -> \\xNN / \\uNNNN; over 10 characters cut with '…'."""
+    from matplotlib import font_manager
+
+    charmap = font_manager.get_font(font_manager.findfont("DejaVu Sans")).get_charmap()
     labels = []
     for token in tokens:
         parts = []
         for ch in token:
-            if ch in _VISIBLE:
-                parts.append(_VISIBLE[ch])
-            elif unicodedata.category(ch).startswith("C") or ord(ch) not in _font_charmap():
+            if ch in _SUBSTITUTES:
+                parts.append(_SUBSTITUTES[ch])
+            elif unicodedata.category(ch).startswith("C") or ord(ch) not in charmap:
                 parts.append(f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}")
             else:
-                parts.append(r"\$" if ch == "$" else ch)  # a bare '$' would start mathtext
+                parts.append(ch)
         label = "".join(parts) or "∅"
         labels.append(label if len(label) <= 10 else label[:9] + "…")
     return labels
@@ -177,11 +156,9 @@ CARD_WIDTH_PX = 350
 _DPI = 100
 _ROW_PX, _CHAR_PX = 12, 13
 _MAX_MAP_PX = 768  # the tallest map: 64 labeled rows
-_STYLE = {
-    "font.family": "DejaVu Sans", "font.size": 8, "axes.titlesize": 8, "figure.titlesize": 9,
-    "axes.linewidth": 0.5, "xtick.major.size": 2, "ytick.major.size": 2, "xtick.major.pad": 1.5,
-    "ytick.major.pad": 1.5, "xtick.major.width": 0.5, "ytick.major.width": 0.5,
-}  # fmt: skip
+_STYLE = {"font.family": "DejaVu Sans", "font.size": 8, "axes.titlesize": 8, "figure.titlesize": 9,
+          "axes.linewidth": 0.5, "xtick.major.size": 2, "ytick.major.size": 2, "xtick.major.pad": 1.5,
+          "ytick.major.pad": 1.5, "xtick.major.width": 0.5, "ytick.major.width": 0.5}  # fmt: skip
 
 
 class _Heatmaps:
@@ -189,8 +166,28 @@ class _Heatmaps:
 
     def __init__(self, tokens: Sequence[str]) -> None:
         self.tokens, self.labels, self.T = tuple(tokens), display_tokens(tokens), len(tokens)
-        self.rotation = 0 if max(map(len, self.labels)) == 1 else 90  # chars stand, words turn
+        self.rotation = 0 if max(map(len, self.labels), default=1) == 1 else 90  # chars stand, words turn
         self._figures: dict[int, tuple[Any, ...]] = {}  # panel count -> (fig, images, texts, background)
+
+    def images(self, weights: torch.Tensor) -> Iterator[tuple[str, np.ndarray]]:
+        """(n_layer, n_head, T, T) weights -> ("layer_{l}/head_{h}", image) per head, then
+        ("layer_{l}/all_heads", image), per layer."""
+        w = torch.as_tensor(weights).detach().to("cpu", torch.float32)
+        if w.dim() != 4 or w.shape[2:] != (self.T, self.T) or not self.T:
+            raise ValueError(
+                f"attention weights must have shape (n_layer, n_head, T, T) with T = len(tokens) = {self.T} > 0; "
+                f"got {tuple(w.shape)} (select one sequence of the batch first, e.g. w[:, 0])"
+            )
+        entropy, distance = (stat.tolist() for stat in attention_stats(w))  # (n_layer, n_head) each
+        n_head = w.shape[1]
+        sep = "  " if n_head <= 4 else "\n" if n_head <= 9 else None  # 3 columns: numbers on a 2nd line
+        for layer, maps in enumerate(w.numpy()):
+            H, d = entropy[layer], distance[layer]
+            for h in range(n_head):
+                caption = f"entropy {H[h]:.2f} nats · distance {d[h]:.1f} tokens"
+                yield f"layer_{layer}/head_{h}", self.draw(maps[h][None], f"layer {layer} · head {h}", [caption])
+            captions = [f"head {h}" + (f"{sep}H {H[h]:.2f}  d {d[h]:.1f}" if sep else "") for h in range(n_head)]
+            yield f"layer_{layer}/all_heads", self.draw(maps, f"layer {layer}", captions)
 
     def draw(self, weights: np.ndarray, title: str, captions: Sequence[str]) -> np.ndarray:
         """(n, T, T) weights -> RGB image (height, CARD_WIDTH_PX, 3) uint8 with n captioned panels."""
@@ -265,31 +262,15 @@ class _Heatmaps:
         return fig, images, texts, fig.canvas.copy_from_bbox(fig.bbox)
 
 
-def _attention_images(weights: torch.Tensor, heatmaps: _Heatmaps) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield ("layer_{l}/head_{h}", image) per head, then ("layer_{l}/all_heads", image), per layer."""
-    entropy, distance = (stat.tolist() for stat in attention_stats(weights))  # (n_layer, n_head) each
-    w = weights.numpy()
-    n_head = w.shape[1]
-    sep = "  " if n_head <= 4 else "\n" if n_head <= 9 else None  # 3 columns: numbers on a 2nd line
-    for layer in range(w.shape[0]):
-        H, d = entropy[layer], distance[layer]
-        for h in range(n_head):
-            caption = f"entropy {H[h]:.2f} nats · distance {d[h]:.1f} tokens"
-            yield f"layer_{layer}/head_{h}", heatmaps.draw(w[layer, h][None], f"layer {layer} · head {h}", [caption])
-        captions = [f"head {h}" + (f"{sep}H {H[h]:.2f}  d {d[h]:.1f}" if sep else "") for h in range(n_head)]
-        yield f"layer_{layer}/all_heads", heatmaps.draw(w[layer], f"layer {layer}", captions)
-
-
 def save_attention_pngs(weights: torch.Tensor, tokens: Sequence[str], out_dir: str | Path) -> list[Path]:
-    """Write layer_{l}_head_{h}.png, then layer_{l}_all_heads.png, per layer of (n_layer, n_head, T, T) weights.
-
-    Returns the written paths in that order."""
+    """Write layer_{l}_head_{h}.png, then layer_{l}_all_heads.png, per layer of (n_layer, n_head, T, T) weights;
+    return the paths in that order."""
     from PIL import Image
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, rgb in _attention_images(_check_attention(weights, tokens), _Heatmaps(tokens)):
+    for name, rgb in _Heatmaps(tokens).images(weights):
         paths.append(out / (name.replace("/", "_") + ".png"))
         Image.fromarray(rgb).save(paths[-1])
     return paths

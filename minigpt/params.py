@@ -150,12 +150,21 @@ def format_preset_table() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = cli.parse(ParamsConfig, sys.argv[1:] if argv is None else argv, prog=PROG, ignore=TRAIN_ONLY_TABLES)
-        table = format_param_table(cfg.model, cfg.batch_size, cfg.seq_len)
-    except ValueError as e:  # cli.ConfigError included
+        model, stored = cfg.model, None
+        if model.init_from:  # a real GPT-2: its config.json gives the shape, its weights file the stored count
+            from minigpt import hf
+
+            model = hf.with_shape(model, crop=False)
+            stored = hf.stored_params(hf.find(model.init_from))
+        table = format_param_table(model, cfg.batch_size, cfg.seq_len)
+    except ValueError as e:  # cli.ConfigError and hf.HFError included
         print(f"error: {e}", file=sys.stderr)
         return 2
-    name = cfg.model.preset or "a custom model"
-    if cfg.model.preset and count_params(cfg.model) != count_params(ModelConfig.from_preset(cfg.model.preset)):
+    if stored is not None:
+        verdict = "equal" if stored == count_params(model)["total"] else "NOT equal"
+        print(f"{model.init_from}: {stored:,} parameters stored in its weights file, {verdict} to the count below\n")
+    name = model.init_from or model.preset or "a custom model"
+    if model.preset and count_params(model) != count_params(ModelConfig.from_preset(model.preset)):
         name += ", resized"
     print(f"Parameters of {name}\n\n{table}")
     print(f"\nPresets against published sizes (GPT-3: Brown et al. 2020, Table 2.1)\n\n{format_preset_table()}")

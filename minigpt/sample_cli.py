@@ -25,31 +25,21 @@ from minigpt.metrics import TensorBoardLogger, save_attention_pngs
 from minigpt.model import GPT
 from minigpt.tokenizer import GPT2_EOT, CharTokenizer, Tokenizer, default_prompt, preview, tokenizer_from_dict
 
-# --attention logs to <run>/attention_probe/, a TensorBoard run apart from training's; probe i is step i.
-PROBE_DIR, PROBE_INDEX = "attention_probe", "probes.jsonl"
-
-
 def find_checkpoint(ckpt: str | None = None, run: str | None = None, runs_dir: str = "runs") -> tuple[Path, str]:
     """The checkpoint to sample from and why it was chosen: --ckpt, --run, or the newest run."""
     if ckpt:
         return Path(ckpt), "--ckpt"
     if run:
-        if Path(run).is_file():
-            return Path(run), "--run"
-        if not Path(run).is_dir():
-            raise CheckpointError(f"--run {run}: no such folder; pass a run folder such as {runs_dir}/NAME")
-        if (found := _run_checkpoint(Path(run))) is None:
-            raise CheckpointError(
-                f"--run {run} holds no {CHECKPOINT_BEST} or {CHECKPOINT_LATEST}; train it with `python train.py`"
-            )
+        found = Path(run) if Path(run).is_file() else _run_checkpoint(Path(run))
+        if found is None:
+            problem = f"holds no {CHECKPOINT_BEST} or {CHECKPOINT_LATEST}" if Path(run).is_dir() else "is not a folder"
+            raise CheckpointError(f"--run {run} {problem}; pass a run folder written by `python train.py`")
         return found, "--run"
     root = Path(runs_dir)
     runs = [c for d in sorted(root.iterdir()) if (c := _run_checkpoint(d))] if root.is_dir() else []
     if not runs:
-        raise CheckpointError(
-            f"no checkpoint found under {root}/; train a model first with `python train.py` "
-            "(or point to one with --ckpt PATH or --run DIR)"
-        )
+        raise CheckpointError(f"no checkpoint found under {root}/; train a model first with `python train.py` "
+                              "(or point to one with --ckpt PATH or --run DIR)")
     # ckpt_latest.pt is rewritten at every evaluation: the newest run saved last
     newest = max(runs, key=lambda c: max(f.stat().st_mtime for f in c.parent.glob("ckpt_*.pt")))
     return newest, f"the newest of {len(runs)} run(s) under {root}/"
@@ -67,10 +57,8 @@ def load_model(path: str | Path, device: torch.device | str) -> tuple[GPT, Token
     config = cli.from_dict(ModelConfig, ckpt["config"]["model"], where=[f" in {path}"])
     tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
     if tokenizer.vocab_size != config.vocab_size:
-        raise CheckpointError(
-            f"{path}: its tokenizer has {tokenizer.vocab_size} tokens but the model {config.vocab_size}; "
-            "the checkpoint is inconsistent, use another one"
-        )
+        raise CheckpointError(f"{path}: its tokenizer has {tokenizer.vocab_size} tokens but the model "
+                              f"{config.vocab_size}; the checkpoint is inconsistent, use another one")
     model = GPT(config)
     try:
         model.load_state_dict(ckpt["model"])
@@ -84,42 +72,35 @@ def load_model(path: str | Path, device: torch.device | str) -> tuple[GPT, Token
 
 
 def read_prompt(cfg: SampleConfig, tokenizer: Tokenizer) -> tuple[str, list[int]]:
-    """The text to start from and its ids: --prompt, --prompt_file, or the tokenizer's default."""
-    if cfg.prompt_file is None:
-        return default_prompt(tokenizer) if cfg.prompt is None else (cfg.prompt, encode_prompt(tokenizer, cfg.prompt))
-    flag = f"--prompt_file {cfg.prompt_file}"
-    try:
-        text = Path(cfg.prompt_file).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(f"{flag}: no such file") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{flag} is not UTF-8 text; save it as UTF-8") from None
-    return text, encode_prompt(tokenizer, text, flag)
-
-
-def encode_prompt(tokenizer: Tokenizer, text: str, flag: str = "--prompt") -> list[int]:
-    """Token ids of a prompt; a literal <|endoftext|> becomes that token where the tokenizer has it."""
+    """The text to start from and its ids: --prompt, --prompt_file, or the tokenizer's default.
+    A literal <|endoftext|> in the text becomes that token where the tokenizer has it."""
+    if cfg.prompt is None and cfg.prompt_file is None:
+        return default_prompt(tokenizer)
+    text, flag = cfg.prompt, "--prompt"
+    if cfg.prompt_file is not None:
+        flag = f"--prompt_file {cfg.prompt_file}"
+        try:
+            text = Path(cfg.prompt_file).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ValueError(f"{flag}: no such file") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{flag} is not UTF-8 text; save it as UTF-8") from None
     if not text:
         raise ValueError(f"{flag} is empty; give some text to start from, or leave it out to start from a newline")
     if isinstance(tokenizer, CharTokenizer) and (unknown := sorted(set(text) - set(tokenizer.chars))):
-        raise ValueError(
-            f"{flag} has {len(unknown)} character(s) this char-level checkpoint never saw in training: "
-            f"{preview(unknown, 10)}; remove or replace them"
-        )
+        raise ValueError(f"{flag} has {len(unknown)} character(s) this char-level checkpoint never saw in training: "
+                         f"{preview(unknown, 10)}; remove or replace them")
     parts = text.split(GPT2_EOT) if tokenizer.eot_id is not None else [text]
     ids = tokenizer.encode(parts[0])
     for part in parts[1:]:
         ids += [tokenizer.eot_id, *tokenizer.encode(part)]
-    return ids
+    return text, ids
 
 
 def stream_text(tokenizer: Tokenizer, ids: Iterable[int]) -> Iterator[str]:
-    """Text piece by piece as ids arrive, never half a character.
-
-    A BPE token can end inside a multi-byte UTF-8 character, which alone decodes to U+FFFD: so the ids
-    since the last clean boundary are decoded together, and trailing U+FFFD held back until a later
-    token completes the character (or the ids run out).
-    """
+    """Text piece by piece as ids arrive, never half a character: a BPE token can end inside a multi-byte
+    UTF-8 character, which alone decodes to U+FFFD, so the ids since the last clean boundary are decoded
+    together and a trailing U+FFFD is held back until a later token completes the character (or ids run out)."""
     pending: list[int] = []
     sent = 0  # characters of decode(pending) already yielded
     for token_id in ids:
@@ -154,22 +135,20 @@ def write_samples(tokens: Iterator[torch.Tensor], tokenizer: Tokenizer, prompt: 
 
 def format_stats(stats: GenerationStats, setup: str) -> str:
     """The speed line: tokens/s and time to first token (`setup` says cache, device, dtype)."""
-    return (
-        f"{stats.steps * stats.batch} tokens in {stats.elapsed_s:.2f} s: {stats.tokens_per_s:.1f} tokens/s "
-        f"({stats.decode_tokens_per_s:.1f} after the first), time to first token "
-        f"{stats.time_to_first_token_s * 1000:.0f} ms (prompt {stats.prompt_tokens} tokens); {setup}"
-    )
+    return (f"{stats.steps * stats.batch} tokens in {stats.elapsed_s:.2f} s: {stats.tokens_per_s:.1f} tokens/s "
+            f"({stats.decode_tokens_per_s:.1f} after the first), time to first token "
+            f"{stats.time_to_first_token_s * 1000:.0f} ms (prompt {stats.prompt_tokens} tokens); {setup}")
 
 
 def probe_attention(model: GPT, tokenizer: Tokenizer, ids: list[int], path: Path, about: str,
                     png_dir: str | None) -> list[str]:  # fmt: skip
     """Log every layer's and head's attention map on the last block_size ids to TensorBoard under
     the checkpoint's run folder, at the next free step, and as PNGs into png_dir. Returns what to tell."""
-    log_dir, c = path.parent / PROBE_DIR, model.config
+    log_dir, c = path.parent / "attention_probe", model.config  # a TensorBoard run apart from training's
     ids = ids[-c.block_size :]
     weights = model.attention_maps(ids)  # (n_layer, nh, T, T)
     labels, text = [tokenizer.decode_token(t) for t in ids], tokenizer.decode(ids)
-    index = log_dir / PROBE_INDEX
+    index = log_dir / "probes.jsonl"  # one line per probe: probe i is step i
     step = len(index.read_text(encoding="utf-8").splitlines()) if index.is_file() else 0
     with TensorBoardLogger(log_dir) as logger:
         logger.attention(weights, labels, step)
@@ -179,7 +158,7 @@ def probe_attention(model: GPT, tokenizer: Tokenizer, ids: list[int], path: Path
     pngs = save_attention_pngs(weights, labels, png_dir) if png_dir is not None else []
     return [
         f"attention maps: {len(ids)} tokens, {c.n_layer} layers x {c.n_head} heads",
-        f"TensorBoard: {log_dir}, step {step} (the probes' texts and steps are listed in {PROBE_INDEX})",
+        f"TensorBoard: {log_dir}, step {step} (the probes' texts and steps are listed in {index.name})",
         *([f"PNG: {len(pngs)} files in {png_dir}"] if pngs else []),
         f"view with: tensorboard --logdir {path.parent.parent}",
     ]
@@ -198,9 +177,8 @@ def run(cfg: SampleConfig, out: TextIO, err: TextIO, stats: GenerationStats) -> 
         model, ids, max_new, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, seed=seed,
         num_samples=cfg.num_samples, use_cache=cfg.kv_cache, slide=cfg.slide, stats=stats,
     ) if max_new else None  # fmt: skip
-    hardware = f"{device.type} {rt.dtype_name}"
-    if device.type == "cpu":
-        hardware += f", {cfg.threads} thread{'s' if cfg.threads > 1 else ''}"
+    threads = f", {cfg.threads} thread{'s' if cfg.threads > 1 else ''}" if device.type == "cpu" else ""
+    hardware = f"{device.type} {rt.dtype_name}{threads}"
     block_size = model.config.block_size
     print(f"checkpoint: {path} ({why}; {trained})", file=err)
     print(f"model: {model.num_params() / 1e6:.2f}M parameters, block_size {block_size}, {tokenizer.kind} tokenizer "

@@ -15,16 +15,12 @@ from typing import Any
 import tiktoken
 import tiktoken.load
 
-TOKENIZER_KINDS: tuple[str, ...] = ("char", "gpt2")
-
 # GPT-2 BPE as tiktoken's r50k_base encoding defines it. The ranks file holds one line per mergeable
 # token, "<base64 of its bytes> <rank>", for ranks 0..50255; the sha256 pins it to that exact table.
 # The pattern is GPT-2's pre-tokenization regex, and <|endoftext|> is the one special token, id 50256.
 GPT2_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 GPT2_PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 GPT2_EOT = "<|endoftext|>"
-GPT2_EOT_ID = 50256
-GPT2_VOCAB_SIZE = 50257
 
 
 class TokenizerError(ValueError):
@@ -41,8 +37,7 @@ class Tokenizer(ABC):
 
     kind: str
     vocab_size: int
-    eot_id: int | None
-    """Id of the end-of-text token, or None when the tokenizer has none (char)."""
+    eot_id: int | None  # id of the end-of-text token; None when there is none (char)
 
     @abstractmethod
     def encode(self, text: str) -> list[int]:
@@ -69,9 +64,6 @@ class Tokenizer(ABC):
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Tokenizer) and self.to_dict() == other.to_dict()
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(vocab_size={self.vocab_size})"
-
 
 class CharTokenizer(Tokenizer):
     """One token per character; id = position of the character in the sorted vocabulary."""
@@ -80,10 +72,9 @@ class CharTokenizer(Tokenizer):
     eot_id = None
 
     def __init__(self, chars: str):
-        if not chars:
-            raise TokenizerError("a char tokenizer needs at least one character; build it from non-empty text")
-        if list(chars) != sorted(set(chars)):
-            raise TokenizerError("a char tokenizer's vocabulary must be sorted and without repeats; use CharTokenizer.from_text")
+        if not chars or list(chars) != sorted(set(chars)):
+            raise TokenizerError("a char vocabulary must be sorted, without repeats and not empty; "
+                                 "build it with CharTokenizer.from_text from non-empty text")
         self.chars = chars
         self.vocab_size = len(chars)
         self._stoi = {c: i for i, c in enumerate(chars)}
@@ -98,10 +89,9 @@ class CharTokenizer(Tokenizer):
             return [self._stoi[c] for c in text]
         except KeyError:
             unknown = sorted(set(text) - self._stoi.keys())
-            raise TokenizerError(
-                f"{len(unknown)} character(s) not in the char vocabulary of {self.vocab_size}: {preview(unknown, 10)}; "
-                "use only characters of the training corpus, or set data.tokenizer to gpt2"
-            ) from None
+            raise TokenizerError(f"{len(unknown)} character(s) not in the char vocabulary of {self.vocab_size}: "
+                                 f"{preview(unknown, 10)}; use only characters of the training corpus, or set "
+                                 "data.tokenizer to gpt2") from None
 
     def decode(self, ids: Sequence[int]) -> str:
         self._check_ids(ids)
@@ -117,15 +107,15 @@ def _gpt2_encoding() -> tiktoken.Encoding:
     with resources.as_file(resources.files("minigpt") / "assets" / "gpt2.tiktoken") as file:
         ranks = tiktoken.load.load_tiktoken_bpe(str(file), expected_hash=GPT2_SHA256)
     return tiktoken.Encoding(name="gpt2", pat_str=GPT2_PAT_STR, mergeable_ranks=ranks,
-                             special_tokens={GPT2_EOT: GPT2_EOT_ID}, explicit_n_vocab=GPT2_VOCAB_SIZE)  # fmt: skip
+                             special_tokens={GPT2_EOT: GPT2Tokenizer.eot_id}, explicit_n_vocab=GPT2Tokenizer.vocab_size)
 
 
 class GPT2Tokenizer(Tokenizer):
     """GPT-2 byte-pair encoding (tiktoken), loaded from the shipped ranks file, offline."""
 
     kind = "gpt2"
-    vocab_size = GPT2_VOCAB_SIZE
-    eot_id = GPT2_EOT_ID
+    vocab_size = 50257
+    eot_id = 50256
 
     def __init__(self) -> None:
         self._enc = _gpt2_encoding()
@@ -149,29 +139,15 @@ class GPT2Tokenizer(Tokenizer):
         return GPT2Tokenizer, ()
 
 
-def build_tokenizer(kind: str, text: str | None = None) -> Tokenizer:
-    """A new tokenizer of `kind`; "char" needs the training `text` for its vocabulary."""
-    if kind == "gpt2":
-        return GPT2Tokenizer()
-    if kind == "char":
-        return CharTokenizer.from_text(text or "")
-    raise TokenizerError(f"unknown tokenizer {kind!r}; choose one of {', '.join(TOKENIZER_KINDS)}")
-
-
 def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
     """Rebuild a tokenizer from `Tokenizer.to_dict()` output (e.g. read from meta.json or a checkpoint)."""
-    if not isinstance(d, dict) or "kind" not in d:
-        raise TokenizerError(f"a saved tokenizer must be a dict with a 'kind' key, got {type(d).__name__}")
-    if d["kind"] == "char":
-        if not isinstance(d.get("chars"), str):
-            raise TokenizerError("a saved char tokenizer needs a 'chars' string; the file is damaged, prepare the data again")
+    kind = d.get("kind") if isinstance(d, dict) else None
+    if kind == "char" and isinstance(d.get("chars"), str):
         return CharTokenizer(d["chars"])
-    if d["kind"] == "gpt2":
-        if d.get("sha256", GPT2_SHA256) != GPT2_SHA256:
-            raise TokenizerError(f"saved gpt2 tokenizer has ranks sha256 {d['sha256']}, this minigpt ships "
-                                 f"{GPT2_SHA256}; prepare the data again with this version")  # fmt: skip
+    if kind == "gpt2" and d.get("sha256", GPT2_SHA256) == GPT2_SHA256:
         return GPT2Tokenizer()
-    raise TokenizerError(f"unknown tokenizer kind {d['kind']!r}; choose one of {', '.join(TOKENIZER_KINDS)}")
+    raise TokenizerError(f"cannot rebuild a saved tokenizer of kind {kind!r}: this minigpt knows char (with a 'chars' "
+                         f"string) and gpt2 (ranks sha256 {GPT2_SHA256[:12]}...); prepare the data again")
 
 
 def default_prompt(tokenizer: Tokenizer) -> tuple[str, list[int]]:

@@ -95,11 +95,12 @@ def test_half_precision_on_a_cpu_without_it_is_refused(monkeypatch):
 
 def test_one_process_prepares_a_data_cache_at_a_time(tmp_path):
     from minigpt.config import DataConfig
-    from minigpt.data import DataError, _lock_cache, cache_folder, prepare
+    from minigpt.data import DataError, cache_folder, prepare
+    from minigpt.runtime import lock_folder
 
     cfg = DataConfig(path=str(tmp_path / "c.txt"), cache_dir=str(tmp_path / "cache"))
     (tmp_path / "c.txt").write_text("hello world\n" * 100)
-    held = _lock_cache(cache_folder(cfg))  # another process preparing the same corpus
+    held, _ = lock_folder(cache_folder(cfg))  # another process preparing the same corpus
     with pytest.raises(DataError, match=rf"is being prepared by another process \(pid {os.getpid()}\)"):
         prepare(cfg, progress=False)
     held.close()

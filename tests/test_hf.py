@@ -157,3 +157,14 @@ def test_foreign_configs_are_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "llama"}))
     with pytest.raises(hf.HFError, match="holds a 'llama' model"):
         hf.load(str(tmp_path))
+
+
+def test_params_table_of_a_loaded_gpt2(tmp_path, capsys):
+    from minigpt import params
+
+    hf_gpt2(SHAPES["3 heads"], tmp_path)
+    assert params.main(["--model.init_from", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    stored = sum(p.numel() for p in hf.load(str(tmp_path)).parameters())
+    assert f"{tmp_path}: {stored:,} parameters stored in its weights file, equal to the count below" in out
+    assert f"Parameters of {tmp_path}\n" in out and "3 heads x d_head 16" in out

@@ -1,6 +1,5 @@
 """Tests for minigpt.metrics: attention statistics, token labels, heatmaps and TensorBoard events."""
 
-import dataclasses
 import io
 import math
 import subprocess
@@ -184,7 +183,7 @@ def test_base_logger_is_a_no_op():
         logger.scalars({"loss/train": 1.0}, step=1)
         logger.text("sample", "hello", step=1)
         logger.attention(torch.zeros(1, 1, 2, 2), ["a", "b"], step=1)
-        logger.hparams({"lr": 1e-3}, {"loss/val": 1.0})
+        logger.hparams({"lr": 1e-3}, {"loss/val": 1.0}, step=1)
         logger.flush()
 
 
@@ -194,12 +193,13 @@ def test_tensorboard_logger_writes_readable_events(tmp_path):
 
     tokens = list("To be or")
     weights = random_attention(2, 2, len(tokens))
+    probe = random_attention(1, 2, 12, seed=3)
     with TensorBoardLogger(tmp_path / "run") as logger:
         for step in (0, 10):
             logger.scalars({"loss/train": 2.0 - step / 10, "lr": 1e-3}, step)
             logger.attention(weights, tokens, step)
             logger.text("sample", "ROMEO:\n*What* <b>light</b>", step)
-        logger.attention(random_attention(1, 2, 12), list("Hello, world"), 20, prefix="probe")  # a new probe
+        logger.attention(probe, list("Hello, world"), 20)  # a new probe
         logger.hparams({"model": {"n_layer": 2, "bias": False}, "lr": 1e-3}, {"loss/val": 1.5}, step=10)
     logger.flush()  # after close: ignored
     logger.close()
@@ -213,18 +213,19 @@ def test_tensorboard_logger_writes_readable_events(tmp_path):
         "loss/train", "lr", "final/loss/val",
         "attention_entropy/layer_0/head_0", "attention_entropy/layer_1/head_1",
         "attention_distance/layer_0/head_1", "attention_distance/layer_1/head_0",
-        "probe_entropy/layer_0/head_1", "probe_distance/layer_0/head_0",
     ]:  # fmt: skip
         assert tag in tags["scalars"], tag
-    assert [e.step for e in events.Scalars("attention_entropy/layer_0/head_1")] == [0, 10]
+    assert [e.step for e in events.Scalars("attention_entropy/layer_0/head_1")] == [0, 10, 20]
+    assert [e.step for e in events.Scalars("attention_entropy/layer_1/head_1")] == [0, 10]
     assert [e.value for e in events.Scalars("loss/train")] == pytest.approx([2.0, 1.0])
     entropy, distance = attention_stats(weights)
     assert events.Scalars("attention_distance/layer_1/head_0")[0].value == pytest.approx(distance[1, 0].item())
     assert events.Scalars("attention_entropy/layer_0/head_1")[1].value == pytest.approx(entropy[0, 1].item())
+    probe_entropy, _ = attention_stats(probe)
+    assert events.Scalars("attention_entropy/layer_0/head_1")[2].value == pytest.approx(probe_entropy[0, 1].item())
 
     expected_images = {f"attention/layer_{l}/head_{h}" for l in range(2) for h in range(2)}
     expected_images |= {"attention/layer_0/all_heads", "attention/layer_1/all_heads"}
-    expected_images |= {"probe/layer_0/head_0", "probe/layer_0/head_1", "probe/layer_0/all_heads"}
     assert set(tags["images"]) == expected_images
     for tag in expected_images:
         event = events.Images(tag)[-1]
@@ -232,6 +233,7 @@ def test_tensorboard_logger_writes_readable_events(tmp_path):
         assert decoded.size == (event.width, event.height)
         assert event.width == CARD_WIDTH_PX and decoded.mode == "RGB"
     assert [e.step for e in events.Images("attention/layer_1/all_heads")] == [0, 10]
+    assert [e.step for e in events.Images("attention/layer_0/all_heads")] == [0, 10, 20]
     head = np.asarray(Image.open(io.BytesIO(events.Images("attention/layer_0/head_0")[0].encoded_image_string)))
     assert (head == MASK_GREY).all(-1).mean() > 0.1  # the blank upper triangle is a good part of the image
 
@@ -245,13 +247,7 @@ def test_tensorboard_logger_writes_readable_events(tmp_path):
 
 
 def test_flatten_hparams():
-    flat = flatten_hparams({"model": {"n_layer": 2, "dropout": 0.1}, "compile": True, "path": None, "x": [1]})
-    assert flat == {"model.n_layer": 2, "model.dropout": 0.1, "compile": "True", "path": "None", "x": "[1]"}
-
-    @dataclasses.dataclass
-    class Model:
-        n_layer: int = 2
-        window: int | None = None
-
-    assert flatten_hparams({"model": Model(), "lr": 3e-4}) == {"model.n_layer": 2, "model.window": "None", "lr": 3e-4}
-    assert flatten_hparams(Model()) == {"n_layer": 2, "window": "None"}
+    flat = flatten_hparams({"model": {"n_layer": 2, "dropout": 0.1, "rope": {"base": 1e4}}, "compile": True,
+                            "path": None, "x": [1]})  # fmt: skip
+    assert flat == {"model.n_layer": 2, "model.dropout": 0.1, "model.rope.base": 1e4, "compile": "True",
+                    "path": "None", "x": "[1]"}  # fmt: skip

@@ -11,9 +11,9 @@ import torch
 
 from minigpt import cli
 from minigpt.checkpoint import save_checkpoint
-from minigpt.config import ModelConfig, RunConfig
+from minigpt.config import ModelConfig, RunConfig, SampleConfig
 from minigpt.model import GPT
-from minigpt.sample_cli import encode_prompt, find_checkpoint, load_model, main, stream_text
+from minigpt.sample_cli import find_checkpoint, load_model, main, read_prompt, stream_text
 from minigpt.tokenizer import CharTokenizer, GPT2Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,7 +273,7 @@ def test_a_file_that_is_not_a_checkpoint_or_is_truncated(run_dir, tmp_path, caps
     assert_one_line_error(*sample(capsys, "--ckpt", cut), "cut.pt is not a readable minigpt checkpoint")
     assert_one_line_error(*sample(capsys, "--ckpt", run_dir), "is a folder")
     assert_one_line_error(*sample(capsys, "--ckpt", tmp_path / "x.pt"), f"no checkpoint at {tmp_path / 'x.pt'}")
-    assert_one_line_error(*sample(capsys, "--run", tmp_path / "nope"), "no such folder")
+    assert_one_line_error(*sample(capsys, "--run", tmp_path / "nope"), "is not a folder")
 
 
 def test_a_checkpoint_whose_parts_do_not_fit(tmp_path, capsys):
@@ -366,5 +366,5 @@ def test_gpt2_checkpoint_starts_from_endoftext(tmp_path, capsys):
     code, out, err = sample(capsys, "--runs_dir", tmp_path / "runs", "--max_new_tokens", 20, "--seed", 0)
     assert code == 0 and "(prompt 1 tokens)" in err and "gpt2 tokenizer (vocab 50257)" in err
     assert "(the newest of 1 run(s) under" in err and "; iter 0)" in err  # an inf val loss is not shown
-    assert encode_prompt(tok, "<|endoftext|>Hi") == [tok.eot_id, *tok.encode("Hi")]
-    assert encode_prompt(tok, "a<|endoftext|>") == [*tok.encode("a"), tok.eot_id]
+    assert read_prompt(SampleConfig(prompt="<|endoftext|>Hi"), tok)[1] == [tok.eot_id, *tok.encode("Hi")]
+    assert read_prompt(SampleConfig(prompt="a<|endoftext|>"), tok)[1] == [*tok.encode("a"), tok.eot_id]

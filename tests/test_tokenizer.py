@@ -14,7 +14,6 @@ from minigpt.tokenizer import (
     GPT2Tokenizer,
     Tokenizer,
     TokenizerError,
-    build_tokenizer,
     tokenizer_from_dict,
 )
 
@@ -28,7 +27,7 @@ def shakespeare() -> str:
 
 
 def test_char_vocab_is_sorted_set_of_training_text(shakespeare):
-    tok = build_tokenizer("char", shakespeare)
+    tok = CharTokenizer.from_text(shakespeare)
     assert isinstance(tok, Tokenizer)
     assert tok.vocab_size == 65
     assert tok.chars == "".join(sorted(set(shakespeare)))
@@ -64,7 +63,7 @@ def test_char_rejects_unsorted_vocabulary():
 
 
 def test_gpt2_known_ids():
-    tok = build_tokenizer("gpt2")
+    tok = GPT2Tokenizer()
     assert tok.encode("Hello world") == [15496, 995]
     assert tok.vocab_size == 50257
     assert tok.eot_id == 50256
@@ -116,21 +115,19 @@ def test_gpt2_loads_without_network(monkeypatch):
 
 
 def test_kinds_agree_with_the_config():
-    # config.py and tokenizer.py import nothing from each other, so each has the list; they must agree.
-    assert tokenizer_module.TOKENIZER_KINDS == TOKENIZERS
-    assert all(build_tokenizer(kind, "ab").kind == kind for kind in TOKENIZERS)
+    # every data.tokenizer that config.py accepts can be rebuilt from its saved form
+    assert all(tokenizer_from_dict({"kind": kind, "chars": "ab"}).kind == kind for kind in TOKENIZERS)
 
 
 def test_bad_kinds_and_dicts():
-    with pytest.raises(TokenizerError, match="unknown tokenizer 'bpe'; choose one of char, gpt2"):
-        build_tokenizer("bpe")
     with pytest.raises(TokenizerError, match="non-empty text"):
-        build_tokenizer("char", "")
-    with pytest.raises(TokenizerError, match="unknown tokenizer kind"):
+        CharTokenizer.from_text("")
+    knows = r"this minigpt knows char \(with a 'chars' string\) and gpt2 \(ranks sha256 306cd27f03c1\.\.\.\)"
+    with pytest.raises(TokenizerError, match=f"of kind 'sentencepiece': {knows}"):
         tokenizer_from_dict({"kind": "sentencepiece"})
-    with pytest.raises(TokenizerError, match="'chars' string"):
+    with pytest.raises(TokenizerError, match=f"of kind 'char': {knows}"):
         tokenizer_from_dict({"kind": "char"})
-    with pytest.raises(TokenizerError, match="sha256"):
+    with pytest.raises(TokenizerError, match=f"of kind 'gpt2': {knows}"):
         tokenizer_from_dict({"kind": "gpt2", "sha256": "0" * 64})
-    with pytest.raises(ValueError):  # TokenizerError is a ValueError
+    with pytest.raises(ValueError, match=f"of kind None: {knows}"):  # TokenizerError is a ValueError
         tokenizer_from_dict([])
