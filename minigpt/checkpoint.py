@@ -18,6 +18,11 @@ from typing import Any
 
 import torch
 
+from minigpt import cli
+from minigpt.config import ModelConfig
+from minigpt.model import GPT
+from minigpt.tokenizer import Tokenizer, tokenizer_from_dict
+
 FORMAT = "minigpt-checkpoint"
 VERSION = 1
 # the two files every run folder holds: the lowest validation loss, and the newest state
@@ -74,17 +79,14 @@ def _size(obj: Any) -> int:
     """Bytes of the tensors in a nested payload: about the size of its checkpoint file."""
     if isinstance(obj, torch.Tensor):
         return obj.numel() * obj.element_size()
-    if isinstance(obj, dict):
-        return sum(_size(v) for v in obj.values())
-    return sum(_size(v) for v in obj) if isinstance(obj, (list, tuple)) else 0
+    items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+    return sum(_size(v) for v in items)
 
 
-def remove_stale_temp_files(run_dir: Path) -> list[Path]:
+def remove_stale_temp_files(run_dir: Path) -> None:
     """Delete this run folder's leftover temp checkpoints (from a process killed mid-save)."""
-    stale = [p for p in run_dir.glob(".ckpt_*.tmp") if p.is_file()]
-    for p in stale:
+    for p in run_dir.glob(".ckpt_*.tmp"):
         p.unlink(missing_ok=True)
-    return stale
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -97,8 +99,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, random bytes, or pickled code
-        blocked = re.search(r"GLOBAL ([\w.]+)", str(e))
-        if blocked:
+        if blocked := re.search(r"GLOBAL ([\w.]+)", str(e)):
             raise CheckpointError(
                 f"refused {path}: it asks to load the Python object {blocked.group(1)}, which could run code; "
                 "minigpt loads only tensors and plain data from checkpoints"
@@ -132,3 +133,49 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def find_checkpoint(ckpt: str | None = None, run: str | None = None, runs_dir: str = "runs") -> tuple[Path, str]:
+    """The checkpoint to sample from and why it was chosen: --ckpt, --run, or the newest run."""
+    if ckpt:
+        return Path(ckpt), "--ckpt"
+    if run:
+        found = Path(run) if Path(run).is_file() else _run_checkpoint(Path(run))
+        if found is None:
+            problem = f"holds no {CHECKPOINT_BEST} or {CHECKPOINT_LATEST}" if Path(run).is_dir() else "is not a folder"
+            raise CheckpointError(f"--run {run} {problem}; pass a run folder written by `python train.py`")
+        return found, "--run"
+    root = Path(runs_dir)
+    runs = [c for d in sorted(root.iterdir()) if (c := _run_checkpoint(d))] if root.is_dir() else []
+    if not runs:
+        raise CheckpointError(f"no checkpoint found under {root}/; train a model first with `python train.py` "
+                              "(or point to one with --ckpt PATH or --run DIR)")
+    # ckpt_latest.pt is rewritten at every evaluation: the newest run saved last
+    newest = max(runs, key=lambda c: max(f.stat().st_mtime for f in c.parent.glob("ckpt_*.pt")))
+    return newest, f"the newest of {len(runs)} run(s) under {root}/"
+
+
+def _run_checkpoint(run_dir: Path) -> Path | None:
+    return next((run_dir / n for n in (CHECKPOINT_BEST, CHECKPOINT_LATEST) if (run_dir / n).is_file()), None)
+
+
+def load_model(path: str | Path, device: torch.device | str) -> tuple[GPT, Tokenizer, str]:
+    """The GPT (eval mode, on device), its tokenizer, and how far it was trained, from a checkpoint."""
+    ckpt = load_checkpoint(path, map_location="cpu")
+    if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["config"].get("model"), dict):
+        raise CheckpointError(f"{path} has no [model] config; it was not written by minigpt's trainer")
+    config = cli.from_dict(ModelConfig, ckpt["config"]["model"], where=[f" in {path}"])
+    tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
+    if tokenizer.vocab_size != config.vocab_size:
+        raise CheckpointError(f"{path}: its tokenizer has {tokenizer.vocab_size} tokens but the model "
+                              f"{config.vocab_size}; the checkpoint is inconsistent, use another one")
+    model = GPT(config)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:  # torch lists each mismatched tensor on a line of its own
+        reason = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"{path}: the weights do not fit its model config ({reason})") from None
+    trained = f"iter {ckpt.get('iter', '?')}"
+    if (best := ckpt.get("best_val_loss")) is not None and best != float("inf"):
+        trained += f", best val loss {best:.4f}"
+    return model.to(device).eval(), tokenizer, trained

@@ -228,9 +228,10 @@ class PrepareConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """Generate text from a trained checkpoint, or log its attention maps on a text."""
+    """Generate text from a trained checkpoint or a pretrained GPT-2, or log its attention maps on a text."""
 
     ckpt: str | None = None  # A checkpoint file, e.g. runs/NAME/ckpt_latest.pt.
+    hf: str | None = None  # A Hugging Face GPT-2 instead: a hub name (gpt2, gpt2-medium, ...) or an HF folder.
     run: str | None = None  # A run folder: its ckpt_best.pt, else ckpt_latest.pt. Default: the newest under runs_dir.
     runs_dir: str = "runs"  # Where to look for the newest run.
     prompt: str | None = None  # Text to continue (default: a newline, or <|endoftext|> for GPT-2 BPE).
@@ -251,8 +252,8 @@ class SampleConfig:
     attention_png: str | None = None  # With attention: also write the maps as PNG files into this folder.
 
     def __post_init__(self) -> None:
-        if self.ckpt is not None and self.run is not None:
-            raise ValueError("give ckpt or run, not both")
+        if sum(x is not None for x in (self.ckpt, self.run, self.hf)) > 1:
+            raise ValueError("give one of ckpt, run and hf, not several")
         if self.prompt is not None and self.prompt_file is not None:
             raise ValueError("give prompt or prompt_file, not both")
         _check_fields(self, "", num_samples=1, max_new_tokens=1, threads=1, attention_generate=0)

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from minigpt import cli
+from minigpt.checkpoint import find_checkpoint, load_model
 from minigpt.config import ExportConfig, ModelConfig
 from minigpt.model import GPT
 from minigpt.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer
@@ -276,8 +277,6 @@ def gpt2_vocab_and_merges() -> tuple[dict[str, int], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from minigpt.sample_cli import find_checkpoint, load_model
-
     try:
         cfg = cli.parse(ExportConfig, sys.argv[1:] if argv is None else argv, prog="python -m minigpt.hf")
         path, _ = find_checkpoint(cfg.ckpt, cfg.run)

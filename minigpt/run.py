@@ -10,14 +10,15 @@ import contextlib
 import dataclasses
 import math
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.distributed.fsdp import fully_shard
+from torch.nn.parallel import DistributedDataParallel
 
-from minigpt import cli, runtime
+from minigpt import cli, hf, runtime
 from minigpt.checkpoint import (
     CHECKPOINT_BEST, CHECKPOINT_LATEST, CheckpointError, load_checkpoint, remove_stale_temp_files, write_failure,
 )  # fmt: skip
@@ -41,9 +42,6 @@ USAGE_EXTRA = """
 """
 
 
-# -- settings --------------------------------------------------------------------------------
-
-
 def split_resume(argv: list[str]) -> tuple[list[str], str | None, bool]:
     """Take `--resume [TARGET]` out of argv: (the rest, TARGET or None, whether --resume was given)."""
     if "--resume" not in argv:
@@ -55,22 +53,9 @@ def split_resume(argv: list[str]) -> tuple[list[str], str | None, bool]:
     return argv[:i] + argv[i + 1 + (target is not None) :], target, True
 
 
-def find_resume_checkpoint(target: str | None, out_dir: str) -> Path:
-    """The checkpoint to continue from: a file, a run folder's latest, or the newest run's latest."""
-    if target:
-        path = Path(target) / CHECKPOINT_LATEST if Path(target).is_dir() else Path(target)
-        if not path.exists():
-            raise CheckpointError(f"nothing to resume at {path}; name a run folder that holds {CHECKPOINT_LATEST}")
-        return path
-    runs = sorted(Path(out_dir).glob(f"*/{CHECKPOINT_LATEST}"), key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise CheckpointError(f"no run to resume under {out_dir}/; start one with `python train.py`")
-    return runs[-1]
-
-
 def resolve(argv: list[str]) -> tuple[RunConfig, dict[str, Any] | None, Path | None]:
-    """Settings from defaults < default run (or checkpoint) < CONFIG file < flags; the checkpoint
-    itself (loaded once) when resuming, and its path."""
+    """Settings from defaults < default run (or checkpoint) < CONFIG file < flags; when resuming, the
+    checkpoint (loaded once: a file, a run folder's latest, or the newest run's latest) and its path."""
     argv, target, resuming = split_resume(argv)
     has_file = any(a.lower().endswith((".toml", ".json")) and not a.startswith("-") for a in argv)
 
@@ -82,8 +67,15 @@ def resolve(argv: list[str]) -> tuple[RunConfig, dict[str, Any] | None, Path | N
     if not has_file and runtime.resolve_device(cfg.train.device).type != "cpu":
         cfg = parse(DEFAULT_RUNS["gpu"])
     if not resuming:
+        if cfg.model.init_from:  # GPT-2's own shape and tokenizer (docs/gpt2.md)
+            cfg = dataclasses.replace(cfg, model=hf.with_shape(cfg.model), data=dataclasses.replace(cfg.data, tokenizer="gpt2"))
         return cfg, None, None
-    path = find_resume_checkpoint(target, cfg.train.out_dir)
+    if target:  # load_checkpoint tells when there is none
+        path = Path(target) / CHECKPOINT_LATEST if Path(target).is_dir() else Path(target)
+    else:
+        path = max(Path(cfg.train.out_dir).glob(f"*/{CHECKPOINT_LATEST}"), key=lambda p: p.stat().st_mtime, default=None)
+        if path is None:
+            raise CheckpointError(f"no run to resume under {cfg.train.out_dir}/; start one with `python train.py`")
     ckpt = load_checkpoint(path)
     cfg = cli.parse(RunConfig, argv, prog="python train.py", base=ckpt["config"], base_name=str(path))
     saved = cli.from_dict(RunConfig, ckpt["config"])
@@ -95,9 +87,6 @@ def resolve(argv: list[str]) -> tuple[RunConfig, dict[str, Any] | None, Path | N
                 "now; drop the override or start a new run"
             )
     return cfg, ckpt, path
-
-
-# -- building blocks -------------------------------------------------------------------------
 
 
 def prepare_data(cfg: DataConfig, rt: runtime.Runtime) -> PreparedData:
@@ -113,22 +102,20 @@ def prepare_data(cfg: DataConfig, rt: runtime.Runtime) -> PreparedData:
     return data if data is not None else prepare(cfg, progress=False)
 
 
-def build_model(cfg: RunConfig, rt: runtime.Runtime) -> tuple[GPT, torch.nn.Module]:
-    """The plain model, and what the training step calls: it wrapped for FSDP, compile and DDP."""
-    model = GPT(cfg.model).to(rt.device)
-    train_model: torch.nn.Module = model
-    if rt.distributed and cfg.train.parallel == "fsdp":
-        from torch.distributed.fsdp import fully_shard
-
+def build_model(cfg: RunConfig, rt: runtime.Runtime, pretrained: bool = False) -> tuple[GPT, torch.nn.Module]:
+    """The plain model (with GPT-2's weights if pretrained), and what the training step calls: it wrapped for
+    FSDP, compile and DDP."""
+    model = GPT(cfg.model)
+    if pretrained:
+        model.load_state_dict(hf.from_hf_state(hf.read_weights(hf.find(str(cfg.model.init_from))), cfg.model))
+    model = model.to(rt.device)
+    if rt.world_size > 1 and cfg.train.parallel == "fsdp":
         # each block's weights sharded across ranks (gathered just in time), then the rest as the root
         for block in model.h:
             fully_shard(block)
         fully_shard(model)
-    if cfg.train.compile:
-        train_model = torch.compile(train_model)
-    if rt.distributed and cfg.train.parallel == "ddp":
-        from torch.nn.parallel import DistributedDataParallel
-
+    train_model = torch.compile(model) if cfg.train.compile else model
+    if rt.world_size > 1 and cfg.train.parallel == "ddp":
         train_model = DistributedDataParallel(train_model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     return model, train_model
 
@@ -144,37 +131,31 @@ def new_run_dir(cfg: RunConfig) -> Path:
     return run_dir
 
 
-def claim_run_dir(run_dir: Path, cfg: RunConfig | None = None) -> Any:
+def claim_run_dir(run_dir: Path, cfg: RunConfig) -> Any:
     """Create run_dir and lock it for this process (one process per run folder), remove temp files
     of saves killed midway, and write cfg to config.toml. Returns the open lock file."""
+    lock = None
     try:
         lock, owner = runtime.lock_folder(run_dir)
-    except OSError as e:
+        if owner is not None:
+            raise CheckpointError(
+                f"{run_dir} is in use by another training process (pid {owner}); wait for it to finish, "
+                "or pick another train.run_name"
+            )
+        remove_stale_temp_files(run_dir)
+        cli.save(cfg, run_dir / "config.toml")
+    except OSError as e:  # nothing was trained yet
+        if lock is not None:
+            lock.close()
         fix = "free some space" if write_failure(e) == "the disk is full" else "choose a writable train.out_dir"
         raise CheckpointError(f"cannot write the run folder {run_dir}: {write_failure(e)}; {fix}") from None
-    if owner is not None:
-        raise CheckpointError(
-            f"{run_dir} is in use by another training process (pid {owner}); wait for it to finish, "
-            "or pick another train.run_name"
-        )
-    remove_stale_temp_files(run_dir)
-    if cfg is not None:
-        try:
-            cli.save(cfg, run_dir / "config.toml")
-        except OSError as e:
-            lock.close()
-            raise CheckpointError(f"could not write {run_dir / 'config.toml'}: {write_failure(e)}; nothing was trained yet") from None
     return lock
 
 
 def probe_tokens(data: PreparedData, tokenizer: Tokenizer, n: int) -> torch.Tensor:
     """A fixed text for attention maps: n val tokens from the first line start among the first 256."""
-    head = data.probe_tokens(n + 256).astype("int64").tolist()
-    try:
-        newline = tokenizer.encode("\n")
-    except ValueError:  # a char vocabulary without a newline
-        newline = []
-    start = next((i + 1 for i in range(len(head) - n) if [head[i]] == newline), 0)
+    head = data.probe_tokens(n + 256).tolist()
+    start = next((i + 1 for i in range(len(head) - n) if tokenizer.decode_token(head[i]) == "\n"), 0)
     return torch.tensor(head[start : start + n])
 
 
@@ -187,13 +168,14 @@ def sample_text(model: GPT, tokenizer: Tokenizer, n_tokens: int, seed: int = 0) 
 def header(cfg: RunConfig, data: PreparedData, rt: runtime.Runtime, run_dir: Path, resumed_at: int | None) -> str:
     meta, tok, t = data.meta, data.tokenizer, cfg.train
     return "\n".join([
-        f"minigpt: training a {count_params(cfg.model)['total'] / 1e6:.2f}M-parameter GPT. Where the parameters are:",
+        f"minigpt: training a {count_params(cfg.model)['total'] / 1e6:.2f}M-parameter GPT"
+        + (f" from {cfg.model.init_from}'s weights" if cfg.model.init_from else "") + ". Where the parameters are:",
         "",
         format_param_table(cfg.model, t.batch_size),
         "",
         f"data:      {data.dir}  ({tok.kind} tokenizer, vocab {tok.vocab_size}, "
         f"{meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens)",
-        f"device:    {rt.device}" + (f" x {rt.world_size} processes" if rt.distributed else "")
+        f"device:    {rt.device}" + (f" x {rt.world_size} processes" if rt.world_size > 1 else "")
         + f", dtype {rt.dtype_name}" + (", torch.compile" if t.compile else ""),
         f"batch:     {t.batch_size} x {cfg.model.block_size} tokens x {t.grad_accum} accumulation = "
         f"{t.batch_size * cfg.model.block_size * t.grad_accum:,} tokens per step",
@@ -202,41 +184,29 @@ def header(cfg: RunConfig, data: PreparedData, rt: runtime.Runtime, run_dir: Pat
     ])  # fmt: skip
 
 
-# -- the run ---------------------------------------------------------------------------------
-
-
-def train(
-    cfg: RunConfig, ckpt: dict[str, Any] | None = None, ckpt_path: Path | None = None, *,
-    stop_at: int | None = None, out=sys.stdout,
-) -> dict[str, Any]:  # fmt: skip
+def train(cfg: RunConfig, ckpt: dict[str, Any] | None = None, ckpt_path: Path | None = None, *,
+          stop_at: int | None = None, out=sys.stdout) -> dict[str, Any]:  # fmt: skip
     """Run one training job to the end (or until stopped, or to step stop_at); returns the
-    Trainer's result plus the run folder, the final sample and the best validation loss."""
+    Trainer's result plus the run folder and the final sample."""
     rt = runtime.setup(cfg.train.device, cfg.train.dtype)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
     data = prepare_data(cfg.data, rt)
     tok = data.tokenizer
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.vocab_size))
-    if cfg.train.grad_accum % rt.world_size:
-        raise cli.ConfigError(
-            f"train.grad_accum={cfg.train.grad_accum} must be a multiple of the {rt.world_size} processes "
-            "(each process does grad_accum / world_size micro-steps)"
-        )
-    if ckpt is not None and ckpt["tokenizer"] != tok.to_dict():
-        raise CheckpointError(
-            f"cannot resume {ckpt_path}: the corpus now gives a different {tok.kind} vocabulary than the "
-            "checkpoint was trained with; restore the corpus or start a new run"
-        )
-    run_dir = ckpt_path.parent if ckpt_path is not None else new_run_dir(cfg)
-    model, train_model = build_model(cfg, rt)
+    cfg = dataclasses.replace(cfg, model=cfg.model.replace(vocab_size=tok.vocab_size))
     t, T, log = cfg.train, cfg.model.block_size, cfg.log
-    micro_steps = t.grad_accum // rt.world_size
-    train_tokens, val_tokens = data.load_split("train"), data.load_split("val")
-    batches = BatchSampler(train_tokens, t.batch_size, T, seed=t.seed, rank=rt.rank, world_size=rt.world_size,
-                           micro_steps=micro_steps, device=rt.device)  # fmt: skip
-    eval_sets = {split: eval_batches(tokens, t.eval_iters, t.batch_size, T)
-                 for split, tokens in (("train", train_tokens), ("val", val_tokens))}  # fmt: skip
+    if t.grad_accum % rt.world_size:  # each process does grad_accum / world_size micro-steps
+        raise cli.ConfigError(f"train.grad_accum={t.grad_accum} must be a multiple of the {rt.world_size} processes")
+    if ckpt is not None and ckpt["tokenizer"] != tok.to_dict():
+        raise CheckpointError(f"cannot resume {ckpt_path}: the corpus now gives a different {tok.kind} vocabulary than "
+                              "the checkpoint's; restore the corpus or start a new run")  # fmt: skip
+    run_dir = ckpt_path.parent if ckpt_path is not None else new_run_dir(cfg)
+    model, train_model = build_model(cfg, rt, pretrained=cfg.model.init_from is not None and ckpt is None)
+    tokens = {split: data.load_split(split) for split in ("train", "val")}
+    batches = BatchSampler(tokens["train"], t.batch_size, T, seed=t.seed, rank=rt.rank, world_size=rt.world_size,
+                           micro_steps=t.grad_accum // rt.world_size, device=rt.device)  # fmt: skip
+    eval_sets = {split: eval_batches(ids, t.eval_iters, t.batch_size, T) for split, ids in tokens.items()}
     # measured before a resume restores the RNG states (the measurement draws random numbers)
     peak = runtime.measure_peak_flops(rt.device, rt.amp_dtype or torch.float32) if rt.device.type == "cuda" else None
     logger, lock = MetricsLogger(), None
@@ -255,11 +225,11 @@ def train(
 
         tokens_per_step = t.batch_size * T * t.grad_accum
         trainer = Trainer(
-            model, t, batches, train_model=train_model, device=rt.device, amp_dtype=rt.amp_dtype,
-            micro_steps=micro_steps, eval_sets=eval_sets, run_dir=run_dir, logger=logger, on_eval=on_eval,
-            meta={"config": cli.to_dict(cfg), "tokenizer": tok.to_dict()}, log_interval=log.log_interval,
-            tokens_per_step=tokens_per_step, flops_per_step=flops_per_token(cfg.model)["total"] * tokens_per_step,
-            peak_flops=peak * rt.world_size if peak else None, is_main=rt.is_main, progress=log.progress, out=out,
+            model, t, batches, train_model=train_model, device=rt.device, amp_dtype=rt.amp_dtype, log=log,
+            eval_sets=eval_sets, run_dir=run_dir, meta={"config": cli.to_dict(cfg), "tokenizer": tok.to_dict()},
+            logger=logger, out=out, on_eval=on_eval, tokens_per_step=tokens_per_step,
+            flops_per_step=flops_per_token(cfg.model)["total"] * tokens_per_step,
+            peak_flops=peak * rt.world_size if peak else None,
         )  # fmt: skip
         if ckpt is not None:
             trainer.load_state_dict(ckpt)
@@ -268,13 +238,11 @@ def train(
             if ckpt is None:
                 logger.text("params", format_param_table(cfg.model, t.batch_size), 0)
                 logger.text("config", cli.to_toml(cfg), 0)
-        start = time.perf_counter()
         result = trainer.fit(stop_at)
-        result["seconds"] = time.perf_counter() - start
         # every rank samples (in lockstep under FSDP); rank 0 reports
         wants_sample = not result["stopped_by"] and log.sample_tokens > 0 and stop_at is None
         result["sample"] = sample_text(model, tok, log.sample_tokens, seed=1) if wants_sample else ""
-        result |= {"run_dir": run_dir, "best_val_loss": trainer.best_val_loss, "is_main": rt.is_main}
+        result |= {"run_dir": run_dir, "is_main": rt.is_main}
         if rt.is_main and not result["stopped_by"]:
             losses = result["losses"]
             logger.hparams(cli.to_dict(cfg), {k + "_loss": losses.get(k, math.nan) for k in ("val", "train")}, result["iter"])
@@ -283,7 +251,7 @@ def train(
         last = run_dir / CHECKPOINT_LATEST
         then = f"the last good checkpoint {last} is untouched; then: python train.py --resume {run_dir}"
         raise CheckpointError(
-            f"could not write TensorBoard events in {run_dir}: {write_failure(e, run_dir)}; free some space or "
+            f"could not write TensorBoard events in {run_dir}: {write_failure(e)}; free some space or "
             f"turn TensorBoard off with --log.no_tensorboard; " + (then if last.exists() else "no checkpoint was written yet")
         ) from None
     finally:
@@ -311,9 +279,8 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        cfg, ckpt, path = resolve(argv)
+        cfg, ckpt, path = resolve(list(sys.argv[1:] if argv is None else argv))
         result = train(cfg, ckpt, path)
         if result["is_main"]:
             print(report(result), flush=True)

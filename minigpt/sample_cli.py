@@ -17,59 +17,13 @@ from typing import TextIO
 
 import torch
 
-from minigpt import cli, runtime
-from minigpt.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, CheckpointError, load_checkpoint
-from minigpt.config import ModelConfig, SampleConfig
+from minigpt import cli, hf, runtime
+from minigpt.checkpoint import find_checkpoint, load_model  # noqa: F401  (also sample.py's API)
+from minigpt.config import SampleConfig
 from minigpt.generate import GenerationStats, generate
 from minigpt.metrics import TensorBoardLogger, save_attention_pngs
 from minigpt.model import GPT
-from minigpt.tokenizer import GPT2_EOT, CharTokenizer, Tokenizer, default_prompt, preview, tokenizer_from_dict
-
-def find_checkpoint(ckpt: str | None = None, run: str | None = None, runs_dir: str = "runs") -> tuple[Path, str]:
-    """The checkpoint to sample from and why it was chosen: --ckpt, --run, or the newest run."""
-    if ckpt:
-        return Path(ckpt), "--ckpt"
-    if run:
-        found = Path(run) if Path(run).is_file() else _run_checkpoint(Path(run))
-        if found is None:
-            problem = f"holds no {CHECKPOINT_BEST} or {CHECKPOINT_LATEST}" if Path(run).is_dir() else "is not a folder"
-            raise CheckpointError(f"--run {run} {problem}; pass a run folder written by `python train.py`")
-        return found, "--run"
-    root = Path(runs_dir)
-    runs = [c for d in sorted(root.iterdir()) if (c := _run_checkpoint(d))] if root.is_dir() else []
-    if not runs:
-        raise CheckpointError(f"no checkpoint found under {root}/; train a model first with `python train.py` "
-                              "(or point to one with --ckpt PATH or --run DIR)")
-    # ckpt_latest.pt is rewritten at every evaluation: the newest run saved last
-    newest = max(runs, key=lambda c: max(f.stat().st_mtime for f in c.parent.glob("ckpt_*.pt")))
-    return newest, f"the newest of {len(runs)} run(s) under {root}/"
-
-
-def _run_checkpoint(run_dir: Path) -> Path | None:
-    return next((run_dir / n for n in (CHECKPOINT_BEST, CHECKPOINT_LATEST) if (run_dir / n).is_file()), None)
-
-
-def load_model(path: str | Path, device: torch.device | str) -> tuple[GPT, Tokenizer, str]:
-    """The GPT (eval mode, on device), its tokenizer, and how far it was trained, from a checkpoint."""
-    ckpt = load_checkpoint(path, map_location="cpu")
-    if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["config"].get("model"), dict):
-        raise CheckpointError(f"{path} has no [model] config; it was not written by minigpt's trainer")
-    config = cli.from_dict(ModelConfig, ckpt["config"]["model"], where=[f" in {path}"])
-    tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
-    if tokenizer.vocab_size != config.vocab_size:
-        raise CheckpointError(f"{path}: its tokenizer has {tokenizer.vocab_size} tokens but the model "
-                              f"{config.vocab_size}; the checkpoint is inconsistent, use another one")
-    model = GPT(config)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:  # torch lists each mismatched tensor on a line of its own
-        reason = " ".join(str(e).split())[:200]
-        raise CheckpointError(f"{path}: the weights do not fit its model config ({reason})") from None
-    trained = f"iter {ckpt.get('iter', '?')}"
-    if (best := ckpt.get("best_val_loss")) is not None and best != float("inf"):
-        trained += f", best val loss {best:.4f}"
-    return model.to(device).eval(), tokenizer, trained
-
+from minigpt.tokenizer import GPT2_EOT, CharTokenizer, GPT2Tokenizer, Tokenizer, default_prompt, preview
 
 def read_prompt(cfg: SampleConfig, tokenizer: Tokenizer) -> tuple[str, list[int]]:
     """The text to start from and its ids: --prompt, --prompt_file, or the tokenizer's default.
@@ -140,11 +94,11 @@ def format_stats(stats: GenerationStats, setup: str) -> str:
             f"{stats.time_to_first_token_s * 1000:.0f} ms (prompt {stats.prompt_tokens} tokens); {setup}")
 
 
-def probe_attention(model: GPT, tokenizer: Tokenizer, ids: list[int], path: Path, about: str,
+def probe_attention(model: GPT, tokenizer: Tokenizer, ids: list[int], run_dir: Path, about: str,
                     png_dir: str | None) -> list[str]:  # fmt: skip
     """Log every layer's and head's attention map on the last block_size ids to TensorBoard under
-    the checkpoint's run folder, at the next free step, and as PNGs into png_dir. Returns what to tell."""
-    log_dir, c = path.parent / "attention_probe", model.config  # a TensorBoard run apart from training's
+    run_dir, at the next free step, and as PNGs into png_dir. Returns what to tell."""
+    log_dir, c = run_dir / "attention_probe", model.config  # a TensorBoard run apart from training's
     ids = ids[-c.block_size :]
     weights = model.attention_maps(ids)  # (n_layer, nh, T, T)
     labels, text = [tokenizer.decode_token(t) for t in ids], tokenizer.decode(ids)
@@ -152,15 +106,15 @@ def probe_attention(model: GPT, tokenizer: Tokenizer, ids: list[int], path: Path
     step = len(index.read_text(encoding="utf-8").splitlines()) if index.is_file() else 0
     with TensorBoardLogger(log_dir) as logger:
         logger.attention(weights, labels, step)
-        logger.text("probe/text", f"{text}\n\n({len(ids)} tokens; {path.name}, {about})", step)
+        logger.text("probe/text", f"{text}\n\n({len(ids)} tokens; {about})", step)
     with open(index, "a", encoding="utf-8") as f:
-        f.write(json.dumps({"step": step, "text": text, "tokens": len(ids), "checkpoint": str(path)}) + "\n")
+        f.write(json.dumps({"step": step, "text": text, "tokens": len(ids), "model": about}) + "\n")
     pngs = save_attention_pngs(weights, labels, png_dir) if png_dir is not None else []
     return [
         f"attention maps: {len(ids)} tokens, {c.n_layer} layers x {c.n_head} heads",
         f"TensorBoard: {log_dir}, step {step} (the probes' texts and steps are listed in {index.name})",
         *([f"PNG: {len(pngs)} files in {png_dir}"] if pngs else []),
-        f"view with: tensorboard --logdir {path.parent.parent}",
+        f"view with: tensorboard --logdir {run_dir.parent}",
     ]
 
 
@@ -168,8 +122,17 @@ def run(cfg: SampleConfig, out: TextIO, err: TextIO, stats: GenerationStats) -> 
     """Sample (or probe attention) as cfg says; bad input raises ValueError before any output."""
     device = runtime.resolve_device(cfg.device)
     rt = runtime.Runtime(device, runtime.resolve_dtype(cfg.dtype, device))
-    path, why = find_checkpoint(cfg.ckpt, cfg.run, cfg.runs_dir)
-    model, tokenizer, trained = load_model(path, device)
+    if cfg.hf:  # a pretrained GPT-2; its attention probes go to runs/gpt2-<name>/
+        model, tokenizer = hf.load(cfg.hf, device=device), GPT2Tokenizer()
+        if model.config.vocab_size != tokenizer.vocab_size:
+            raise ValueError(f"--hf {cfg.hf} has a vocabulary of {model.config.vocab_size}, not GPT-2's "
+                             f"{tokenizer.vocab_size}; sample.py reads text with GPT-2's tokenizer")  # fmt: skip
+        source, why, trained = cfg.hf, "--hf", "pretrained"
+        run_dir, about = Path(cfg.runs_dir) / f"hf-{Path(cfg.hf).name}", f"GPT-2 {cfg.hf}"
+    else:
+        source, why = find_checkpoint(cfg.ckpt, cfg.run, cfg.runs_dir)
+        model, tokenizer, trained = load_model(source, device)
+        run_dir, about = source.parent, f"{source.name}, {trained}"
     prompt, ids = read_prompt(cfg, tokenizer)
     max_new = cfg.attention_generate if cfg.attention else cfg.max_new_tokens
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31)
@@ -180,7 +143,7 @@ def run(cfg: SampleConfig, out: TextIO, err: TextIO, stats: GenerationStats) -> 
     threads = f", {cfg.threads} thread{'s' if cfg.threads > 1 else ''}" if device.type == "cpu" else ""
     hardware = f"{device.type} {rt.dtype_name}{threads}"
     block_size = model.config.block_size
-    print(f"checkpoint: {path} ({why}; {trained})", file=err)
+    print(f"{'weights' if cfg.hf else 'checkpoint'}: {source} ({why}; {trained})", file=err)
     print(f"model: {model.num_params() / 1e6:.2f}M parameters, block_size {block_size}, {tokenizer.kind} tokenizer "
           f"(vocab {tokenizer.vocab_size}); {hardware}" + (f"; seed {seed}" if max_new else ""), file=err)  # fmt: skip
     if len(ids) > block_size and not cfg.attention:
@@ -192,7 +155,7 @@ def run(cfg: SampleConfig, out: TextIO, err: TextIO, stats: GenerationStats) -> 
         if cfg.attention and len(ids) > block_size:
             print(f"note: the text is {len(ids)} tokens; the maps show the last {block_size} (block_size)", file=err)
         if cfg.attention:
-            print(*probe_attention(model, tokenizer, ids, path, trained, cfg.attention_png), sep="\n", file=out)
+            print(*probe_attention(model, tokenizer, ids, run_dir, about, cfg.attention_png), sep="\n", file=out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

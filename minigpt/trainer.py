@@ -18,12 +18,11 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
-
 from tqdm import tqdm
 
 from minigpt import runtime
 from minigpt.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, rng_state, save_checkpoint, set_rng_state
-from minigpt.config import TrainConfig
+from minigpt.config import LogConfig, TrainConfig
 from minigpt.metrics import MetricsLogger
 
 
@@ -38,12 +37,9 @@ def get_lr(it: int, *, lr: float, min_lr: float, warmup_iters: int, decay_iters:
 
 
 def configure_optimizer(model: nn.Module, cfg: TrainConfig, device_type: str) -> torch.optim.AdamW:
-    """AdamW with weight decay on weight matrices only.
-
-    Biases and norm gains have no scale worth regularising. Embeddings (wte, shared with the tied
-    LM head, and wpe) are not decayed either: decay would shrink the rows of rare tokens every
-    step although their gradient comes seldom (minGPT's choice too).
-    """
+    """AdamW with weight decay on weight matrices only: biases and norm gains have no scale worth
+    regularising, and decay on the embeddings (wte, shared with the tied LM head, and wpe) would shrink
+    the rows of rare tokens every step although their gradient comes seldom (minGPT's choice too)."""
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     decay, no_decay = [], []
     for p in model.parameters():
@@ -53,9 +49,8 @@ def configure_optimizer(model: nn.Module, cfg: TrainConfig, device_type: str) ->
     # the fused kernel updates all parameters in one pass (on this 2-core CPU: 0.65 ms instead of
     # 1.9 ms per step for the nano model, see docs/benchmarks.md); foreach is the portable fallback
     fused = device_type in ("cuda", "cpu")
-    return torch.optim.AdamW(
-        groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused, foreach=None if fused else True
-    )
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused,
+                             foreach=None if fused else True)  # fmt: skip
 
 
 class NonFiniteLossError(RuntimeError):
@@ -66,10 +61,8 @@ class StopRequested:
     """Turns Ctrl-C / SIGTERM into a flag the loop checks between steps, so the run saves a
     consistent checkpoint (after a whole step) and exits cleanly. A second Ctrl-C quits at once."""
 
-    def __init__(self) -> None:
-        self.signal_name: str | None = None
-
     def __enter__(self) -> StopRequested:
+        self.signal_name: str | None = None
         self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 
@@ -95,27 +88,25 @@ class Trainer:
 
     def __init__(
         self, model: nn.Module, cfg: TrainConfig, batches: Any, *, train_model: nn.Module | None = None,
-        device: torch.device = torch.device("cpu"), amp_dtype: torch.dtype | None = None,
-        micro_steps: int | None = None, eval_sets: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] | None = None,
-        run_dir: Path | None = None, meta: dict[str, Any] | None = None, logger: MetricsLogger | None = None,
-        on_eval: Callable[[int], None] | None = None, log_interval: int = 10, tokens_per_step: int = 0,
-        flops_per_step: float = 0.0, peak_flops: float | None = None, is_main: bool = True,
-        progress: bool = True, out: TextIO = sys.stdout,
+        device: torch.device = torch.device("cpu"), amp_dtype: torch.dtype | None = None, log: LogConfig = LogConfig(),
+        eval_sets: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] | None = None, run_dir: Path | None = None,
+        meta: dict[str, Any] | None = None, logger: MetricsLogger | None = None, out: TextIO = sys.stdout,
+        on_eval: Callable[[int], None] | None = None, tokens_per_step: int = 0, flops_per_step: float = 0.0,
+        peak_flops: float | None = None,
     ):  # fmt: skip
-        self.model, self.cfg, self.batches, self.device = model, cfg, batches, device
+        self.model, self.cfg, self.batches, self.device, self.log, self.out = model, cfg, batches, device, log, out
         self.train_model = train_model if train_model is not None else model
-        self.micro_steps = micro_steps if micro_steps is not None else cfg.grad_accum
+        # grad_accum counts the micro-batches of all processes together; rank 0 alone writes and prints
+        world_size, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
+        self.micro_steps, self.is_main = cfg.grad_accum // world_size, rank == 0
         self.optimizer = configure_optimizer(model, cfg, device.type)
         self.amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
         # fp16 needs loss scaling to keep small gradients from flushing to zero; bf16 does not
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-        self.eval_sets = eval_sets or {}
-        self.run_dir, self.meta, self.on_eval = run_dir, meta or {}, on_eval
+        self.eval_sets, self.run_dir, self.meta, self.on_eval = eval_sets or {}, run_dir, meta or {}, on_eval
         self.logger = logger or MetricsLogger()
-        self.log_interval, self.is_main, self.progress, self.out = log_interval, is_main, progress, out
         self.tokens_per_step, self.flops_per_step, self.peak_flops = tokens_per_step, flops_per_step, peak_flops
-        self.iter = 0
-        self.best_val_loss = math.inf
+        self.iter, self.best_val_loss = 0, math.inf
         self.evaluated_at: int | None = None  # the step of the last evaluation, saved in checkpoints
 
     def step(self) -> dict[str, Any]:
@@ -145,8 +136,8 @@ class Trainer:
                 f"train.dtype=float32 (the last good checkpoint is untouched)"
             )
         self.scaler.unscale_(self.optimizer)
-        max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        # grad_clip=0: no clipping, but the norm is still measured for the logs
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or math.inf)
         if hasattr(grad_norm, "full_tensor"):  # FSDP: a sharded DTensor
             grad_norm = grad_norm.full_tensor()
         self.scaler.step(self.optimizer)
@@ -161,10 +152,8 @@ class Trainer:
         self.model.eval()
         losses = {}
         for split, batches in self.eval_sets.items():
-            total = torch.zeros((), device=self.device)
-            for x, y in batches:
-                with self.amp:
-                    total += self.model(x.to(self.device), y.to(self.device))[1].float()
+            with self.amp:
+                total = sum(self.model(x.to(self.device), y.to(self.device))[1].float() for x, y in batches)
             losses[split] = total.item() / len(batches)
         self.model.train()
         return losses
@@ -172,22 +161,24 @@ class Trainer:
     def fit(self, stop_at: int | None = None) -> dict[str, Any]:
         """Train until cfg.max_iters (or stop_at), evaluating and saving every eval_interval steps.
 
-        Returns the last losses, the per-step training losses, and what stopped the run (None
-        when it ran to the end). A run resumed from a checkpoint does not evaluate its first
-        step again, so interrupted-and-resumed runs log exactly what uninterrupted runs log.
+        Returns the last and best losses, the per-step training losses, the seconds, and what stopped
+        the run (None when it ran to the end). A resumed run does not evaluate its first step again,
+        so interrupted-and-resumed runs log exactly what uninterrupted runs log.
         """
         cfg = self.cfg
         end = min(cfg.max_iters, stop_at or cfg.max_iters)
         start = time.perf_counter()
         # a bar on a terminal; in a log file, the evaluation lines alone show the progress
-        show = self.progress and self.is_main and self.out.isatty()
+        show = self.log.progress and self.is_main and self.out.isatty()
         bar = tqdm(total=cfg.max_iters, initial=self.iter, disable=not show, file=self.out, unit="step", dynamic_ncols=True)
         history: list[float] = []
         losses, stopped_by = {}, None
         with StopRequested() as stop, bar:
-            while self.iter < end:
-                if self.iter % cfg.eval_interval == 0 and self.iter != self.evaluated_at:
+            while True:
+                if (self.iter % cfg.eval_interval == 0 or self.iter >= cfg.max_iters) and self.iter != self.evaluated_at:
                     losses = self._evaluate_and_save(bar, start)
+                if self.iter >= end or stopped_by:
+                    break
                 t0 = time.perf_counter()
                 stats = self.step()
                 dt = time.perf_counter() - t0
@@ -195,27 +186,20 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{stats['lr']:.2e}",
                                 tok_s=f"{self.tokens_per_step / dt:,.0f}", refresh=False)  # fmt: skip
-                if self.iter % self.log_interval == 0:
-                    self._log_step(stats, dt)
+                if self.iter % self.log.log_interval == 0:  # float(grad_norm) waits for the GPU
+                    scalars = {"loss/train": stats["loss"], "lr": stats["lr"], "grad_norm": float(stats["grad_norm"]),
+                               "perf/tokens_per_sec": self.tokens_per_step / dt, "perf/step_ms": 1000 * dt}  # fmt: skip
+                    if self.peak_flops:
+                        scalars["perf/mfu"] = self.flops_per_step / dt / self.peak_flops
+                    self.logger.scalars(scalars, self.iter)
                 if not runtime.all_ranks(stop.signal_name is None):  # every rank stops at the same step
                     stopped_by = stop.signal_name or "a signal to another process"
-                    break
-            if self.iter % cfg.eval_interval == 0 or self.iter >= cfg.max_iters:
-                if self.iter != self.evaluated_at:
-                    losses = self._evaluate_and_save(bar, start)
-            else:  # stopped between evaluations: keep the state to resume from
+            if self.iter != self.evaluated_at:  # stopped between evaluations: keep the state to resume from
                 self.save(CHECKPOINT_LATEST)
-        runtime.barrier()
-        return {"losses": losses, "history": history, "stopped_by": stopped_by, "iter": self.iter}
-
-    def _log_step(self, stats: dict[str, Any], dt: float) -> None:
-        scalars = {
-            "loss/train": stats["loss"], "lr": stats["lr"], "grad_norm": float(stats["grad_norm"]),
-            "perf/tokens_per_sec": self.tokens_per_step / dt, "perf/step_ms": 1000 * dt,
-        }  # fmt: skip
-        if self.peak_flops:
-            scalars["perf/mfu"] = self.flops_per_step / dt / self.peak_flops
-        self.logger.scalars(scalars, self.iter)
+        if dist.is_initialized():  # the other ranks wait while rank 0 writes
+            dist.barrier()
+        return {"losses": losses, "history": history, "stopped_by": stopped_by, "iter": self.iter,
+                "best_val_loss": self.best_val_loss, "seconds": time.perf_counter() - start}  # fmt: skip
 
     def _evaluate_and_save(self, bar: tqdm, start: float) -> dict[str, float]:
         """The checkpoint policy: latest after every evaluation, best when val loss improves."""
@@ -250,8 +234,7 @@ class Trainer:
         """Skip the gradient all-reduce on all but the last micro-step (DDP and FSDP)."""
         if hasattr(self.train_model, "set_requires_gradient_sync"):  # FSDP2 module
             self.train_model.set_requires_gradient_sync(sync)
-            return nullcontext()
-        if hasattr(self.train_model, "no_sync") and not sync:  # DDP
+        elif hasattr(self.train_model, "no_sync") and not sync:  # DDP
             return self.train_model.no_sync()
         return nullcontext()
 
@@ -267,10 +250,8 @@ class Trainer:
         }  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        set_state_dict(
-            self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
-            options=StateDictOptions(full_state_dict=True),
-        )  # fmt: skip
+        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                       options=StateDictOptions(full_state_dict=True))  # fmt: skip
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.iter, self.evaluated_at, self.best_val_loss = state["iter"], state.get("evaluated_at"), state["best_val_loss"]

@@ -136,7 +136,7 @@ def test_saved_config_reloads_equal(tmp_path):
 def test_flat_config_classes(tmp_path):
     cfg = parse(["--top-k", "5", "--no_kv_cache", "--prompt", "hi"], SampleConfig)
     assert (cfg.top_k, cfg.kv_cache, cfg.prompt) == (5, False, "hi")
-    with pytest.raises(ConfigError, match="give ckpt or run, not both"):
+    with pytest.raises(ConfigError, match="give one of ckpt, run and hf, not several"):
         parse(["--ckpt", "a", "--run", "b"], SampleConfig)
     bench = parse(["generate", "--model.n_layer", "2", "--block_sizes", "64", "128"], BenchConfig)
     assert bench.what == "generate" and bench.block_sizes == (64, 128) and bench.model.preset == "nano"

@@ -12,7 +12,7 @@ import torch
 
 from minigpt import runtime
 from minigpt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from minigpt.run import claim_run_dir, resolve, train
+from minigpt.run import resolve, train
 from tests.test_run import ROOT, corpus, tiny_args  # noqa: F401  (fixture)
 
 
@@ -22,7 +22,7 @@ def start(corpus, root, *extra, stop_at=None):
 
 
 def test_a_run_folder_belongs_to_one_process(corpus, tmp_path):
-    held = claim_run_dir(tmp_path / "runs/r")  # another process training into the same folder
+    held, _ = runtime.lock_folder(tmp_path / "runs/r")  # another process training into the same folder
     with pytest.raises(CheckpointError, match=rf"runs/r is in use by another training process \(pid {os.getpid()}\)"):
         start(corpus, tmp_path)
     held.close()  # the lock goes with its owner
@@ -177,5 +177,5 @@ def test_config_toml_on_a_full_disk_is_one_line(corpus, tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(cli, "save", full_disk)
-    with pytest.raises(CheckpointError, match=r"could not write .*config.toml: the disk is full; nothing was trained yet"):
+    with pytest.raises(CheckpointError, match=r"cannot write the run folder .*runs/r: the disk is full; free some space"):
         start(corpus, tmp_path)

@@ -8,6 +8,7 @@ import torch
 transformers = pytest.importorskip("transformers")  # in the dev extra, so CI runs these
 
 from minigpt import hf  # noqa: E402
+from minigpt.checkpoint import load_model  # noqa: E402
 from minigpt.config import ModelConfig  # noqa: E402
 from minigpt.generate import generate_ids  # noqa: E402
 from minigpt.model import GPT  # noqa: E402
@@ -168,3 +169,73 @@ def test_params_table_of_a_loaded_gpt2(tmp_path, capsys):
     stored = sum(p.numel() for p in hf.load(str(tmp_path)).parameters())
     assert f"{tmp_path}: {stored:,} parameters stored in its weights file, equal to the count below" in out
     assert f"Parameters of {tmp_path}\n" in out and "3 heads x d_head 16" in out
+
+
+@pytest.fixture(scope="module")
+def gpt2_vocab_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gpt2-tiny")
+    hf_gpt2(dict(n_embd=16, n_head=2, n_layer=2, n_positions=32, vocab_size=50257), folder)
+    return folder
+
+
+def test_sample_py_samples_and_probes_a_gpt2(gpt2_vocab_folder, tmp_path, capsys):
+    from minigpt import sample_cli
+
+    args = ["--hf", str(gpt2_vocab_folder), "--prompt", "Hello world", "--seed", "3", "--temperature", "0"]
+    assert sample_cli.main([*args, "--max_new_tokens", "5"]) == 0
+    out, err = capsys.readouterr()
+    expected = generate_ids(hf.load(str(gpt2_vocab_folder)), GPT2Tokenizer().encode("Hello world"), 5, temperature=0)
+    assert out == GPT2Tokenizer().decode(expected[0].tolist()) + "\n"
+    assert f"weights: {gpt2_vocab_folder} (--hf; pretrained)" in err
+    assert sample_cli.main([*args, "--attention", "--attention_png", str(tmp_path / "png"), "--runs_dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "attention maps: 2 tokens, 2 layers x 2 heads" in out
+    assert (tmp_path / f"hf-{gpt2_vocab_folder.name}/attention_probe/probes.jsonl").is_file()
+    assert len(list((tmp_path / "png").glob("*.png"))) == 2 * 2 + 2  # each head, and each layer's all-heads view
+
+
+def test_train_py_fine_tunes_a_gpt2_and_resumes_from_its_own_checkpoint(gpt2_vocab_folder, tmp_path, monkeypatch):
+    import io
+
+    from minigpt import runtime
+    from minigpt.run import build_model, resolve, train
+    from tests.test_run import ROOT
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text((ROOT / "data/shakespeare/input.txt").read_text()[:20_000])
+    args = [f"--data.path={corpus}", f"--data.cache_dir={tmp_path / 'cache'}", f"--train.out_dir={tmp_path / 'runs'}",
+            "--train.run_name=ft", f"--model.init_from={gpt2_vocab_folder}", "--model.block_size=16",
+            "--train.batch_size=2", "--train.eval_iters=1",
+            "--train.max_iters=2", "--train.eval_interval=2", "--log.sample_tokens=0", "--log.no_tensorboard",
+            "--log.no_progress", "--train.device=cpu"]  # fmt: skip
+    cfg, _, _ = resolve(args)
+    assert cfg.data.tokenizer == "gpt2"  # the default run says char; GPT-2's weights need its own tokenizer
+    assert (cfg.model.n_layer, cfg.model.n_embd, cfg.model.block_size) == (2, 16, 16)  # config.json's shape, cropped
+    model, _ = build_model(cfg, runtime.setup("cpu", "float32"), pretrained=True)
+    theirs = transformers.GPT2LMHeadModel.from_pretrained(gpt2_vocab_folder).eval()
+    ids = torch.randint(50257, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(ids)[0], theirs(ids).logits, atol=1e-5, rtol=0)
+    assert train(cfg, out=io.StringIO())["iter"] == 2
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a resume must continue from its checkpoint, not from GPT-2 again")
+
+    monkeypatch.setattr(hf, "read_weights", no_download)
+    cfg, ckpt, path = resolve(args[:-5] + ["--train.max_iters=4", "--log.no_progress", "--resume", str(tmp_path / "runs/ft")])
+    assert train(cfg, ckpt, path, out=io.StringIO())["iter"] == 4
+    # ... and the fine-tuned run exports back to transformers, tokenizer included
+    assert hf.main(["--run", str(tmp_path / "runs/ft"), "--out", str(tmp_path / "export")]) == 0
+    exported = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
+    tuned, _, _ = load_model(tmp_path / "runs/ft/ckpt_latest.pt", "cpu")
+    with torch.no_grad():
+        torch.testing.assert_close(exported(ids).logits, tuned(ids)[0], atol=1e-5, rtol=0)
+    assert transformers.AutoTokenizer.from_pretrained(tmp_path / "export").encode("Hi") == GPT2Tokenizer().encode("Hi")
+
+
+def test_sample_py_refuses_a_gpt2_without_gpt2_vocabulary(pair, capsys):
+    from minigpt import sample_cli
+
+    _, _, folder = pair
+    assert sample_cli.main(["--hf", str(folder), "--max_new_tokens", "2"]) == 2
+    assert "has a vocabulary of" in capsys.readouterr().err

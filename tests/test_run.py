@@ -124,7 +124,7 @@ def test_bad_settings_exit_2_with_one_line(capsys, tmp_path):
     assert "did you mean --train.lr?" in error("--train.lrr=1")
     assert "not divisible by model.n_head=3" in error("--model.n_head=3", "--model.n_embd=16", f"--train.out_dir={tmp_path}")
     assert "unknown option --bogus" in error("--bogus")
-    assert "nothing to resume" in error("--resume", str(tmp_path / "nothing"))
+    assert f"no checkpoint at {tmp_path / 'nothing'}" in error("--resume", str(tmp_path / "nothing"))
     assert "/no/such/file.txt" in error("--data.path=/no/such/file.txt", f"--train.out_dir={tmp_path}")
     assert "--train.max_iters" in error("--train.max_iters=many")
     assert "--resume RUN_DIR" in error("--resume=x")

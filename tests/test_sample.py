@@ -240,7 +240,7 @@ def test_prompt_file(run_dir, tmp_path, capsys):
         (["--no-such-flag"], ["unknown option --no_such_flag"]),
         (["--kv_cache=no"], ["--kv_cache is a switch"]),
         (["--prompt", "A", "--prompt_file", "B"], ["give prompt or prompt_file, not both"]),
-        (["--ckpt", "x.pt"], ["give ckpt or run, not both"]),
+        (["--ckpt", "x.pt"], ["give one of ckpt, run and hf, not several"]),
         (["--prompt_file", "/no/such/prompt.txt"], ["--prompt_file /no/such/prompt.txt: no such file"]),
         (["--attention_png", "x"], ["attention_png and attention_generate only apply with attention"]),
         (["--attention_generate", "3"], ["only apply with attention"]),
