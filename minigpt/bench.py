@@ -203,6 +203,8 @@ def run(cfg: BenchConfig) -> dict[str, Rows]:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(cli.parse(BenchConfig, sys.argv[1:] if argv is None else argv, prog=PROG, ignore=TRAIN_ONLY_TABLES))
+    except BrokenPipeError:  # `... | head`
+        return cli.reader_left()
     except (ValueError, OSError) as e:  # cli.ConfigError included; OSError: an unwritable --json path
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -12,7 +12,9 @@ import dataclasses
 import difflib
 import io
 import json
+import os
 import re
+import sys
 import tomllib
 import types
 import typing
@@ -59,6 +61,13 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def to_toml(cfg: Any) -> str:
     """A config as TOML text that `parse` and `from_dict` read back to an equal config."""
     return tomli_w.dumps(to_dict(cfg))
+
+
+def reader_left() -> int:
+    """For `except BrokenPipeError` in an entry point (`python train.py --help | head` stopped reading):
+    send the rest of stdout to /dev/null, so Python's exit flush does not fail again, and succeed."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
 
 
 def save(cfg: Any, path: str | Path) -> Path:

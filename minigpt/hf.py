@@ -284,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         out = export(model, tokenizer, cfg.out or path.parent / "hf")
     except SystemExit as e:
         return e.code or 0
+    except BrokenPipeError:
+        return cli.reader_left()
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -166,8 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = model.init_from or model.preset or "a custom model"
     if model.preset and count_params(model) != count_params(ModelConfig.from_preset(model.preset)):
         name += ", resized"
-    print(f"Parameters of {name}\n\n{table}")
-    print(f"\nPresets against published sizes (GPT-3: Brown et al. 2020, Table 2.1)\n\n{format_preset_table()}")
+    try:
+        print(f"Parameters of {name}\n\n{table}")
+        print(f"\nPresets against published sizes (GPT-3: Brown et al. 2020, Table 2.1)\n\n{format_preset_table()}")
+    except BrokenPipeError:  # `python -m minigpt.params | head`
+        return cli.reader_left()
     return 0
 
 

@@ -287,8 +287,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except SystemExit as e:  # --help
         if e.code == 0:
-            print(USAGE_EXTRA)
+            with contextlib.suppress(BrokenPipeError):
+                print(USAGE_EXTRA)
         return e.code or 0
+    except BrokenPipeError:  # `python train.py ... | head`: the reader left
+        return cli.reader_left()
     except (cli.ConfigError, DataError, CheckpointError, TokenizerError, NonFiniteLossError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

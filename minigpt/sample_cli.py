@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -172,8 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # --help
         return int(e.code or 0)
     except BrokenPipeError:  # `python sample.py | head`: the reader left; stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return cli.reader_left()
     except (ValueError, OSError) as e:  # bad input (Config/Checkpoint/TokenizerError); an unwritable folder
         print(f"error: {e}", file=err)
         return 2 if isinstance(e, ValueError) else 1

@@ -179,3 +179,11 @@ def test_config_toml_on_a_full_disk_is_one_line(corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "save", full_disk)
     with pytest.raises(CheckpointError, match=r"cannot write the run folder .*runs/r: the disk is full; free some space"):
         start(corpus, tmp_path)
+
+
+@pytest.mark.parametrize("command", ["-m minigpt.params", "train.py --help", "-m minigpt.bench --help", "sample.py --help"])
+def test_a_reader_that_leaves_early_is_no_error(command):
+    # `... | head -1`: the pipe closes while the tool still writes
+    done = subprocess.run(f"{sys.executable} {command} | head -1; exit ${{PIPESTATUS[0]}}", shell=True,
+                          executable="/bin/bash", cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0 and done.stderr == "" and len(done.stdout.splitlines()) == 1
