@@ -217,6 +217,11 @@ def parse(cls: type[T], argv: Sequence[str], *, prog: str, base: Mapping[str, An
             raise _unknown(name, valid, "", flag=True)
         if "=" in arg and leaves.get(name) is bool:
             raise ConfigError(f"--{name} is a switch and takes no value: write --{name} or --{_negated(name)}")
+    # "none" spells None in config files (to_dict writes it so); flags of optional fields take it too
+    optional = {name for name, tp in leaves.items() if type(None) in typing.get_args(tp)}
+    argv = ["None" if a.lower() == "none" and flag in optional else a for a, flag in zip(argv, after)]
+    argv = [f"{name}=None" if (name := a.partition("=")[0])[2:].replace("-", "_") in optional
+            and a.lower().endswith("=none") else a for a in argv]  # fmt: skip
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):

@@ -163,3 +163,11 @@ def test_literal_fields_are_checked_when_built_in_python():
         TrainConfig(device="tpu")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"^what must be 'train', .* or 'all' \(got 'x'\)"):
         BenchConfig(what="x")  # type: ignore[arg-type]
+
+
+def test_none_is_spelled_as_in_config_files():
+    from minigpt.config import SampleConfig
+
+    for argv in (["--top_k", "none"], ["--top_k=none"], ["--top-k", "None"]):
+        assert cli.parse(SampleConfig, ["--top_k", "5", *argv], prog="x").top_k is None
+    assert cli.parse(RunConfig, ["--data.path", "none"], prog="x").data.path == "none"  # a str field keeps it
