@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # config and data errors: one line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # prepare() removed its unfinished files; earlier complete ones are untouched
+        print("interrupted: no unfinished token files were kept; run the same command again to start over",
+              file=sys.stderr)  # fmt: skip
+        return 130
     meta = data.meta
     print(f"{'reused' if data.reused else 'wrote'} {data.dir} in {time.perf_counter() - start:.2f}s")
     print(f"  tokenizer {meta['tokenizer']['kind']}, vocab_size {meta['vocab_size']}, dtype {meta['dtype']}")

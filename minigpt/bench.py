@@ -2,6 +2,7 @@
 
     python -m minigpt.bench train --batch_size 12 --attn manual sdpa --compile both
     python -m minigpt.bench {attention,generate,profile,all} [--markdown] [--json=bench.json]
+    python -m minigpt.bench prepare --corpus_gb 0.2 0.66 --tokenizer gpt2   # data preparation of synthetic corpora
 
 The model is the nano preset unless flags or a config file say otherwise, with random weights (speed
 does not depend on them). Everything runs in one process; times are medians over repeats, after warm-up.
@@ -9,28 +10,38 @@ does not depend on them). Everything runs in one process; times are medians over
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import platform
 import resource
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import timeit
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from minigpt import cli
 from minigpt.attention import CausalSelfAttention
-from minigpt.config import BenchConfig, ModelConfig, TrainConfig
+from minigpt.checkpoint import find_checkpoint, load_checkpoint, load_model
+from minigpt.config import BenchConfig, DataConfig, ModelConfig, TrainConfig
+from minigpt.data import prepare
 from minigpt.generate import generate_ids
 from minigpt.model import GPT
 from minigpt.params import TRAIN_ONLY_TABLES, flops_per_token, human, text_table
-from minigpt.runtime import Runtime, measure_peak_flops, resolve_device, resolve_dtype
+from minigpt.runtime import Runtime, cpu_has_native, measure_peak_flops, resolve_device, resolve_dtype
 from minigpt.trainer import Trainer
 
 PROG = "python -m minigpt.bench"
@@ -124,6 +135,46 @@ def bench_generate(cfg: BenchConfig, device: torch.device) -> Rows:
     return rows
 
 
+def dtype_quality(model: GPT, tokens: Sequence[int], dtype: torch.dtype, positions: int = 10_000) -> dict[str, Any]:
+    """What sampling with `dtype` weights costs a float32 model on `positions` next-token predictions (windows
+    of block_size from tokens): the largest logit difference, both mean losses, and top-1 agreement."""
+    T = model.config.block_size
+    n = -(-positions // T)  # windows
+    if len(tokens) < n * T + 1:
+        raise ValueError(f"dtypes needs {n * T + 1} tokens of validation text, the corpus has {len(tokens)}")
+    low = copy.deepcopy(model).to(dtype).eval()
+    worst, agree, loss, low_loss = 0.0, 0, 0.0, 0.0
+    with torch.no_grad():
+        for i in range(n):
+            window = torch.tensor(np.asarray(tokens[i * T : (i + 1) * T + 1], dtype=np.int64))[None]  # (1, T+1)
+            x, y = window[:, :-1], window[:, 1:].flatten()
+            ref, got = model.eval()(x)[0][0], low(x)[0][0].float()  # (T, vocab)
+            worst = max(worst, (got - ref).abs().max().item())
+            agree += (got.argmax(-1) == ref.argmax(-1)).sum().item()
+            loss += F.cross_entropy(ref, y).item() / n
+            low_loss += F.cross_entropy(got, y).item() / n
+    return {"dtype": str(dtype).removeprefix("torch."), "positions": n * T, "max_logit_diff": worst,
+            "val_loss_fp32": loss, "val_loss": low_loss, "loss_cost": low_loss - loss, "top1_agreement": agree / (n * T)}
+
+
+def bench_dtypes(cfg: BenchConfig, device: torch.device) -> Rows:
+    """Each sampling dtype on a trained checkpoint: quality against float32 (dtype_quality) and decode speed."""
+    path, _ = find_checkpoint(cfg.ckpt)
+    model, _, _ = load_model(path, device)
+    val = prepare(cli.from_dict(DataConfig, load_checkpoint(path)["config"]["data"]), progress=False).load_split("val")
+    dtypes = [torch.float32, torch.float16] + [torch.bfloat16] * (device.type != "cpu" or cpu_has_native(torch.bfloat16))
+    rows = []
+    for dtype in dtypes:
+        row = dtype_quality(model, val, dtype)
+        low = copy.deepcopy(model).to(dtype)
+        for n in cfg.new_tokens:
+            sec = _median_time(partial(generate_ids, low, [0], n, temperature=0.0), device, 1, 1, cfg.repeats)
+            row[f"tokens_per_s_{n}"] = n / sec
+        rows.append(row)
+    print(f"# checkpoint: {path}")
+    return rows
+
+
 def profile_train(cfg: BenchConfig, rt: Runtime) -> tuple[Rows, str]:
     """Where the trainer's step spends its time (CPU-side) by phase, and the top operators.
 
@@ -148,6 +199,72 @@ def profile_train(cfg: BenchConfig, rt: Runtime) -> tuple[Rows, str]:
     phases["other (clip, zero_grad, overheads)"] = wall_ms - sum(phases.values())
     rows = [{"phase": k, "ms_per_step": v, "share": v / wall_ms} for k, v in phases.items()]
     return rows, events.table(sort_by="self_cpu_time_total", row_limit=15)
+
+
+def _synthetic_corpus(folder: Path, n_bytes: int, n_files: int) -> Path:
+    """`n_bytes` of tiny Shakespeare's lines shuffled (plus some 2- to 4-byte characters), deterministic;
+    one file, or a folder of `n_files` files."""
+    shakespeare = Path(__file__).resolve().parent.parent / "data" / "shakespeare" / "input.txt"
+    extra = ["café au lait, naïve résumé\n", "日本語のテキスト\n", "emoji 🙂 — “quoted”\n"] * 50
+    lines = np.array(shakespeare.read_text(encoding="utf-8").splitlines(keepends=True) + extra, dtype=object)
+    rng = np.random.default_rng(0)
+    paths = [folder / "corpus.txt"] if n_files == 1 else [folder / "corpus" / f"part{i:04d}.txt" for i in range(n_files)]
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        with open(path, "wb") as f:
+            left = n_bytes // n_files
+            while left > 0:  # about 1 MB of lines at a time
+                block = "".join(lines[rng.permutation(len(lines))]).encode()[:left]
+                block = block.decode(errors="ignore").encode()  # no character cut in half at the end
+                f.write(block)
+                left -= len(block)
+    return paths[0].parent if n_files > 1 else paths[0]
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants, from /proc (0 once it has exited)."""
+    total, pids = 0, [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            total += int(status.split("VmRSS:")[1].split()[0]) * 1024 if "VmRSS:" in status else 0
+            for task in os.listdir(f"/proc/{p}/task"):
+                pids += [int(c) for c in Path(f"/proc/{p}/task/{task}/children").read_text().split()]
+        except (OSError, IndexError, ValueError):  # the process ended while we looked
+            pass
+    return total
+
+
+def bench_prepare(cfg: BenchConfig) -> Rows:
+    """Prepare synthetic corpora of cfg.corpus_gb GB in a child process: wall time, tokens/s and peak memory,
+    both summed over the child and its worker processes (sampled every 50 ms from /proc, Linux only) and of
+    the largest single process (ru_maxrss)."""
+    rows = []
+    for gb in cfg.corpus_gb:
+        folder = Path(tempfile.mkdtemp(prefix="minigpt-bench-prepare-"))
+        try:
+            corpus = _synthetic_corpus(folder, int(gb * 1e9), cfg.corpus_files)
+            data = DataConfig(path=str(corpus), tokenizer=cfg.tokenizer, cache_dir=str(folder / "cache"),
+                              workers=cfg.workers)  # fmt: skip
+            code = f"from minigpt.config import *; from minigpt.data import prepare; prepare({data!r}, progress=False)"
+            start, peak = time.perf_counter(), 0
+            child = subprocess.Popen([sys.executable, "-c", code])
+            while child.poll() is None:
+                peak = max(peak, _tree_rss(child.pid))
+                time.sleep(0.05)
+            wall = time.perf_counter() - start
+            if child.returncode:
+                raise ValueError(f"preparing the {gb} GB corpus failed (exit code {child.returncode}); see its error above")
+            max_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # the largest process so far
+            meta = json.loads(next((folder / "cache").glob("*/meta.json")).read_text())
+            tokens = meta["train_tokens"] + meta["val_tokens"]
+            rows.append({"corpus": f"{gb} GB, {cfg.corpus_files} file(s)", "tokenizer": cfg.tokenizer,
+                         "tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall,
+                         "peak_rss_all": human(peak, "B") if peak else "-", "peak_rss_largest": human(max_rss, "B")})
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    return rows
 
 
 def format_rows(rows: Rows, markdown: bool = False) -> str:
@@ -177,7 +294,8 @@ def run(cfg: BenchConfig) -> dict[str, Rows]:
     machine += f"; torch {torch.__version__}; python {platform.python_version()}"
     m = cfg.model
     print(f"# {machine}")
-    print(f"# model: {m.n_layer} layers, {m.n_head} heads, {m.n_embd} wide, block {m.block_size}, vocab {m.vocab_size}")
+    if cfg.what != "prepare":  # the data benchmark has no model
+        print(f"# model: {m.n_layer} layers, {m.n_head} heads, {m.n_embd} wide, block {m.block_size}, vocab {m.vocab_size}")
     results: dict[str, Rows] = {}
     if cfg.what in ("train", "all"):
         peak = measure_peak_flops(device) if device.type == "cuda" else None
@@ -189,6 +307,10 @@ def run(cfg: BenchConfig) -> dict[str, Rows]:
         results["attention"] = bench_attention(cfg, device)
     if cfg.what in ("generate", "all"):
         results["generate"] = bench_generate(cfg, device)
+    if cfg.what == "dtypes":
+        results["dtypes"] = bench_dtypes(cfg, device)
+    if cfg.what == "prepare":
+        results["prepare"] = bench_prepare(cfg)
     if cfg.what == "profile":
         results["profile"], top = profile_train(cfg, rt)
         print(f"\n## top operators by self time (all profiled steps)\n\n{top}")

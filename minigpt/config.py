@@ -134,6 +134,7 @@ class DataConfig:
     hf_text_column: str = "text"  # Column of the hub dataset that holds the text.
     val_fraction: float = 0.1  # Fraction of the characters, from the end, held out for validation.
     cache_dir: str = "data/cache"  # Folder for prepared token files (one subfolder per source and tokenizer).
+    workers: int = 0  # Processes that tokenize a large corpus (over 64M characters); 0 means one per CPU core.
 
     def __post_init__(self) -> None:
         if self.tokenizer not in TOKENIZERS:
@@ -151,6 +152,8 @@ class DataConfig:
                     raise ValueError(f"data.{name} is empty; give a value or leave data.hf_dataset unset")
         if not self.cache_dir:
             raise ValueError("data.cache_dir is empty; pass a folder, e.g. data.cache_dir=data/cache")
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"data.workers={self.workers!r} must be 0 (one per CPU core) or a positive number of processes")
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,7 @@ class LogConfig:
     log_interval: int = 10  # Log training scalars to TensorBoard every this many steps.
     attention_maps: bool = True  # At each evaluation, log every layer's and head's attention map on a fixed probe text.
     probe_tokens: int = 32  # Length of the probe text (from the start of the validation split) for attention maps.
+    head_roles: bool = True  # At each evaluation, score each head's role: previous-token, induction, ... (docs/attention.md).
     sample_tokens: int = 200  # Tokens of text to generate at each evaluation and at the end (0: none).
 
     def __post_init__(self) -> None:
@@ -245,7 +249,7 @@ class SampleConfig:
     slide: int | None = None  # Past block_size, move the context window by this many tokens (default: block_size // 2).
     kv_cache: bool = True  # Reuse keys and values of earlier tokens; --no_kv_cache recomputes the whole context (slow).
     device: DEVICES = "auto"  # Where to run; auto picks CUDA, then Apple MPS, then CPU.
-    dtype: DTYPES = "auto"  # Autocast dtype; auto: bfloat16 on CUDA (float16 where missing), float32 elsewhere.
+    dtype: DTYPES = "auto"  # Weights' dtype; float16 halves the bytes a token reads. auto: bfloat16 on CUDA, else float32.
     threads: int = 1  # CPU threads: more help big models on an idle CPU, but are far slower on cores other jobs share.
     attention: bool = False  # Instead of sampling, log the prompt's attention maps to TensorBoard (attention_probe/).
     attention_generate: int = 0  # With attention: first generate this many tokens and include them in the maps.
@@ -281,7 +285,7 @@ class ParamsConfig:
 class BenchConfig:
     """Benchmarks: training-step throughput, attention cost by context length, generation speed, a profile."""
 
-    what: Annotated[Literal["train", "attention", "generate", "profile", "all"], tyro.conf.Positional] = "train"
+    what: Annotated[Literal["train", "attention", "generate", "profile", "dtypes", "prepare", "all"], tyro.conf.Positional] = "train"
     """Which benchmark to run."""
     model: ModelConfig = field(default_factory=lambda: ModelConfig.from_preset("nano"))
     batch_size: int = 12  # Sequences per training step.
@@ -297,9 +301,16 @@ class BenchConfig:
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default.
     markdown: bool = False  # Print Markdown tables.
     json: str | None = None  # Also write the rows as JSON to this file.
+    ckpt: str | None = None  # For dtypes: the checkpoint to compare (default: the newest run's best under runs/).
+    corpus_gb: tuple[float, ...] = (0.2,)  # For prepare: sizes of synthetic corpora in GB, written to the temp folder, then deleted.
+    corpus_files: int = 1  # For prepare: write each corpus as a folder of this many .txt files (1: one file).
+    tokenizer: Literal["char", "gpt2"] = "gpt2"  # For prepare: the tokenizer (data.tokenizer).
+    workers: int = 0  # For prepare: tokenizing processes (data.workers); 0 means one per CPU core.
 
     def __post_init__(self) -> None:
-        _check_fields(self, "", batch_size=1, steps=1, repeats=1, warmup=0, threads=0)
+        _check_fields(self, "", batch_size=1, steps=1, repeats=1, warmup=0, threads=0, corpus_files=1, workers=0)
+        if not self.corpus_gb or min(self.corpus_gb) <= 0:
+            raise ValueError(f"corpus_gb must be positive sizes in GB (got {self.corpus_gb})")
         for name in ("block_sizes", "new_tokens"):
             if not getattr(self, name) or min(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be positive integers (got {getattr(self, name)})")

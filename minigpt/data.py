@@ -1,19 +1,26 @@
 """Data: `prepare(cfg)` tokenizes a text file, a folder of .txt files or a hub dataset once into a cache folder
 (train.bin, val.bin, meta.json; val is the last `val_fraction` of the characters) that later calls reuse.
+It streams: text is read and tokenized in bounded blocks, so its memory does not grow with the corpus.
 `BatchSampler` draws random (x, y) windows from a split, `eval_batches` a fixed set. docs/data.md has the details.
 """
 
 from __future__ import annotations
 
-import contextlib
+import codecs
+import collections
+import errno
 import hashlib
 import itertools
 import json
-import multiprocessing
 import os
 import re
+import shutil
+import signal
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +38,12 @@ FORMAT_VERSION = 1
 SPLITS = ("train", "val")
 EVAL_SEED = 1337  # seed of `eval_batches`, fixed so two evaluations of one model see the same windows
 
+_BLOCK_BYTES = 8 << 20  # local files are read and decoded this many bytes at a time
 _CHUNK_CHARS = 1 << 16  # documents are encoded in pieces of about this many characters
+_BATCH_PIECES = 16  # pieces sent to a worker process at a time
+_QUEUED_PER_WORKER = 4  # batches waiting per worker: enough to keep it busy, few enough to bound memory
 _PARALLEL_MIN_CHARS = 64 << 20  # corpora larger than this are tokenized with several processes
+_GPT2_BYTES_PER_TOKEN = 2.5  # for the disk-space check; English text averages 3 to 4.5 bytes per GPT-2 token
 
 
 class DataError(ValueError):
@@ -88,21 +99,34 @@ def _source(cfg: DataConfig) -> tuple[list[Path], dict[str, Any]]:
     return files, {"kind": kind, "path": str(cfg.path), "files": len(files), "bytes": nbytes, "sha256": sha}
 
 
-def _read_files(files: list[Path]) -> Iterator[str]:
-    """Each non-empty file's text, with "\\r\\n" and "\\r" read as "\\n" (as Python's text mode does)."""
-    for f in files:
-        try:
-            text = f.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{f} is not UTF-8 text ({e.reason} at byte offset {e.start}); "
-                            "convert it to UTF-8 (e.g. iconv -t utf-8) or pass another file") from None
-        if text:
-            yield text.replace("\r\n", "\n").replace("\r", "\n")
+def _file_blocks(path: Path) -> Iterator[str]:
+    """A file's text in blocks of about _BLOCK_BYTES, with "\\r\\n" and "\\r" read as "\\n" (as Python's text mode
+    does). The incremental decoder keeps a character cut by a block edge for the next block, and a "\\r" at the
+    end of a block waits for the next one, which may start with its "\\n"."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, held = 0, ""  # bytes read so far; a "\r" held back from the previous block
+    with open(path, "rb") as f:
+        while True:
+            raw = f.read(_BLOCK_BYTES)
+            waiting = len(decoder.getstate()[0])  # bytes of a cut character, from the previous block
+            try:
+                text = held + decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as e:  # e.start counts from the first waiting byte
+                raise DataError(f"{path} is not UTF-8 text ({e.reason} at byte offset {offset - waiting + e.start}); "
+                                "convert it to UTF-8 (e.g. iconv -t utf-8) or pass another file") from None
+            offset += len(raw)
+            held = "\r" if raw and text.endswith("\r") else ""
+            text = text[: len(text) - len(held)]
+            if text:
+                yield text.replace("\r\n", "\n").replace("\r", "\n")
+            if not raw:
+                return
 
 
-def _hub_documents(cfg: DataConfig, progress: bool) -> Callable[[], Iterator[str]]:
-    """Download (or reuse datasets' cache of) the hub dataset; return a function that yields its texts.
-    Without a network it fails in seconds, not minutes."""
+def _hub_documents(cfg: DataConfig, progress: bool) -> Callable[[], Iterator[list[str]]]:
+    """Download (or reuse datasets' cache of) the hub dataset; return a function that yields its non-empty texts,
+    each as a one-block document. Rows are read in batches from datasets' memory-mapped Arrow files, never
+    all at once. Without a network it fails in seconds, not minutes."""
     name, url = cfg.hf_dataset, urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     host = url.hostname or "huggingface.co"
     for flag in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
@@ -133,53 +157,117 @@ def _hub_documents(cfg: DataConfig, progress: bool) -> Callable[[], Iterator[str
         raise DataError(f"hub dataset {name!r} has no column {column!r} (columns: "
                         f"{', '.join(ds.column_names)}); set data.hf_text_column to one of them")
     ds = ds.select_columns([column])
-    return lambda: (t for batch in ds.iter(batch_size=1024) for t in batch[column] if isinstance(t, str) and t)
+    return lambda: ([t] for batch in ds.iter(batch_size=1024) for t in batch[column] if isinstance(t, str) and t)
 
 
 # ---- Splitting and tokenizing ----
-# A cut right after "\n" with a printable non-space ASCII character on both sides starts a new
-# pre-tokenization piece in GPT-2's pattern, so tokenizing the pieces gives exactly the ids of the whole.
-_SAFE_CUT = re.compile(r"[!-~]\n(?=[!-~])")
+# Places where a cut starts a new pre-tokenization piece in GPT-2's pattern, so tokenizing the pieces gives
+# exactly the ids of the whole: right after "\n" with a printable non-space ASCII character on both sides, or
+# between an ASCII letter and " " + letter (" word" is one piece). A text with neither (say, Chinese without
+# line breaks between ASCII characters) is held until it has one, or until its document ends.
+_SAFE_CUT = re.compile(r"[!-~]\n(?=[!-~])|[A-Za-z](?= [A-Za-z])")
 
 
-def _pieces(docs: Iterable[str], n_docs: int, cut: int, newline: bool) -> Iterator[tuple[str, str, bool]]:
-    """(split, text, eot) pieces of the documents, in order: character `cut` of the whole starts val, and
-    long texts are cut at safe places into about _CHUNK_CHARS each. eot: the piece ends a document that is
-    not the last, so the end-of-text token follows (or with newline=True, for char, a newline)."""
-    start = 0
-    for i, text in enumerate(docs):
-        end, eot = start + len(text), i < n_docs - 1
-        if start < cut < end:
-            parts = [("train", text[: cut - start], False), ("val", text[cut - start :], eot)]
-        else:
-            parts = [("train" if end <= cut else "val", text, eot)]
-        start = end
-        for split, part, sep in parts:
-            if sep and newline and not part.endswith("\n"):
-                part += "\n"
-            head = 0
-            while len(part) - head > _CHUNK_CHARS and (m := _SAFE_CUT.search(part, head + _CHUNK_CHARS)):
-                yield split, part[head : m.start() + 2], False
-                head = m.start() + 2
-            yield split, part[head:], sep
+def _safe_cut(text: str, start: int, char: bool) -> int | None:
+    """The first place at or after `start` where `text` can be cut without changing its tokens, or None."""
+    if char:  # one token per character: anywhere
+        return start
+    m = _SAFE_CUT.search(text, start)
+    return m.end() if m else None
 
 
-def _tokenize(pieces: Iterator[tuple[str, str, bool]], tokenizer: Tokenizer, workers: int) -> Iterator[tuple]:
-    """(split, text, ids) for each piece, in order; with workers > 1, blocks of pieces are encoded in parallel."""
+def _chunks(text: str, char: bool) -> tuple[list[str], str]:
+    """`text` cut at safe places into pieces of about _CHUNK_CHARS, and the rest (short, or with no safe place yet)."""
+    pieces, head = [], 0
+    while len(text) - head > _CHUNK_CHARS and (end := _safe_cut(text, head + _CHUNK_CHARS, char)) is not None:
+        pieces.append(text[head:end])
+        head = end
+    return pieces, text[head:]
+
+
+def _pieces(docs: Iterable[Iterable[str]], n_docs: int, cut: int, char: bool) -> Iterator[tuple[str, str, bool]]:
+    """(split, text, eot) pieces of the documents, each given as blocks of text, in order: character `cut` of the
+    whole starts val, and text is cut at safe places into pieces of about _CHUNK_CHARS. eot: the piece ends a
+    document that is not the last, so the end-of-text token follows (for char, a newline)."""
+    position = 0  # characters before the current block
+    for i, blocks in enumerate(docs):
+        split, rest = ("train" if position < cut else "val"), ""  # rest: the document's text not yet given out
+        for block in blocks:
+            start, position = position, position + len(block)
+            if split == "train" and cut < position:  # val starts in this block: train's last pieces end at the cut
+                pieces, rest = _chunks(rest + block[: cut - start], char)
+                yield from (("train", piece, False) for piece in pieces + [rest])
+                split, rest, block = "val", "", block[cut - start :]
+            pieces, rest = _chunks(rest + block, char)
+            yield from ((split, piece, False) for piece in pieces)
+        eot = i < n_docs - 1
+        if eot and char and not rest.endswith("\n"):
+            rest += "\n"
+        yield split, rest, eot
+
+
+def _encode(tokenizer: Tokenizer, dtype: np.dtype, pieces: list[tuple[str, str, bool]]) -> list[bytes]:
+    """Each piece's token ids, then the end-of-text id where it ends a document, as bytes of `dtype`."""
     eot = [] if tokenizer.eot_id is None else [tokenizer.eot_id]
-    with multiprocessing.Pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
-        while block := list(itertools.islice(pieces, 64 * workers)):  # a block at a time bounds the memory
-            texts = [text for _, text, _ in block]
-            encoded = pool.map(tokenizer.encode, texts) if pool else map(tokenizer.encode, texts)
-            for (split, text, sep), ids in zip(block, encoded):
-                yield split, text, ids + eot if sep else ids
+    return [np.asarray(tokenizer.encode(text) + (eot if sep else []), dtype=dtype).tobytes() for _, text, sep in pieces]
 
 
-def _char_tokenizer(pieces: Iterable[tuple[str, str, bool]]) -> Tokenizer:
-    """Char vocabulary from the train split only; val must not add characters."""
+_worker: dict[str, Any] = {}  # a worker process's tokenizer and dtype, sent once when the pool starts
+
+
+def _start_worker(tokenizer: Tokenizer, dtype: np.dtype, parent: int) -> None:
+    _worker.update(tokenizer=tokenizer, dtype=dtype)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent handles it
+    # A worker whose parent is killed (kill -9) would wait for work forever, keeping the cache folder's lock
+    # that it inherited; this thread ends it within a second of its parent instead.
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _encode_in_worker(pieces: list[tuple[str, str, bool]]) -> list[bytes]:
+    return _encode(_worker["tokenizer"], _worker["dtype"], pieces)
+
+
+def _tokenize(pieces: Iterable[tuple[str, str, bool]], tokenizer: Tokenizer, dtype: np.dtype,
+              workers: int) -> Iterator[tuple[str, int, bytes]]:
+    """(split, characters, token ids as bytes) for each piece, in order. With workers > 1, batches of pieces are
+    encoded in worker processes while this one reads on; at most _QUEUED_PER_WORKER batches per worker wait."""
+    pieces = iter(pieces)
+    batches = iter(lambda: list(itertools.islice(pieces, _BATCH_PIECES)), [])
+    if workers <= 1:
+        for batch in batches:
+            yield from _labelled(batch, _encode(tokenizer, dtype, batch))
+        return
+    # A worker that dies (killed, out of memory) makes result() raise BrokenProcessPool instead of waiting forever.
+    pool = ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(tokenizer, dtype, os.getpid()))
+    try:
+        queued: collections.deque = collections.deque()  # (batch, its future ids), oldest first
+        for batch in batches:
+            queued.append((batch, pool.submit(_encode_in_worker, batch)))
+            if len(queued) > _QUEUED_PER_WORKER * workers:
+                batch, future = queued.popleft()
+                yield from _labelled(batch, future.result())
+        for batch, future in queued:
+            yield from _labelled(batch, future.result())
+    finally:  # on an error or Ctrl-C, drop the queued batches instead of encoding them
+        pool.shutdown(cancel_futures=True)
+
+
+def _labelled(batch: list[tuple[str, str, bool]], encoded: list[bytes]) -> Iterator[tuple[str, int, bytes]]:
+    return ((split, len(text), ids) for (split, text, _), ids in zip(batch, encoded))
+
+
+def _char_tokenizer(pieces: Iterable[tuple[str, str, bool]], bar: tqdm) -> Tokenizer:
+    """Char vocabulary from the train split only; val must not add characters. Reads the pieces once."""
     seen: dict[str, set[str]] = {split: set() for split in SPLITS}
     for split, text, _ in pieces:
         seen[split].update(text)
+        bar.update(len(text))
     unseen = sorted(seen["val"] - seen["train"])
     if unseen:
         raise DataError(f"the val split has {len(unseen)} character(s) that never occur in train: "
@@ -256,8 +344,50 @@ def load_prepared(directory: str | Path, *, reused: bool = True) -> PreparedData
     return PreparedData(dir=folder, meta=meta, tokenizer=tokenizer, reused=reused)
 
 
+def _bar(desc: str, total: int | None, progress: bool) -> tqdm:
+    """A progress bar in characters (with an ETA when the total is known), shown once it has run for a second."""
+    return tqdm(total=total, desc=desc, unit="char", unit_scale=True, leave=False, delay=1, disable=not progress)
+
+
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:.2f} GB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:.1f} MB"
+
+
+def _workers(cfg: DataConfig, total_chars: int) -> int:
+    """Tokenizing processes: every core (at most data.workers), or this process alone for a small corpus."""
+    if total_chars <= _PARALLEL_MIN_CHARS:
+        return 1
+    cores = os.cpu_count() or 1
+    return min(cores, cfg.workers) if cfg.workers else cores
+
+
+def _count(docs: Iterable[Iterable[str]], progress: bool) -> tuple[int, int]:
+    """The number of documents and of characters in them, reading one block at a time."""
+    n_docs = total = 0
+    with _bar("Counting characters", None, progress) as bar:
+        for blocks in docs:
+            n_docs += 1
+            for block in blocks:
+                total += len(block)
+                bar.update(len(block))
+    return n_docs, total
+
+
+def _check_disk(folder: Path, need: int) -> None:
+    """DataError when the disk that will hold `folder` (which need not exist yet) has less than `need` bytes free."""
+    existing = next(p for p in [folder, *folder.parents] if p.exists())
+    free = shutil.disk_usage(existing).free
+    if free < need:
+        raise DataError(f"not enough disk space in {folder}: the token files need about {_size(need)}, "
+                        f"{_size(free)} is free; free some space or set data.cache_dir to a bigger disk")
+
+
 def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
-    """Tokenize the corpus of `cfg` into its cache folder, or reuse what an earlier call wrote there."""
+    """Tokenize the corpus of `cfg` into its cache folder, or reuse what an earlier call wrote there.
+
+    Three passes stream over the text, each holding a few blocks at a time: count the characters (for the
+    train/val cut), build the char vocabulary (char only), then tokenize into temporary files that are renamed
+    into place, meta.json last, so an interrupted run never leaves files that look prepared."""
     files, source = _source(cfg)
     out = cache_folder(cfg)
     meta_path = out / "meta.json"
@@ -267,25 +397,40 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
         if written_for == (FORMAT_VERSION, source["sha256"], cfg.tokenizer) and old["val_fraction"] == cfg.val_fraction:
             return load_prepared(out, reused=True)
 
-    docs = _hub_documents(cfg, progress) if cfg.hf_dataset else lambda: _read_files(files)
-    lengths = [len(text) for text in docs()]  # also checks that every local file is UTF-8
-    total = sum(lengths)
+    if cfg.hf_dataset:
+        docs = _hub_documents(cfg, progress)
+    else:
+        nonempty = [f for f in files if f.stat().st_size > 0]
+        docs = lambda: (_file_blocks(f) for f in nonempty)  # noqa: E731
+    n_docs, total = _count(docs(), progress)  # also checks that every local file is UTF-8
     if total == 0:  # only a hub dataset gets here: _source refuses empty files
         raise DataError(f"hub dataset {cfg.hf_dataset!r} has no text in column {cfg.hf_text_column!r}; "
                         "check data.hf_text_column")  # fmt: skip
     if cfg.hf_dataset:
-        source = {**source, "rows": len(lengths)}
+        source = {**source, "rows": n_docs}
     cut = int(total * (1.0 - cfg.val_fraction))  # the first val character
     if cut == 0 or cut == total:
         raise DataError(f"corpus of {total} characters leaves an empty {'train' if cut == 0 else 'val'} split with "
                         f"val_fraction={cfg.val_fraction}; use a longer corpus or change data.val_fraction")
 
-    def pieces() -> Iterator[tuple[str, str, bool]]:
-        return _pieces(docs(), len(lengths), cut, newline=cfg.tokenizer == "char")
+    char = cfg.tokenizer == "char"
 
-    tokenizer = _char_tokenizer(pieces()) if cfg.tokenizer == "char" else GPT2Tokenizer()
+    def pieces() -> Iterator[tuple[str, str, bool]]:
+        return _pieces(docs(), n_docs, cut, char)
+
+    # Tokens to expect, for the disk check: char has one per character (and per document end); gpt2's are
+    # estimated from the bytes (1 token per byte would bound them, but is far more than text ever needs).
+    tokens = total + n_docs if char else int(source.get("bytes", total) / _GPT2_BYTES_PER_TOKEN) + n_docs
+    _check_disk(out, tokens * 2)  # 2 bytes per uint16 token; a huge char vocabulary needs uint32, checked below
+    if char:
+        with _bar("Char vocabulary", total, progress) as bar:
+            tokenizer = _char_tokenizer(pieces(), bar)
+    else:
+        tokenizer = GPT2Tokenizer()
     dtype = token_dtype(tokenizer.vocab_size)
-    workers = min(os.cpu_count() or 1, 8) if total > _PARALLEL_MIN_CHARS else 1
+    if dtype.itemsize > 2:
+        _check_disk(out, tokens * dtype.itemsize)
+    workers = _workers(cfg, total)
     try:  # one process writes a cache folder at a time
         lock, owner = lock_folder(out)
     except OSError as e:
@@ -295,14 +440,16 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
         raise DataError(f"{out} is being prepared by another process (pid {owner}); wait for it, then run again")
     tag = f"tmp-{os.getpid()}"
     try:
+        for stale in out.glob("*.tmp-*"):  # left by a run that was killed; we hold the lock, so no one writes them
+            stale.unlink(missing_ok=True)
         counts = dict.fromkeys(SPLITS, 0)
-        bar = tqdm(total=total, desc=f"Tokenizing ({cfg.tokenizer})", unit="char", unit_scale=True, leave=False,
-                   delay=1, disable=not progress)  # shown only once it has run for a second
+        bar = _bar(f"Tokenizing ({cfg.tokenizer}, {workers} process{'es' if workers > 1 else ''}, "
+                   f"about {_size(tokens * dtype.itemsize)} of token files)", total, progress)
         with open(out / f"train.bin.{tag}", "wb") as train, open(out / f"val.bin.{tag}", "wb") as val, bar:
-            for split, text, ids in _tokenize(pieces(), tokenizer, workers):
-                np.asarray(ids, dtype=dtype).tofile(train if split == "train" else val)
-                counts[split] += len(ids)
-                bar.update(len(text))
+            for split, n_chars, ids in _tokenize(pieces(), tokenizer, dtype, workers):
+                (train if split == "train" else val).write(ids)
+                counts[split] += len(ids) // dtype.itemsize
+                bar.update(n_chars)
             for f in (train, val):
                 f.flush()
                 os.fsync(f.fileno())
@@ -317,6 +464,11 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
             os.replace(out / f"{split}.bin.{tag}", out / f"{split}.bin")
         (out / f"meta.json.{tag}").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         os.replace(out / f"meta.json.{tag}", meta_path)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        raise DataError(f"the disk holding {out} is full; free some space or set data.cache_dir to a bigger disk, "
+                        "then run again") from None
     finally:
         for leftover in out.glob(f"*.{tag}"):
             leftover.unlink(missing_ok=True)

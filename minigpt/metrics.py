@@ -29,6 +29,9 @@ class MetricsLogger(AbstractContextManager):
     def attention(self, weights: torch.Tensor, tokens: Sequence[str], step: int) -> None:
         """Log the maps and per-head stats of (n_layer, n_head, T, T) attention weights (rows = queries)."""
 
+    def roles(self, scores: Mapping[str, torch.Tensor], step: int, reference: Mapping[str, float] | None = None) -> None:
+        """Log head-role scores, role -> (n_layer, n_head) (minigpt.roles), with their uniform-attention values."""
+
     def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int) -> None:
         """Log the run's hyperparameters (nested mappings are flattened) with its final metrics."""
 
@@ -47,6 +50,8 @@ class TensorBoardLogger(MetricsLogger):
 
     `attention()` writes per layer l and head h the images attention/layer_{l}/head_{h} and .../all_heads,
     and the scalars attention_entropy/layer_{l}/head_{h} (nats) and attention_distance/... (tokens).
+    `roles()` writes per role r the scalars role_{r}/layer_{l}/head_{h}, the layer x head grid image
+    roles/{r}, and the text roles/top_heads.
     `hparams()` also stores its final metrics as scalars under `final/{name}`.
     """
 
@@ -57,6 +62,7 @@ class TensorBoardLogger(MetricsLogger):
         # purge_step: on resume, hide events an interrupted run logged after its checkpoint
         self._writer = SummaryWriter(str(log_dir), flush_secs=30, purge_step=purge_step)
         self._heatmaps: _Heatmaps | None = None
+        self._grids: dict[str, _RoleGrid] = {}
 
     def scalars(self, metrics: Mapping[str, float], step: int) -> None:
         for tag, value in metrics.items():
@@ -74,6 +80,18 @@ class TensorBoardLogger(MetricsLogger):
         for name, stat in zip(("entropy", "distance"), attention_stats(weights.float())):  # (n_layer, n_head) each
             for (layer, head), value in np.ndenumerate(stat.cpu().numpy()):
                 self._writer.add_scalar(f"attention_{name}/layer_{layer}/head_{head}", float(value), step)
+
+    def roles(self, scores: Mapping[str, torch.Tensor], step: int, reference: Mapping[str, float] | None = None) -> None:
+        from minigpt.roles import format_roles
+
+        for role, s in scores.items():
+            values = torch.as_tensor(s).detach().cpu().numpy()  # (n_layer, n_head)
+            for (layer, head), value in np.ndenumerate(values):
+                self._writer.add_scalar(f"role_{role}/layer_{layer}/head_{head}", float(value), step)
+            if self._grids.get(role) is None or self._grids[role].shape != values.shape:
+                self._grids[role] = _RoleGrid(role, values.shape, reference.get(role) if reference else None)
+            self._writer.add_image(f"roles/{role}", self._grids[role].draw(values), step, dataformats="HWC")
+        self.text("roles/top_heads", format_roles(dict(scores), dict(reference) if reference else None), step)
 
     def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int) -> None:
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
@@ -260,6 +278,57 @@ class _Heatmaps:
         fig.canvas.draw()
         fig.set_layout_engine("none")  # keep this layout
         return fig, images, texts, fig.canvas.copy_from_bbox(fig.bbox)
+
+
+class _RoleGrid:
+    """Draws one role's scores as a layer x head grid with the numbers in the cells: built once, then redrawn."""
+
+    def __init__(self, role: str, shape: tuple[int, int], uniform: float | None) -> None:
+        from matplotlib import colormaps, rc_context
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        self.shape = shape
+        n_layer, n_head = shape
+        cell = min(48, (CARD_WIDTH_PX - 60) // n_head)  # px per cell, so the card stays 350 px wide
+        height = n_layer * cell + 70
+        self.fig = Figure(figsize=(CARD_WIDTH_PX / _DPI, height / _DPI), dpi=_DPI, layout="constrained")
+        FigureCanvasAgg(self.fig)
+        with rc_context(_STYLE):
+            ax = self.fig.subplots()
+            # the same fixed 0..1 scale at every step and for every role, so colours compare
+            self.image = ax.imshow(np.zeros(shape), cmap=colormaps["viridis"].with_extremes(bad="#d9d9d9"),
+                                   vmin=0.0, vmax=1.0, aspect="auto")  # fmt: skip
+            ax.set_xticks(range(n_head), [str(h) for h in range(n_head)])
+            ax.set_yticks(range(n_layer), [str(layer) for layer in range(n_layer)])
+            ax.set_xlabel("head")
+            ax.set_ylabel("layer")
+            ax.tick_params(length=0)
+            fontsize = 8 if n_head <= 8 else 6
+            self.texts = [[ax.text(h, layer, "", ha="center", va="center", fontsize=fontsize) for h in range(n_head)]
+                          for layer in range(n_layer)]  # fmt: skip
+            self.fig.suptitle(role.replace("_", "-") + " score" + (f" (uniform attention: {uniform:.2f})"
+                              if uniform is not None else ""))  # fmt: skip
+        # blitting, as in _Heatmaps: axes and labels are drawn once; draw() repaints the cells and numbers
+        self.artists = [self.image, *(text for row in self.texts for text in row)]
+        for artist in self.artists:
+            artist.set_animated(True)
+        self.fig.canvas.draw()
+        self.fig.set_layout_engine("none")
+        self.background = self.fig.canvas.copy_from_bbox(self.fig.bbox)
+
+    def draw(self, values: np.ndarray) -> np.ndarray:
+        """(n_layer, n_head) scores in [0, 1] (NaN: undefined) -> RGB image (height, CARD_WIDTH_PX, 3) uint8."""
+        self.image.set_data(np.ma.masked_invalid(values))
+        for (layer, head), value in np.ndenumerate(values):
+            text = self.texts[layer][head]
+            text.set_text("–" if math.isnan(value) else f"{value:.2f}")
+            # black on viridis' yellow-green and on the grey of an undefined score, white on its blue
+            text.set_color("white" if value < 0.5 else "black")
+        self.fig.canvas.restore_region(self.background)
+        for artist in self.artists:
+            self.fig.draw_artist(artist)
+        return np.asarray(self.fig.canvas.buffer_rgba())[..., :3].copy()
 
 
 def save_attention_pngs(weights: torch.Tensor, tokens: Sequence[str], out_dir: str | Path) -> list[Path]:

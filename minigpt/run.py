@@ -28,6 +28,7 @@ from minigpt.generate import generate_ids
 from minigpt.metrics import MetricsLogger, TensorBoardLogger
 from minigpt.model import GPT
 from minigpt.params import count_params, flops_per_token, format_param_table
+from minigpt.roles import INDUCTION_LENGTH, head_roles, induction_probe, uniform_scores
 from minigpt.tokenizer import Tokenizer, TokenizerError, default_prompt
 from minigpt.trainer import NonFiniteLossError, Trainer
 
@@ -216,10 +217,16 @@ def train(cfg: RunConfig, ckpt: dict[str, Any] | None = None, ckpt_path: Path | 
             if log.tensorboard:  # a resume drops events after the checkpoint's step, which the run logs again
                 logger = TensorBoardLogger(run_dir, purge_step=ckpt["iter"] + 1 if ckpt else None)
         probe = probe_tokens(data, tok, min(log.probe_tokens, T))
+        score_roles = log.head_roles and len(probe) >= 4  # a shorter context leaves no roles to tell apart
+        if score_roles:  # the induction probe's tokens: the common ones of the training text (minigpt/roles.py)
+            induction = induction_probe(tokens["train"], tok.vocab_size, min(INDUCTION_LENGTH, T // 2))
+            uniform = uniform_scores(probe, induction.size(1) // 2)
 
         def on_eval(step: int) -> None:
             if log.attention_maps:
                 logger.attention(model.attention_maps(probe), [tok.decode_token(int(i)) for i in probe], step)
+            if score_roles:
+                logger.roles(head_roles(model, probe, induction), step, uniform)
             if log.sample_tokens:
                 logger.text("sample", sample_text(model, tok, log.sample_tokens), step)
 

@@ -6,7 +6,6 @@ Text goes to stdout as it is produced; the checkpoint picked and the speed go to
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import sys
@@ -22,6 +21,7 @@ from minigpt.config import SampleConfig
 from minigpt.generate import GenerationStats, generate
 from minigpt.metrics import TensorBoardLogger, save_attention_pngs
 from minigpt.model import GPT
+from minigpt.roles import INDUCTION_LENGTH, format_roles, head_roles, induction_probe, uniform_scores
 from minigpt.tokenizer import GPT2_EOT, CharTokenizer, GPT2Tokenizer, Tokenizer, default_prompt, preview
 
 def read_prompt(cfg: SampleConfig, tokenizer: Tokenizer) -> tuple[str, list[int]]:
@@ -103,9 +103,15 @@ def probe_attention(model: GPT, tokenizer: Tokenizer, ids: list[int], run_dir: P
     labels, text = [tokenizer.decode_token(t) for t in ids], tokenizer.decode(ids)
     index = log_dir / "probes.jsonl"  # one line per probe: probe i is step i
     step = len(index.read_text(encoding="utf-8").splitlines()) if index.is_file() else 0
+    roles, uniform = None, None
+    if len(ids) >= 2:  # head roles; the induction probe draws the common tokens of this text (minigpt/roles.py)
+        induction = induction_probe(ids, c.vocab_size, min(INDUCTION_LENGTH, c.block_size // 2))
+        roles, uniform = head_roles(model, torch.tensor(ids), induction), uniform_scores(torch.tensor(ids), induction.size(1) // 2)
     with TensorBoardLogger(log_dir) as logger:
         logger.attention(weights, labels, step)
         logger.text("probe/text", f"{text}\n\n({len(ids)} tokens; {about})", step)
+        if roles is not None:
+            logger.roles(roles, step, uniform)
     with open(index, "a", encoding="utf-8") as f:
         f.write(json.dumps({"step": step, "text": text, "tokens": len(ids), "model": about}) + "\n")
     pngs = save_attention_pngs(weights, labels, png_dir) if png_dir is not None else []
@@ -114,13 +120,24 @@ def probe_attention(model: GPT, tokenizer: Tokenizer, ids: list[int], run_dir: P
         f"TensorBoard: {log_dir}, step {step} (the probes' texts and steps are listed in {index.name})",
         *([f"PNG: {len(pngs)} files in {png_dir}"] if pngs else []),
         f"view with: tensorboard --logdir {run_dir.parent}",
+        *(["", "head roles (mean attention weight; docs/attention.md):", format_roles(roles, uniform)] if roles else []),
     ]
+
+
+def weights_dtype(preference: str, device: torch.device) -> torch.dtype:
+    """The dtype the sampler converts the weights to. At batch 1 each token reads every weight once, so
+    float16 weights (half the bytes) decode faster on a CPU too; bfloat16 only where the CPU has it natively."""
+    dtype = runtime.resolve_dtype(preference, device) or torch.float32
+    if device.type == "cpu" and dtype == torch.bfloat16 and not runtime.cpu_has_native(dtype):
+        raise ValueError("dtype=bfloat16 on this CPU has no native bfloat16 instructions (slower than float32); "
+                         "use dtype float16 or float32")  # fmt: skip
+    return dtype
 
 
 def run(cfg: SampleConfig, out: TextIO, err: TextIO, stats: GenerationStats) -> None:
     """Sample (or probe attention) as cfg says; bad input raises ValueError before any output."""
     device = runtime.resolve_device(cfg.device)
-    rt = runtime.Runtime(device, runtime.resolve_dtype(cfg.dtype, device))
+    dtype = weights_dtype(cfg.dtype, device)
     if cfg.hf:  # a pretrained GPT-2; its attention probes go to runs/gpt2-<name>/
         model, tokenizer = hf.load(cfg.hf, device=device), GPT2Tokenizer()
         if model.config.vocab_size != tokenizer.vocab_size:
@@ -132,6 +149,7 @@ def run(cfg: SampleConfig, out: TextIO, err: TextIO, stats: GenerationStats) -> 
         source, why = find_checkpoint(cfg.ckpt, cfg.run, cfg.runs_dir)
         model, tokenizer, trained = load_model(source, device)
         run_dir, about = source.parent, f"{source.name}, {trained}"
+    model = model.to(dtype)  # the checkpoint stays float32; only the sampler's copy converts
     prompt, ids = read_prompt(cfg, tokenizer)
     max_new = cfg.attention_generate if cfg.attention else cfg.max_new_tokens
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31)
@@ -140,21 +158,20 @@ def run(cfg: SampleConfig, out: TextIO, err: TextIO, stats: GenerationStats) -> 
         num_samples=cfg.num_samples, use_cache=cfg.kv_cache, slide=cfg.slide, stats=stats,
     ) if max_new else None  # fmt: skip
     threads = f", {cfg.threads} thread{'s' if cfg.threads > 1 else ''}" if device.type == "cpu" else ""
-    hardware = f"{device.type} {rt.dtype_name}{threads}"
+    hardware = f"{device.type} {str(dtype).removeprefix('torch.')}{threads}"
     block_size = model.config.block_size
     print(f"{'weights' if cfg.hf else 'checkpoint'}: {source} ({why}; {trained})", file=err)
     print(f"model: {model.num_params() / 1e6:.2f}M parameters, block_size {block_size}, {tokenizer.kind} tokenizer "
           f"(vocab {tokenizer.vocab_size}); {hardware}" + (f"; seed {seed}" if max_new else ""), file=err)  # fmt: skip
     if len(ids) > block_size and not cfg.attention:
         print(f"note: the prompt is {len(ids)} tokens; the model sees at most the last {block_size}", file=err)
-    with torch.autocast(device.type, dtype=rt.amp_dtype) if rt.amp_dtype else contextlib.nullcontext():
-        if tokens is not None:
-            ids = ids + write_samples(tokens, tokenizer, prompt, cfg.num_samples, out)
-            print(format_stats(stats, f"KV cache {'on' if cfg.kv_cache else 'off'}, {hardware}"), file=err)
-        if cfg.attention and len(ids) > block_size:
-            print(f"note: the text is {len(ids)} tokens; the maps show the last {block_size} (block_size)", file=err)
-        if cfg.attention:
-            print(*probe_attention(model, tokenizer, ids, run_dir, about, cfg.attention_png), sep="\n", file=out)
+    if tokens is not None:
+        ids = ids + write_samples(tokens, tokenizer, prompt, cfg.num_samples, out)
+        print(format_stats(stats, f"KV cache {'on' if cfg.kv_cache else 'off'}, {hardware}"), file=err)
+    if cfg.attention and len(ids) > block_size:
+        print(f"note: the text is {len(ids)} tokens; the maps show the last {block_size} (block_size)", file=err)
+    if cfg.attention:
+        print(*probe_attention(model, tokenizer, ids, run_dir, about, cfg.attention_png), sep="\n", file=out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

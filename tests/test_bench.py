@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from minigpt.bench import format_rows, main
 
@@ -84,3 +85,33 @@ def test_module_entry_point_prints_no_traceback():
 def test_json_value_is_not_a_config_file(tmp_path):
     assert main(["train", *TINY, "--attn", "sdpa", "--json", str(tmp_path / "b.json")]) == 0
     assert (tmp_path / "b.json").exists()
+
+
+def test_float16_sampling_weights_cost_little_on_a_trained_model(tmp_path):
+    from minigpt.bench import dtype_quality
+    from minigpt.checkpoint import load_model
+    from minigpt.data import prepare
+    from minigpt.config import DataConfig
+    from tests.test_run import ROOT, run
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text((ROOT / "data/shakespeare/input.txt").read_text()[:60_000])
+    run(corpus, tmp_path, "--train.max_iters=40", "--train.eval_interval=20", "--model.dropout=0")
+    model, _, _ = load_model(tmp_path / "runs/r/ckpt_latest.pt", "cpu")
+    val = prepare(DataConfig(path=str(corpus), cache_dir=str(tmp_path / "cache")), progress=False).load_split("val")
+    row = dtype_quality(model, val, torch.float16, positions=2_000)
+    assert row["positions"] >= 2_000 and row["val_loss_fp32"] < 3.5  # it did learn something
+    assert 0 < row["max_logit_diff"] < 0.05  # float16 really ran, and stayed close
+    assert abs(row["loss_cost"]) < 0.002 and row["top1_agreement"] > 0.99
+    assert model.wte.weight.dtype == torch.float32  # the model itself was not converted
+
+
+def test_bfloat16_sampling_on_a_cpu_without_it_is_refused(monkeypatch):
+    from minigpt import runtime
+    from minigpt.sample_cli import weights_dtype
+
+    monkeypatch.setattr(runtime, "cpu_has_native", lambda dtype: False)
+    with pytest.raises(ValueError, match="dtype=bfloat16 on this CPU has no native bfloat16 .*use dtype float16"):
+        weights_dtype("bfloat16", torch.device("cpu"))
+    assert weights_dtype("float16", torch.device("cpu")) == torch.float16
+    assert weights_dtype("auto", torch.device("cpu")) == torch.float32

@@ -1,11 +1,15 @@
 """Data preparation (splits, cache, bad input) and batch sampling."""
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
+import random
 import re
+import shutil
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -94,6 +98,7 @@ def test_config_defaults_and_frozen():
         ({"tokenizer": "bpe"}, r"^data.tokenizer='bpe' is not a tokenizer; choose one of char, gpt2"),
         ({"path": ""}, r"^data.path is empty"),
         ({"hf_dataset": "x", "hf_split": " "}, r"^data.hf_split is empty"),
+        ({"workers": -1}, r"^data.workers=-1 must be 0 \(one per CPU core\) or a positive number"),
     ],
 )
 def test_config_validation_names_the_field(kw, message):
@@ -526,3 +531,156 @@ def test_parallel_tokenizing_in_small_pieces_gives_the_same_files(tmp_path, monk
     for split in ("train", "val"):
         assert _sha256(data.dir / f"{split}.bin") == REFERENCE_SHA256[kind][f"{split}.bin"]
     assert sorted(p.name for p in data.dir.iterdir() if p.name != ".lock") == ["meta.json", "train.bin", "val.bin"]
+
+
+# ---------------------------------------------------------------------------------------------- streaming
+
+# sha256 of the token files that minigpt wrote for `_mixed_corpus` before preparation streamed (whole files
+# read at once); streaming in blocks of any size must give the same bytes.
+MIXED_SHA256 = {
+    "char": ("f158dde763ae323e8e1fdf3a60e4e6e00d7cb95141b1ccdd422a7e6469765e6a",
+             "49962bb03d526ffb5df115ab7e25cde9cd3d436ac23bed681465d0e994db0cbc"),
+    "gpt2": ("1c6ba4f35032cf6ae808421571a298ec9b109d6ebb8b24314d460c9fffc1342e",
+             "3941ba9bccffebfcba4b4eb8fd016c705d955bd6145792b620510e313b69aac5"),
+}  # fmt: skip
+
+
+def _mixed_corpus(folder: Path) -> Path:
+    """Five documents of 1- to 4-byte characters with "\\n", "\\r\\n" and lone "\\r" line ends (one file ends in
+    "\\r", one without a line end), one of them in a subfolder, and an empty file."""
+    rng = random.Random(0)
+    words = ["the", "quick", "café", "naïve", "日本語", "🙂", "Ελληνικά", "—", "it's", "end.", "A",
+             "x\n"]  # fmt: skip
+    for i in range(5):
+        lines = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) for _ in range(60)]
+        text = "".join(line + rng.choice(["\n", "\r\n", "\r"]) for line in lines)
+        text = text[:-1] if i == 2 else text + "\r" if i == 4 else text
+        _write(folder / ("sub" if i == 3 else "") / f"doc{i}.txt", text)
+    _write(folder / "empty.txt", "")
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["char", "gpt2"])
+@pytest.mark.parametrize("block_bytes", [1, 2, 3, 5, 1 << 20])
+def test_blocks_of_any_size_give_the_same_files(tmp_path, monkeypatch, kind, block_bytes):
+    # Blocks of 1 to 5 bytes end inside 2-, 3- and 4-byte characters and between "\r" and "\n" many times;
+    # pieces of 16 characters make the gpt2 path cut every line at its safe places.
+    monkeypatch.setattr(data_module, "_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(data_module, "_CHUNK_CHARS", 16)
+    folder = _mixed_corpus(tmp_path / "mixed")
+    data = prepare(_cfg(tmp_path, folder, tokenizer=kind), progress=False)
+    assert (_sha256(data.dir / "train.bin"), _sha256(data.dir / "val.bin")) == MIXED_SHA256[kind]
+    # the text is what Python's text mode reads, documents joined by the end-of-document token
+    texts = [open(f, encoding="utf-8").read() for f in sorted(folder.rglob("*.txt")) if f.stat().st_size]
+    if kind == "char":  # a newline ends each document but the last, unless it ends in one
+        texts = [t if t.endswith("\n") or i == len(texts) - 1 else t + "\n" for i, t in enumerate(texts)]
+    ids = np.concatenate([data.load_split("train"), data.load_split("val")]).tolist()
+    assert data.tokenizer.decode(ids) == ("" if kind == "char" else "<|endoftext|>").join(texts)
+
+
+def test_small_blocks_on_shakespeare_give_the_reference_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_module, "_BLOCK_BYTES", 4099)
+    monkeypatch.setattr(data_module, "_CHUNK_CHARS", 1000)
+    data = prepare(_cfg(tmp_path, tokenizer="gpt2"), progress=False)
+    for split in ("train", "val"):
+        assert _sha256(data.dir / f"{split}.bin") == REFERENCE_SHA256["gpt2"][f"{split}.bin"]
+
+
+def test_pieces_stay_small_in_a_document_without_line_breaks():
+    # One 2 MB line: the memory held at once is a piece, not the document.
+    words = "the cat sat on the mat, then it ran off. " * 50_000
+    blocks = [words[i : i + 65536] for i in range(0, len(words), 65536)]
+    pieces = list(data_module._pieces([blocks], 1, int(len(words) * 0.9), char=False))
+    assert "".join(text for _, text, _ in pieces) == words
+    assert max(len(text) for _, text, _ in pieces) < 2 * data_module._CHUNK_CHARS
+    assert [split for split, _, _ in pieces] == sorted(split for split, _, _ in pieces)  # all train, then val
+    assert sum(len(text) for split, text, _ in pieces if split == "train") == int(len(words) * 0.9)
+
+
+def test_not_utf8_offset_counts_bytes_across_blocks(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_module, "_BLOCK_BYTES", 3)
+    corpus = tmp_path / "bad.txt"
+    corpus.write_bytes("aé日🙂".encode() + b"\xff")  # 1 + 2 + 3 + 4 bytes, then a bad byte at offset 10
+    with pytest.raises(DataError, match=r"bad.txt is not UTF-8 text \(invalid start byte at byte offset 10\)"):
+        prepare(_cfg(tmp_path, corpus), progress=False)
+    corpus.write_bytes("aé日🙂".encode()[:-1])  # cut inside the last character
+    with pytest.raises(DataError, match=r"\(unexpected end of data at byte offset 6\)"):
+        prepare(_cfg(tmp_path, corpus), progress=False)
+
+
+def test_interrupted_writing_leaves_the_old_files_and_a_rerun_rebuilds(tmp_path, monkeypatch):
+    corpus = _write(tmp_path / "story.txt", "abc\n" * 2000)
+    old = prepare(_cfg(tmp_path, corpus), progress=False)
+    before = {k: v for k, v in _stamps(old.dir).items() if k != ".lock"}
+    _write(corpus, "xyz\n" * 2000)
+    monkeypatch.setattr(data_module, "_CHUNK_CHARS", 100)
+    real_encode, calls = data_module._encode, []
+
+    def dies_on_the_third_batch(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C while token files are being written
+        return real_encode(*args)
+
+    monkeypatch.setattr(data_module, "_encode", dies_on_the_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(_cfg(tmp_path, corpus), progress=False)
+    monkeypatch.setattr(data_module, "_encode", real_encode)
+    # the old files and their meta.json are untouched and still agree; no half-written file is left
+    assert {k: v for k, v in _stamps(old.dir).items() if k != ".lock"} == before
+    assert load_prepared(old.dir).meta == old.meta
+    # a run killed outright leaves its temporary files; the next run removes them
+    (old.dir / "train.bin.tmp-99999").write_bytes(b"\0" * 10)
+    data = prepare(_cfg(tmp_path, corpus), progress=False)
+    assert not data.reused and data.tokenizer.decode(data.load_split("val").tolist()).endswith("xyz\n")
+    assert sorted(p.name for p in data.dir.iterdir()) == [".lock", "meta.json", "train.bin", "val.bin"]
+
+
+def test_too_little_disk_space_is_one_line_before_anything_is_written(tmp_path, monkeypatch):
+    corpus = _write(tmp_path / "story.txt", "abc\n" * 1000)
+    monkeypatch.setattr(data_module.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12, 5000))
+    message = (r"^not enough disk space in .*story-char: the token files need about 0.0 MB, 0.0 MB is free; "
+               r"free some space or set data.cache_dir to a bigger disk$")  # fmt: skip
+    with pytest.raises(DataError, match=message) as error:
+        prepare(_cfg(tmp_path, corpus), progress=False)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "cache").exists()
+    monkeypatch.setattr(data_module.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12, 8002))
+    assert prepare(_cfg(tmp_path, corpus), progress=False).meta["train_tokens"] == 3600  # 4000 chars need 8000 bytes
+
+
+def test_a_disk_that_fills_up_while_writing_is_one_line(tmp_path, monkeypatch):
+    corpus = _write(tmp_path / "story.txt", "abc\n" * 1000)
+
+    def fills_up(*args):
+        yield "train", 10, b"\0\0"
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(data_module, "_tokenize", fills_up)
+    message = r"^the disk holding .*story-char is full; free some space or set data.cache_dir"
+    with pytest.raises(DataError, match=message):
+        prepare(_cfg(tmp_path, corpus), progress=False)
+    folder = data_module.cache_folder(_cfg(tmp_path, corpus))
+    assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # temporary files removed, nothing looks prepared
+
+
+def test_workers_use_every_core_unless_capped(monkeypatch):
+    monkeypatch.setattr(data_module.os, "cpu_count", lambda: 4)
+    big = data_module._PARALLEL_MIN_CHARS + 1
+    assert data_module._workers(DataConfig(), big) == 4
+    assert data_module._workers(DataConfig(workers=2), big) == 2
+    assert data_module._workers(DataConfig(workers=16), big) == 4
+    assert data_module._workers(DataConfig(), 1000) == 1  # a small corpus: starting processes costs more than it saves
+
+
+def test_bench_prepare_reports_time_tokens_and_memory(tmp_path, monkeypatch):
+    from minigpt.bench import main
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the synthetic corpus goes
+    out_json = tmp_path / "bench.json"
+    assert main(["prepare", "--corpus_gb", "0.002", "--tokenizer", "char", f"--json={out_json}"]) == 0
+    (row,) = json.loads(out_json.read_text())["results"]["prepare"]
+    assert row["corpus"] == "0.002 GB, 1 file(s)" and row["tokenizer"] == "char"
+    assert 1_500_000 < row["tokens"] <= 2_000_000 and row["wall_s"] > 0 and row["tokens_per_s"] > 0
+    assert row["peak_rss_largest"].endswith("B")
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # the corpus and its cache are deleted

@@ -251,3 +251,35 @@ def test_flatten_hparams():
                             "path": None, "x": [1]})  # fmt: skip
     assert flat == {"model.n_layer": 2, "model.dropout": 0.1, "model.rope.base": 1e4, "compile": "True",
                     "path": "None", "x": "[1]"}  # fmt: skip
+
+
+def test_tensorboard_logger_writes_role_scalars_grids_and_table(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from minigpt.roles import ROLES
+
+    scores = {role: torch.full((2, 3), 0.1, dtype=torch.float64) for role in ROLES}
+    scores["induction"][1, 2] = 0.75
+    scores["duplicate_token"][:] = float("nan")  # a probe without repeated tokens
+    with TensorBoardLogger(tmp_path / "run") as logger:
+        for step in (0, 100):
+            logger.roles(scores, step, reference={role: 0.05 for role in ROLES})
+    events = EventAccumulator(str(tmp_path / "run"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    scalar_tags = {f"role_{role}/layer_{l}/head_{h}" for role in ROLES for l in range(2) for h in range(3)}
+    assert scalar_tags <= set(tags["scalars"])
+    assert [e.value for e in events.Scalars("role_induction/layer_1/head_2")] == [0.75, 0.75]
+    assert [e.step for e in events.Scalars("role_self/layer_0/head_0")] == [0, 100]
+    assert set(tags["images"]) == {f"roles/{role}" for role in ROLES}
+    grids = {}
+    for role in ("induction", "self"):
+        event = events.Images(f"roles/{role}")[-1]
+        grids[role] = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
+        assert event.width == CARD_WIDTH_PX and 100 < event.height < 400
+    assert not np.array_equal(grids["induction"], grids["self"])  # the 0.75 cell and the title differ
+    duplicate = np.asarray(Image.open(io.BytesIO(events.Images("roles/duplicate_token")[-1].encoded_image_string)))
+    assert (duplicate[..., :3] == MASK_GREY).all(-1).mean() > 0.2  # undefined scores: grey cells
+    assert "roles/top_heads/text_summary" in tags["tensors"]
+    table = events.Tensors("roles/top_heads/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert "induction" in table and "L1 H2  0.75" in table

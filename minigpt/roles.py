@@ -1,0 +1,147 @@
+"""Head roles: what each attention head does, measured from its attention weights alone.
+
+Every score is a mean attention weight, so it lies in [0, 1]: 1 means the head always puts all of its
+weight on the keys the role names, 0 means it never looks there. For weights w (row i = query i,
+column j = key j, causal so w[i, j] = 0 for j > i) on a text of T token ids x:
+
+    previous-token   mean over queries i >= 1 of  w[i, i - 1]
+    first-token      mean over queries i >= 1 of  w[i, 0]             (the "attention sink")
+    self             mean over queries i >= 1 of  w[i, i]
+    duplicate-token  mean over queries i with an earlier j < i, x[j] = x[i], of  sum of w[i, j] over those j
+    induction        on L random tokens repeated twice (T = 2L), mean over the second copy, i >= L, of
+                     w[i, i - L + 1]: the key right after the query token's occurrence in the first copy
+                     (Olsson et al., 2022, "In-context Learning and Induction Heads")
+
+Query 0 is left out: it has a single key, so every head gives it weight 1 there whatever the head does.
+The first four roles are measured on the probe text of the attention maps; induction on its own probe,
+`induction_probe`, whose tokens are all different within a copy so that "the earlier occurrence" is one
+position. They are drawn, seeded, from the most frequent tokens of a reference text (the training split
+when training, the user's text in `sample.py --attention`): those that together make up 99% of it. That
+leaves out a char corpus's rare characters (e.g. '$' and '&' in Shakespeare), on which a small model has
+learned little, and keeps thousands of common ids of a BPE vocabulary. With too few such tokens for a
+copy, the ids are drawn from the whole vocabulary instead, as TransformerLens does for GPT-2.
+
+Uniform causal attention (each query spreading its weight over all keys it sees) is the reference a
+random model sits near: on T = 32 it scores about 0.1 on previous, first and self, and 0.03 on induction;
+`uniform_scores` computes it for any probe.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+ROLES = ("previous_token", "first_token", "self", "duplicate_token", "induction")
+COMMON_FRACTION = 0.99  # induction tokens come from the most frequent tokens making up this much of a text
+INDUCTION_LENGTH = 32  # tokens per copy of the induction probe (fewer when the context is shorter)
+REFERENCE_TOKENS = 1 << 20  # token frequencies are counted on this many ids of the reference text at most
+
+
+def text_scores(weights: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """previous_token, first_token, self and duplicate_token scores of attention on a text.
+
+    weights: (..., T, T) attention probabilities, ids: (T,) the text's token ids -> each score (...)."""
+    T = weights.size(-1)
+    if weights.dim() < 2 or weights.size(-2) != T or len(ids) != T or T < 2:
+        raise ValueError(f"need (..., T, T) weights for T = len(ids) >= 2 tokens; got {tuple(weights.shape)} "
+                         f"and {len(ids)} ids")  # fmt: skip
+    w = weights.detach().to(torch.float64)[..., 1:, :]  # queries 1..T-1: (..., T-1, T)
+    queries = torch.arange(1, T)
+    ids = torch.as_tensor(ids).cpu()
+    same = ids[:, None] == ids[None, :]  # (T, T): same token at query i and key j
+    earlier = torch.tril(torch.ones(T, T, dtype=torch.bool), diagonal=-1)  # j < i
+    duplicates = (same & earlier)[1:].to(w.dtype)  # (T-1, T): keys j < i holding the query's token
+    has_duplicate = duplicates.sum(-1) > 0  # (T-1,) queries whose token occurred before
+    on_duplicates = (w * duplicates).sum(-1)  # (..., T-1)
+    return {
+        "previous_token": w[..., queries - 1, queries - 1].mean(-1),  # row i-1 of w is query i: key i-1
+        "first_token": w[..., 0].mean(-1),
+        "self": w[..., queries - 1, queries].mean(-1),
+        # a text without repeated tokens has no duplicate to attend to: NaN, not a misleading 0
+        "duplicate_token": on_duplicates[..., has_duplicate].mean(-1) if has_duplicate.any()
+        else torch.full(w.shape[:-2], float("nan"), dtype=w.dtype),
+    }  # fmt: skip
+
+
+def induction_score(weights: torch.Tensor, length: int) -> torch.Tensor:
+    """Induction score of attention on `length` tokens repeated twice.
+
+    weights: (..., 2 * length, 2 * length) -> (...): the mean over queries i in the second copy of
+    w[i, i - length + 1], the weight on the token that followed the query token last time."""
+    T = weights.size(-1)
+    if T != 2 * length or weights.size(-2) != T:
+        raise ValueError(f"need (..., {2 * length}, {2 * length}) weights for a copy of {length} tokens; "
+                         f"got {tuple(weights.shape)}")  # fmt: skip
+    queries = torch.arange(length, T)  # the second copy
+    return weights.detach().to(torch.float64)[..., queries, queries - length + 1].mean(-1)
+
+
+def induction_probe(reference: np.ndarray | torch.Tensor | None, vocab_size: int, length: int, n_seq: int = 8,
+                    seed: int = 0) -> torch.Tensor:  # fmt: skip
+    """n_seq sequences of `length` different random tokens, each repeated twice: (n_seq, 2 * length) ids.
+
+    Tokens come from the most frequent ids of `reference` (ids of a text; its first REFERENCE_TOKENS)
+    that make up COMMON_FRACTION of it, or from all of range(vocab_size) when reference is None or has fewer than `length` such ids."""
+    if length < 1:
+        raise ValueError(f"the induction probe needs a copy of at least 1 token (got {length})")
+    pool = np.arange(vocab_size)
+    if reference is not None and len(reference):
+        counts = np.bincount(np.asarray(reference[:REFERENCE_TOKENS], dtype=np.int64), minlength=vocab_size)
+        order = np.argsort(-counts, kind="stable")  # most frequent first
+        covered = np.cumsum(counts[order]) / counts.sum()
+        common = order[: int(np.searchsorted(covered, COMMON_FRACTION)) + 1]
+        pool = common if len(common) >= length else pool
+    if len(pool) < length:
+        raise ValueError(f"the induction probe needs {length} different tokens but the vocabulary has {len(pool)}")
+    rng = np.random.default_rng(seed)
+    copies = np.stack([rng.choice(pool, size=length, replace=False) for _ in range(n_seq)])  # (n_seq, length)
+    return torch.from_numpy(np.concatenate([copies, copies], axis=1)).long()  # (n_seq, 2 * length)
+
+
+@torch.no_grad()
+def attention_weights(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """Attention of a minigpt GPT on a batch: ids (B, T) -> (n_layer, B, nh, T, T) float32 on the CPU,
+    in eval mode (no dropout)."""
+    was_training = model.training
+    model.eval()
+    try:
+        _, _, att = model(ids.to(model.wte.weight.device), return_attention=True)
+    finally:
+        model.train(was_training)
+    return torch.stack(att).float().cpu()
+
+
+def head_roles(model: torch.nn.Module, text: torch.Tensor, induction: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every role's score for every head: role -> (n_layer, n_head) float64.
+
+    text: (T,) ids of the probe text; induction: (n_seq, 2L) ids from `induction_probe`."""
+    scores = text_scores(attention_weights(model, text.reshape(1, -1))[:, 0], text)
+    weights = attention_weights(model, induction)  # (n_layer, n_seq, nh, 2L, 2L)
+    scores["induction"] = induction_score(weights, induction.size(1) // 2).mean(1)  # mean over the sequences
+    return {role: scores[role] for role in ROLES}
+
+
+def uniform_scores(text: torch.Tensor, induction_length: int) -> dict[str, float]:
+    """The scores of uniform causal attention on the same probes: what a head that looks nowhere in
+    particular gets (a freshly initialised model sits near these)."""
+    T = len(text)
+    uniform = torch.tril(torch.ones(T, T, dtype=torch.float64))
+    scores = {role: float(s) for role, s in text_scores(uniform / uniform.sum(-1, keepdim=True), text).items()}
+    L = induction_length
+    repeated = torch.tril(torch.ones(2 * L, 2 * L, dtype=torch.float64))
+    scores["induction"] = float(induction_score(repeated / repeated.sum(-1, keepdim=True), L))
+    return {role: scores[role] for role in ROLES}
+
+
+def format_roles(scores: dict[str, torch.Tensor], reference: dict[str, float] | None = None, top: int = 3) -> str:
+    """A plain-text table of the `top` heads per role, e.g. `induction  L1 H2 0.71  L1 H0 0.12 ...`,
+    with the uniform-attention reference value last when given."""
+    lines = [f"{'role':<16}  {'top heads (layer, head, score)':<{top * 15}}" + ("uniform" if reference else "")]
+    for role, s in scores.items():
+        flat = s.flatten()
+        n_head = s.shape[-1]
+        best = [i for i in torch.argsort(torch.nan_to_num(flat, nan=-1.0), descending=True)[:top].tolist()]
+        cells = "".join(f"L{i // n_head} H{i % n_head} {float(flat[i]):5.2f}".ljust(15) for i in best)
+        ref = f"{reference[role]:.2f}" if reference else ""
+        lines.append(f"{role:<16}  {cells:<{top * 15}}{ref}")
+    return "\n".join(line.rstrip() for line in lines)
