@@ -121,6 +121,27 @@ def head_roles(model: torch.nn.Module, text: torch.Tensor, induction: torch.Tens
     return {role: scores[role] for role in ROLES}
 
 
+@torch.no_grad()
+def copy_losses(model: torch.nn.Module, induction: torch.Tensor) -> dict[str, float]:
+    """Mean next-token loss on the induction probe's first copy and on its second copy (nats).
+
+    Random tokens cannot be predicted the first time (about ln of the pool they come from); the second
+    time a model can predict them only by looking back at what followed the same token before, which is
+    what an induction head does. So the second-copy loss drops away from the first-copy loss when an
+    induction head forms: the loss bump of Olsson et al. (2022), seen where it happens."""
+    was_training = model.training
+    model.eval()
+    try:
+        logits, _ = model(induction.to(model.wte.weight.device))  # (n_seq, 2L, vocab)
+    finally:
+        model.train(was_training)
+    L = induction.size(1) // 2
+    logp = torch.log_softmax(logits[:, :-1].float().cpu(), dim=-1)  # position j predicts token j + 1
+    nll = -logp.gather(-1, induction[:, 1:, None]).squeeze(-1)  # (n_seq, 2L - 1)
+    # tokens 1..L-1 of the first copy; tokens L+1..2L-1 of the second (token L, the copy's start, is neither)
+    return {"first_copy": nll[:, : L - 1].mean().item(), "second_copy": nll[:, L:].mean().item()}
+
+
 def uniform_scores(text: torch.Tensor, induction_length: int) -> dict[str, float]:
     """The scores of uniform causal attention on the same probes: what a head that looks nowhere in
     particular gets (a freshly initialised model sits near these)."""

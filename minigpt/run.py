@@ -28,7 +28,7 @@ from minigpt.generate import generate_ids
 from minigpt.metrics import MetricsLogger, TensorBoardLogger
 from minigpt.model import GPT
 from minigpt.params import count_params, flops_per_token, format_param_table
-from minigpt.roles import INDUCTION_LENGTH, head_roles, induction_probe, uniform_scores
+from minigpt.roles import INDUCTION_LENGTH, copy_losses, head_roles, induction_probe, uniform_scores
 from minigpt.tokenizer import Tokenizer, TokenizerError, default_prompt
 from minigpt.trainer import NonFiniteLossError, Trainer
 
@@ -227,6 +227,7 @@ def train(cfg: RunConfig, ckpt: dict[str, Any] | None = None, ckpt_path: Path | 
                 logger.attention(model.attention_maps(probe), [tok.decode_token(int(i)) for i in probe], step)
             if score_roles:
                 logger.roles(head_roles(model, probe, induction), step, uniform)
+                logger.scalars({f"loss/induction_{k}": v for k, v in copy_losses(model, induction).items()}, step)
             if log.sample_tokens:
                 logger.text("sample", sample_text(model, tok, log.sample_tokens), step)
 

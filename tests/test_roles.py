@@ -191,3 +191,28 @@ def test_induction_config_grows_an_induction_head(tmp_path):
     print(f"{head}: {curves[head][0].value:.3f} at step 0, >= 0.5 from step {first}, best {best[head]:.3f}; {seconds:.0f} s")
     assert curves[head][0].value < 0.05 and best[head] >= 0.5
     assert head.startswith("role_induction/layer_1/")  # it needs the previous-token head below it
+
+
+def test_copy_losses_show_what_looking_back_buys():
+    from minigpt.roles import copy_losses
+
+    V, L = 50, 8
+    probe = induction_probe(None, V, L, n_seq=3)
+
+    class Copier(torch.nn.Module):  # predicts, in the second copy, the token that followed last time
+        def __init__(self):
+            super().__init__()
+            self.wte = torch.nn.Embedding(1, 1)
+
+        def forward(self, idx):
+            logits = torch.zeros(*idx.shape, V)
+            for j in range(L, 2 * L - 1):
+                logits[torch.arange(idx.size(0)), j, idx[:, j - L + 1]] = 20.0
+            return logits, None
+
+    losses = copy_losses(Copier(), probe)
+    assert abs(losses["first_copy"] - math.log(V)) < 1e-6  # uniform guesses on unseen random tokens
+    assert losses["second_copy"] < 1e-6  # every second-copy token predicted from its earlier occurrence
+    torch.manual_seed(0)
+    fresh = copy_losses(GPT(ModelConfig(vocab_size=V, block_size=2 * L, n_layer=1, n_head=2, n_embd=16)), probe)
+    assert abs(fresh["first_copy"] - fresh["second_copy"]) < 0.1  # untrained: no use of the first copy
