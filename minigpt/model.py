@@ -90,16 +90,19 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def attention_maps(self, ids) -> torch.Tensor:
-        """Attention weights of one sequence, for looking at: ids (T,) -> (n_layer, n_head, T, T),
-        float32 on the CPU, computed in eval mode (no dropout) by the hand-written attention."""
-        x = torch.as_tensor(ids, dtype=torch.long, device=self.wte.weight.device).reshape(1, -1)  # (1, T)
+        """Attention weights, for looking at: ids (T,) -> (n_layer, n_head, T, T), or a batch (B, T) ->
+        (n_layer, B, n_head, T, T); float32 on the CPU, in eval mode (no dropout), by the hand-written attention."""
+        x = torch.as_tensor(ids, dtype=torch.long, device=self.wte.weight.device)
+        batched = x.dim() == 2
+        x = x if batched else x.reshape(1, -1)  # (B, T)
         was_training = self.training
         self.eval()
         try:
             _, _, att = self(x, return_attention=True)
         finally:
             self.train(was_training)
-        return torch.stack([a[0] for a in att]).float().cpu()  # (n_layer, nh, T, T)
+        maps = torch.stack(att).float().cpu()  # (n_layer, B, nh, T, T)
+        return maps if batched else maps[:, 0]
 
     def forward(
         self,

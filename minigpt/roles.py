@@ -98,25 +98,12 @@ def induction_probe(reference: np.ndarray | torch.Tensor | None, vocab_size: int
     return torch.from_numpy(np.concatenate([copies, copies], axis=1)).long()  # (n_seq, 2 * length)
 
 
-@torch.no_grad()
-def attention_weights(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    """Attention of a minigpt GPT on a batch: ids (B, T) -> (n_layer, B, nh, T, T) float32 on the CPU,
-    in eval mode (no dropout)."""
-    was_training = model.training
-    model.eval()
-    try:
-        _, _, att = model(ids.to(model.wte.weight.device), return_attention=True)
-    finally:
-        model.train(was_training)
-    return torch.stack(att).float().cpu()
-
-
 def head_roles(model: torch.nn.Module, text: torch.Tensor, induction: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every role's score for every head: role -> (n_layer, n_head) float64.
 
     text: (T,) ids of the probe text; induction: (n_seq, 2L) ids from `induction_probe`."""
-    scores = text_scores(attention_weights(model, text.reshape(1, -1))[:, 0], text)
-    weights = attention_weights(model, induction)  # (n_layer, n_seq, nh, 2L, 2L)
+    scores = text_scores(model.attention_maps(text), text)  # maps: (n_layer, nh, T, T)
+    weights = model.attention_maps(induction)  # (n_layer, n_seq, nh, 2L, 2L)
     scores["induction"] = induction_score(weights, induction.size(1) // 2).mean(1)  # mean over the sequences
     return {role: scores[role] for role in ROLES}
 

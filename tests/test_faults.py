@@ -144,7 +144,7 @@ def test_resume_and_tensorboard_on_a_full_disk_are_one_line(corpus, tmp_path, tm
     first = " ".join(tiny_args(corpus, tmp_path, f"--train.out_dir={mnt / 'runs'}", "--train.max_iters=4"))
     resume = " ".join(tiny_args(corpus, tmp_path, f"--train.out_dir={mnt / 'runs'}", "--log.tensorboard"))
     fill = f"dd if=/dev/zero of={mnt / 'fill'} bs=4k 2>/dev/null"  # fails once the disk is full
-    check = f"{sys.executable} -c \"import torch; print(torch.load('{mnt / 'runs/r/ckpt_latest.pt'}')['iter'])\""
+    check = f"{sys.executable} -c \"import torch; print(torch.load('{mnt / 'runs/r/ckpt_latest.pt'}', weights_only=True)['iter'])\""
     script = f"{sys.executable} train.py {first} >/dev/null && ({fill}; true) && {sys.executable} train.py {resume} --resume; echo rc=$? && {check}"
     done = _in_tmpfs(mnt, "2m", script)
     assert "rc=2" in done.stdout, done.stderr
