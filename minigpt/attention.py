@@ -163,6 +163,7 @@ class CausalSelfAttention(nn.Module):
         if kv_cache is not None:
             # Generation: keep this step's keys/values and attend over all cached ones.
             k, v = kv_cache.update(k, v)  # (B, nh, T_k, hs), T_k >= T
+            q = q.to(k.dtype)  # a CPU cache stays float32 under half-precision weights (minigpt.generate)
 
         if self.impl == "sdpa" and not need_weights:
             y, weights = self._fused(q, k, v), None
@@ -177,7 +178,7 @@ class CausalSelfAttention(nn.Module):
             if not need_weights:
                 weights = None
 
-        y = y.transpose(1, 2).contiguous().view(B, T, nh * hs)  # heads side by side: (B, T, nh*hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, nh * hs).to(x.dtype)  # heads side by side: (B, T, nh*hs)
         y = self.resid_dropout(self.c_proj(y))  # (B, T, C)
         return y, weights
 
@@ -186,7 +187,7 @@ class CausalSelfAttention(nn.Module):
         t_q, t_k = q.size(-2), k.size(-2)
         dropout_p = self.attn_dropout.p if self.training else 0.0
         scale = 1.0 if self.score == "dot" else None
-        if self.window is None and t_q == t_k:
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True, scale=scale)
+        if self.window is None and t_q in (1, t_k):  # a decoding step's one query may see every key: no mask
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=t_q > 1, scale=scale)
         allowed = causal_mask(t_q, t_k, window=self.window, device=q.device)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p, scale=scale)

@@ -2,6 +2,7 @@
 
     python -m minigpt.bench train --batch_size 12 --attn manual sdpa --compile both
     python -m minigpt.bench {attention,generate,profile,all} [--markdown] [--json=bench.json]
+    python -m minigpt.bench decode --model.preset baby-gpt --model.vocab_size 65 --threads 1 --weights float32 float16
     python -m minigpt.bench prepare --corpus_gb 0.2 0.66 --tokenizer gpt2   # data preparation of synthetic corpora
 
 The model is the nano preset unless flags or a config file say otherwise, with random weights (speed
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile, record_function
 
@@ -38,7 +40,7 @@ from minigpt.attention import CausalSelfAttention
 from minigpt.checkpoint import find_checkpoint, load_checkpoint, load_model
 from minigpt.config import BenchConfig, DataConfig, ModelConfig, TrainConfig
 from minigpt.data import prepare
-from minigpt.generate import generate_ids
+from minigpt.generate import GenerationStats, for_decoding, generate_ids
 from minigpt.model import GPT
 from minigpt.params import TRAIN_ONLY_TABLES, flops_per_token, human, text_table
 from minigpt.runtime import Runtime, cpu_has_native, measure_peak_flops, resolve_device, resolve_dtype
@@ -173,6 +175,104 @@ def bench_dtypes(cfg: BenchConfig, device: torch.device) -> Rows:
         rows.append(row)
     print(f"# checkpoint: {path}")
     return rows
+
+
+def _decoding_step_ms(model: GPT, n: int) -> float:
+    """Milliseconds per greedy token after the first, over n tokens from a one-token prompt."""
+    stats = GenerationStats()
+    generate_ids(model, [0], n, temperature=0.0, stats=stats)
+    return 1000 * (stats.elapsed_s - stats.time_to_first_token_s) / (n - 1)
+
+
+def bench_decode(cfg: BenchConfig, device: torch.device) -> Rows:
+    """A decoding step against its floor, per sampling dtype (cfg.weights), in the same rounds: the step as
+    the sampler runs it (for_decoding), the step on weights only converted (before), the step's matrix-vector
+    products alone, on the same weights in the same layout, and reading the float32 weights once (a sum over
+    each). Medians over cfg.repeats rounds; steps are per token over max(cfg.new_tokens) greedy tokens."""
+    torch.manual_seed(0)
+    fp32 = GPT(cfg.model.replace(dropout=0.0)).to(device).eval()
+    n = max(max(cfg.new_tokens), 2)
+    fp32_weights = [m.weight for m in fp32.modules() if isinstance(m, nn.Linear)]
+    models = {}
+    for name in cfg.weights:
+        dtype = getattr(torch, name)
+        lean = for_decoding(copy.deepcopy(fp32), dtype)
+        layers = [m for m in lean.modules() if isinstance(m, nn.Linear)]
+        xs = [torch.randn(1, m.in_features, device=device, dtype=dtype) for m in layers]
+        models[name] = {
+            "read": lambda: [w.sum() for w in fp32_weights],
+            "products": lambda layers=layers, xs=xs: [F.linear(x, m.weight, m.bias) for m, x in zip(layers, xs)],
+            "before": copy.deepcopy(fp32).to(dtype), "lean": lean,
+        }
+        if cfg.compile != "off":
+            models[name]["compiled"] = torch.compile(lean, dynamic=True)
+            start = time.perf_counter()
+            _decoding_step_ms(models[name]["compiled"], n)  # compiles; later rounds run the compiled code
+            models[name]["compile_s"] = time.perf_counter() - start
+    times: dict[str, dict[str, list[float]]] = {name: {} for name in models}
+    for _ in range(cfg.repeats):
+        for name, m in models.items():
+            for key in ("read", "products"):
+                times[name].setdefault(key, []).append(1000 * _median_time(m[key], device, 3, 20, 1))
+            for key in ("before", "lean", "compiled"):
+                if key in m:
+                    times[name].setdefault(key, []).append(_decoding_step_ms(m[key], n))
+    rows = []
+    for name, m in models.items():
+        ms = {key: statistics.median(v) for key, v in times[name].items()}
+        row = {"weights": name, "layout": _layout(m["lean"]), "MB_read": _linear_bytes(m["lean"]) / 1e6,
+               "read_fp32_ms": ms["read"], "products_ms": ms["products"], "step_before_ms": ms["before"],
+               "step_ms": ms["lean"], "step/products": ms["lean"] / ms["products"],
+               "step/read_fp32": ms["lean"] / ms["read"], "tokens_per_s": 1000 / ms["lean"]}
+        if "compiled" in ms:
+            row.update(compiled_step_ms=ms["compiled"], compile_s=m["compile_s"])
+        rows.append(row)
+    return rows
+
+
+def _linear_bytes(model: GPT) -> int:
+    return sum(m.weight.nbytes for m in model.modules() if isinstance(m, nn.Linear))
+
+
+def _layout(model: GPT) -> str:
+    w = model.h[0].mlp.c_fc.weight
+    return "(out, in)" if w.is_contiguous() else "(in, out)"
+
+
+# Operators by what they do in a decoding step, for profile_decode (self time; names as torch.profiler gives them).
+DECODE_PARTS = {
+    "matrix-vector products": ("aten::addmm", "aten::mm"),
+    "attention over the cache": ("aten::_scaled_dot_product", "aten::bmm", "aten::_softmax", "aten::baddbmm"),
+    "cache writes and copies": ("aten::copy_", "aten::clone"),
+    "layer norms": ("aten::native_layer_norm",),
+    "GELU": ("aten::gelu",),
+    "residual adds, embeddings": ("aten::add", "aten::index_select", "aten::embedding", "aten::arange"),
+    "sampling": ("aten::argmax", "aten::topk", "aten::multinomial", "aten::sort", "aten::cumsum", "aten::softmax"),
+}
+
+
+def profile_decode(cfg: BenchConfig, device: torch.device) -> Rows:
+    """Where a decoding step's time goes, per sampling dtype: operators' self time (torch.profiler) grouped by
+    DECODE_PARTS, the other operators (views, transposes, allocations, dispatch layers like aten::linear), and
+    the rest of the wall time: Python (modules, the generate loop) and the profiler's own cost."""
+    torch.manual_seed(0)
+    fp32 = GPT(cfg.model.replace(dropout=0.0)).to(device).eval()
+    n = max(max(cfg.new_tokens), 2)
+    columns: dict[str, dict[str, float]] = {}
+    for name in cfg.weights:
+        model = for_decoding(copy.deepcopy(fp32), getattr(torch, name))
+        _decoding_step_ms(model, n)  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            profiled = _decoding_step_ms(model, n)
+        parts = dict.fromkeys([*DECODE_PARTS, "other operators"], 0.0)
+        for e in prof.key_averages():
+            part = next((k for k, names in DECODE_PARTS.items() if e.key.startswith(names)), "other operators")
+            parts[part] += e.self_cpu_time_total / 1000 / n  # ms per token (the prompt's step is 1 of n)
+        parts["Python and profiler"] = profiled - sum(parts.values())
+        columns[name] = {"profiled step": profiled, **parts}
+    return [{"part": part, **{f"{name}_ms": col[part] for name, col in columns.items()},
+             **{f"{name}_share": col[part] / col["profiled step"] for name, col in columns.items()}}
+            for part in next(iter(columns.values()))]
 
 
 def profile_train(cfg: BenchConfig, rt: Runtime) -> tuple[Rows, str]:
@@ -314,6 +414,9 @@ def run(cfg: BenchConfig) -> dict[str, Rows]:
     if cfg.what == "profile":
         results["profile"], top = profile_train(cfg, rt)
         print(f"\n## top operators by self time (all profiled steps)\n\n{top}")
+    if cfg.what == "decode":
+        results["decode"] = bench_decode(cfg, device)
+        results["decode_profile"] = profile_decode(cfg, device)
     for name, rows in results.items():
         print(f"\n## {name}\n\n{format_rows(rows, cfg.markdown)}")
     if cfg.json:

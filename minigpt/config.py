@@ -285,19 +285,20 @@ class ParamsConfig:
 class BenchConfig:
     """Benchmarks: training-step throughput, attention cost by context length, generation speed, a profile."""
 
-    what: Annotated[Literal["train", "attention", "generate", "profile", "dtypes", "prepare", "all"], tyro.conf.Positional] = "train"
+    what: Annotated[Literal["train", "attention", "generate", "profile", "decode", "dtypes", "prepare", "all"], tyro.conf.Positional] = "train"
     """Which benchmark to run."""
     model: ModelConfig = field(default_factory=lambda: ModelConfig.from_preset("nano"))
     batch_size: int = 12  # Sequences per training step.
     attn: tuple[Literal["manual", "sdpa"], ...] = ("manual", "sdpa")  # Attention paths to time in `train` and `attention`.
-    compile: Literal["off", "on", "both"] = "off"  # Time `train` without torch.compile, with it, or both.
+    compile: Literal["off", "on", "both"] = "off"  # Time `train` without torch.compile, with it, or both; `decode` also compiled (on or both).
     device: DEVICES = "auto"  # Where to run; auto picks CUDA, then Apple MPS, then CPU.
     dtype: DTYPES = "auto"  # Autocast dtype; auto: bfloat16 on CUDA, float32 elsewhere.
     steps: int = 20  # Timed steps per repeat.
     warmup: int = 5  # Untimed steps before timing.
     repeats: int = 3  # Repeats; the median is reported.
     block_sizes: tuple[int, ...] = (64, 128, 256, 512, 1024)  # Context lengths for `attention`.
-    new_tokens: tuple[int, ...] = (100, 500)  # Generated lengths for `generate`.
+    new_tokens: tuple[int, ...] = (100, 500)  # Generated lengths for `generate`; `decode` times the longest.
+    weights: tuple[Literal["float32", "float16", "bfloat16"], ...] = ("float32", "float16")  # For decode: the sampling dtypes to time.
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default.
     markdown: bool = False  # Print Markdown tables.
     json: str | None = None  # Also write the rows as JSON to this file.

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
 
 from minigpt.model import GPT
 
@@ -56,14 +57,46 @@ class KVCache:
 
 
 def make_caches(model: GPT, batch: int, max_len: int | None = None) -> list[KVCache]:
-    """One empty KVCache per layer of `model`, on its device and dtype (max_len defaults to block_size)."""
+    """One empty KVCache per layer of `model`, on its device (max_len defaults to block_size).
+
+    The cache takes the weights' dtype, except on a CPU, where it stays float32: there, attention over
+    a float16 or bfloat16 cache runs 2-7x slower than over a float32 one (docs/benchmarks.md), and the
+    cache is small next to the weights, so half-precision weights attend in float32.
+    """
     config = model.config
     max_len = config.block_size if max_len is None else max_len
     if not 1 <= max_len <= config.block_size:
         raise ValueError(f"max_len must be in [1, block_size={config.block_size}] (got {max_len})")
     p = model.wte.weight
-    return [KVCache(batch, config.n_head, max_len, config.head_size, p.device, p.dtype)
+    dtype = torch.float32 if p.device.type == "cpu" else p.dtype
+    return [KVCache(batch, config.n_head, max_len, config.head_size, p.device, dtype)
             for _ in range(config.n_layer)]  # fmt: skip
+
+
+def for_decoding(model: GPT, dtype: torch.dtype = torch.float32) -> GPT:
+    """Make `model` the sampler's (in place, and returned): weights in `dtype`, in eval mode, with the lean step.
+
+    At batch 1 a decoding step reads every weight once, in one matrix-vector product per linear layer, so
+    how the weights lie in memory sets the speed. On a CPU, PyTorch's float32 product runs 1.6-1.7x faster
+    over a weight stored transposed, (in, out) row-major (same values, swapped strides; `F.linear` takes
+    it as is), while float16 and bfloat16 run faster as they are (docs/benchmarks.md, "Decoding at the
+    speed of memory"). Attention switches to the fused kernel, proven equal to the hand-written math
+    (tests/test_generate.py); asking for the weights (attention maps) still runs the hand-written path.
+    With the KV cache, attention runs in float32 on a CPU whatever the weights (make_caches).
+    Only the sampler's copy changes: checkpoints and training never see it.
+    """
+    model.to(dtype).eval()
+    for block in model.h:
+        if block.attn.score != "additive":  # additive scores have no fused kernel
+            block.attn.impl = "sdpa"
+    if model.wte.weight.device.type == "cpu" and dtype == torch.float32:
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                w = module.weight
+                module.weight = nn.Parameter(w.detach().t().contiguous().t(), requires_grad=w.requires_grad)
+        if model.config.tie_weights:
+            model.wte.weight = model.lm_head.weight  # still one matrix; a lookup reads a row either way
+    return model
 
 
 def context_start(length: int, block_size: int, slide: int) -> int:

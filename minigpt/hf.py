@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from minigpt import cli
-from minigpt.checkpoint import find_checkpoint, load_model
+from minigpt.checkpoint import empty_model, find_checkpoint, load_model
 from minigpt.config import ExportConfig, ModelConfig
 from minigpt.model import GPT
 from minigpt.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer
@@ -153,8 +153,7 @@ def load(source: str, *, block_size: int | None = None, dropout: float = 0.0, at
     """A Hugging Face GPT-2 (hub name or folder) as minigpt's GPT, in eval mode."""
     folder = find(source)
     config = model_config(folder, block_size=block_size, dropout=dropout, attn_impl=attn_impl)
-    with torch.device("meta"):  # no time spent on a random init that the weights replace
-        model = GPT(config)
+    model = empty_model(config)  # no time spent on a random init that the weights replace
     missing, unexpected = model.load_state_dict(from_hf_state(read_weights(folder), config), strict=False, assign=True)
     if missing or unexpected:
         raise HFError(f"{folder}'s weights do not fit its config.json: missing {missing[:3]}, unexpected {unexpected[:3]}")

@@ -115,3 +115,21 @@ def test_bfloat16_sampling_on_a_cpu_without_it_is_refused(monkeypatch):
         weights_dtype("bfloat16", torch.device("cpu"))
     assert weights_dtype("float16", torch.device("cpu")) == torch.float16
     assert weights_dtype("auto", torch.device("cpu")) == torch.float32
+
+
+def test_decode_bench_times_the_step_against_its_products_and_profiles_it(tmp_path, capsys):
+    out_json = tmp_path / "decode.json"
+    argv = ["decode", *TINY, "--new_tokens", "6", "--weights", "float32", "float16", f"--json={out_json}"]
+    assert main(argv) == 0
+    assert "## decode_profile" in capsys.readouterr().out
+    results = json.loads(out_json.read_text())["results"]
+    fp32, fp16 = results["decode"]
+    assert (fp32["weights"], fp32["layout"], fp16["layout"]) == ("float32", "(in, out)", "(out, in)")
+    assert fp32["MB_read"] == pytest.approx(2 * fp16["MB_read"])  # the linear weights at 4 and 2 bytes
+    for row in (fp32, fp16):
+        assert row["step_ms"] > 0 and row["products_ms"] > 0 and row["read_fp32_ms"] > 0
+        assert row["step/products"] == pytest.approx(row["step_ms"] / row["products_ms"])
+    parts = {row["part"]: row for row in results["decode_profile"]}
+    assert parts["matrix-vector products"]["float32_ms"] > 0 and parts["GELU"]["float16_ms"] > 0
+    shares = sum(row["float32_share"] for name, row in parts.items() if name != "profiled step")
+    assert shares == pytest.approx(1.0)

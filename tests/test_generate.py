@@ -7,6 +7,7 @@ from minigpt.generate import (
     GenerationStats,
     KVCache,
     context_start,
+    for_decoding,
     generate,
     generate_ids,
     make_caches,
@@ -70,6 +71,55 @@ def test_cached_forward_matches_full_forward_position_by_position():
         first, _ = model(idx[:, :3], kv_caches=caches)  # a 3-token prefill
         steps = [model(idx[:, t : t + 1], kv_caches=caches)[0] for t in range(3, 8)]
     torch.testing.assert_close(torch.cat([first, *steps], dim=1), full)
+
+
+# --- the sampler's lean copy (for_decoding) ----------------------------------------
+
+
+def test_for_decoding_keeps_every_value_and_stores_float32_weights_transposed():
+    plain = tiny_model()
+    lean = for_decoding(tiny_model())
+    for (name, p), q in zip(plain.named_parameters(), lean.parameters()):
+        assert torch.equal(p, q), name
+    fc = lean.h[0].mlp.c_fc.weight
+    assert not fc.is_contiguous() and fc.t().is_contiguous()  # (out, in) values over (in, out) memory
+    assert lean.wte.weight is lean.lm_head.weight  # still tied: one matrix
+    assert all(block.attn.impl == "sdpa" for block in lean.h) and not lean.training
+    half = for_decoding(tiny_model(), torch.float16)
+    assert half.h[0].mlp.c_fc.weight.is_contiguous() and half.wte.weight.dtype == torch.float16
+    assert make_caches(half, 1)[0].k.dtype == torch.float32  # CPU attention over the cache stays float32
+
+
+@pytest.mark.parametrize(
+    "config",
+    [TINY, TINY.replace(attn_window=3, attn_window_layers="all"), TINY.replace(attn_score="additive"),
+     TINY.replace(tie_weights=False, bias=False)],
+    ids=["manual", "banded", "additive", "untied-nobias"],
+)  # fmt: skip
+def test_lean_decoding_gives_the_plain_models_text_past_block_size(config):
+    plain, lean = tiny_model(config, seed=8), for_decoding(tiny_model(config, seed=8))
+    prompt = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    want, want_logits = run(plain, prompt, 3 * 8, temperature=0, slide=3, use_cache=False)
+    got, got_logits = run(lean, prompt, 3 * 8, temperature=0, slide=3)
+    assert torch.equal(got, want)
+    torch.testing.assert_close(torch.stack(got_logits), torch.stack(want_logits), rtol=1e-5, atol=1e-5)
+    assert len(set(got[0, 3:].tolist())) > 2  # real text, not one token repeated
+    kw = dict(temperature=0.9, top_k=6, seed=7, num_samples=3, slide=4)
+    assert torch.equal(generate_ids(lean, [4], 20, **kw), generate_ids(plain, [4], 20, **kw))
+
+
+def test_lean_copy_still_draws_attention_maps_by_hand():
+    ids = [1, 2, 3, 4, 5, 6]
+    torch.testing.assert_close(for_decoding(tiny_model()).attention_maps(ids), tiny_model().attention_maps(ids))
+
+
+def test_half_precision_weights_decode_the_same_text_on_this_tiny_model():
+    plain, half = tiny_model(seed=8), for_decoding(tiny_model(seed=8), torch.float16)
+    want, want_logits = run(plain, [1, 2, 3], 20, temperature=0, slide=4)
+    got, got_logits = run(half, [1, 2, 3], 20, temperature=0, slide=4)
+    assert torch.equal(got, want)
+    diff = (torch.stack(got_logits).float() - torch.stack(want_logits)).abs().max().item()
+    assert 0 < diff < 0.05  # half precision really ran, and stayed close
 
 
 # --- the cropping policy ---------------------------------------------------------
