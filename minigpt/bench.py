@@ -187,7 +187,7 @@ def _decoding_step_ms(model: GPT, n: int) -> float:
 def bench_decode(cfg: BenchConfig, device: torch.device) -> Rows:
     """A decoding step against its floor, per sampling dtype (cfg.weights), in the same rounds: the step as
     the sampler runs it (for_decoding), the step on weights only converted (before), the step's matrix-vector
-    products alone, on the same weights in the same layout, and reading the float32 weights once (a sum over
+    products alone on each model's weights in its layout, and reading the float32 weights once (a sum over
     each). Medians over cfg.repeats rounds; steps are per token over max(cfg.new_tokens) greedy tokens."""
     torch.manual_seed(0)
     fp32 = GPT(cfg.model.replace(dropout=0.0)).to(device).eval()
@@ -196,14 +196,9 @@ def bench_decode(cfg: BenchConfig, device: torch.device) -> Rows:
     models = {}
     for name in cfg.weights:
         dtype = getattr(torch, name)
-        lean = for_decoding(copy.deepcopy(fp32), dtype)
-        layers = [m for m in lean.modules() if isinstance(m, nn.Linear)]
-        xs = [torch.randn(1, m.in_features, device=device, dtype=dtype) for m in layers]
-        models[name] = {
-            "read": lambda: [w.sum() for w in fp32_weights],
-            "products": lambda layers=layers, xs=xs: [F.linear(x, m.weight, m.bias) for m, x in zip(layers, xs)],
-            "before": copy.deepcopy(fp32).to(dtype), "lean": lean,
-        }
+        before, lean = copy.deepcopy(fp32).to(dtype), for_decoding(copy.deepcopy(fp32), dtype)
+        models[name] = {"read": lambda: [w.sum() for w in fp32_weights], "products": _products(lean, dtype),
+                        "products_before": _products(before, dtype), "before": before, "lean": lean}
         if cfg.compile != "off":
             models[name]["compiled"] = torch.compile(lean, dynamic=True)
             start = time.perf_counter()
@@ -212,7 +207,7 @@ def bench_decode(cfg: BenchConfig, device: torch.device) -> Rows:
     times: dict[str, dict[str, list[float]]] = {name: {} for name in models}
     for _ in range(cfg.repeats):
         for name, m in models.items():
-            for key in ("read", "products"):
+            for key in ("read", "products", "products_before"):
                 times[name].setdefault(key, []).append(1000 * _median_time(m[key], device, 3, 20, 1))
             for key in ("before", "lean", "compiled"):
                 if key in m:
@@ -221,13 +216,21 @@ def bench_decode(cfg: BenchConfig, device: torch.device) -> Rows:
     for name, m in models.items():
         ms = {key: statistics.median(v) for key, v in times[name].items()}
         row = {"weights": name, "layout": _layout(m["lean"]), "MB_read": _linear_bytes(m["lean"]) / 1e6,
-               "read_fp32_ms": ms["read"], "products_ms": ms["products"], "step_before_ms": ms["before"],
+               "read_fp32_ms": ms["read"], "products_before_ms": ms["products_before"], "products_ms": ms["products"],
+               "step_before_ms": ms["before"],
                "step_ms": ms["lean"], "step/products": ms["lean"] / ms["products"],
                "step/read_fp32": ms["lean"] / ms["read"], "tokens_per_s": 1000 / ms["lean"]}
         if "compiled" in ms:
             row.update(compiled_step_ms=ms["compiled"], compile_s=m["compile_s"])
         rows.append(row)
     return rows
+
+
+def _products(model: GPT, dtype: torch.dtype) -> Callable[[], Any]:
+    """A decoding step's matrix-vector products alone: each linear layer of model on one row."""
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    xs = [torch.randn(1, m.in_features, device=m.weight.device, dtype=dtype) for m in layers]
+    return lambda: [F.linear(x, m.weight, m.bias) for m, x in zip(layers, xs)]
 
 
 def _linear_bytes(model: GPT) -> int:

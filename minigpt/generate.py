@@ -80,12 +80,17 @@ def for_decoding(model: GPT, dtype: torch.dtype = torch.float32) -> GPT:
     how the weights lie in memory sets the speed. On a CPU, PyTorch's float32 product runs 1.6-1.7x faster
     over a weight stored transposed, (in, out) row-major (same values, swapped strides; `F.linear` takes
     it as is), while float16 and bfloat16 run faster as they are (docs/benchmarks.md, "Decoding at the
-    speed of memory"). Attention switches to the fused kernel, proven equal to the hand-written math
-    (tests/test_generate.py); asking for the weights (attention maps) still runs the hand-written path.
-    With the KV cache, attention runs in float32 on a CPU whatever the weights (make_caches).
-    Only the sampler's copy changes: checkpoints and training never see it.
+    speed of memory"). Dropout layers, which do nothing in eval mode, go. Attention switches to the fused
+    kernel, proven equal to the hand-written math (tests/test_generate.py); asking for the weights
+    (attention maps) still runs the hand-written path. With the KV cache, attention runs in float32 on a
+    CPU whatever the weights (make_caches). Only the sampler's copy changes: checkpoints and training
+    never see it, and it is not meant to be trained.
     """
     model.to(dtype).eval()
+    for module in list(model.modules()):  # dropout does nothing in eval mode but still costs a call
+        for name, child in module.named_children():
+            if isinstance(child, nn.Dropout):
+                setattr(module, name, nn.Identity())
     for block in model.h:
         if block.attn.score != "additive":  # additive scores have no fused kernel
             block.attn.impl = "sdpa"

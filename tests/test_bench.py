@@ -127,7 +127,7 @@ def test_decode_bench_times_the_step_against_its_products_and_profiles_it(tmp_pa
     assert (fp32["weights"], fp32["layout"], fp16["layout"]) == ("float32", "(in, out)", "(out, in)")
     assert fp32["MB_read"] == pytest.approx(2 * fp16["MB_read"])  # the linear weights at 4 and 2 bytes
     for row in (fp32, fp16):
-        assert row["step_ms"] > 0 and row["products_ms"] > 0 and row["read_fp32_ms"] > 0
+        assert row["step_ms"] > 0 and row["products_ms"] > 0 and row["products_before_ms"] > 0 and row["read_fp32_ms"] > 0
         assert row["step/products"] == pytest.approx(row["step_ms"] / row["products_ms"])
     parts = {row["part"]: row for row in results["decode_profile"]}
     assert parts["matrix-vector products"]["float32_ms"] > 0 and parts["GELU"]["float16_ms"] > 0

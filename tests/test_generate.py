@@ -85,6 +85,7 @@ def test_for_decoding_keeps_every_value_and_stores_float32_weights_transposed():
     assert not fc.is_contiguous() and fc.t().is_contiguous()  # (out, in) values over (in, out) memory
     assert lean.wte.weight is lean.lm_head.weight  # still tied: one matrix
     assert all(block.attn.impl == "sdpa" for block in lean.h) and not lean.training
+    assert not any(isinstance(m, torch.nn.Dropout) for m in lean.modules())
     half = for_decoding(tiny_model(), torch.float16)
     assert half.h[0].mlp.c_fc.weight.is_contiguous() and half.wte.weight.dtype == torch.float16
     assert make_caches(half, 1)[0].k.dtype == torch.float32  # CPU attention over the cache stays float32
