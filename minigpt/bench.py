@@ -168,7 +168,7 @@ def bench_dtypes(cfg: BenchConfig, device: torch.device) -> Rows:
     rows = []
     for dtype in dtypes:
         row = dtype_quality(model, val, dtype)
-        low = copy.deepcopy(model).to(dtype)
+        low = for_decoding(copy.deepcopy(model), dtype)  # as sample.py runs it
         for n in cfg.new_tokens:
             sec = _median_time(partial(generate_ids, low, [0], n, temperature=0.0), device, 1, 1, cfg.repeats)
             row[f"tokens_per_s_{n}"] = n / sec
