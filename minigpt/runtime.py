@@ -97,7 +97,7 @@ def all_ranks(flag: bool) -> bool:
 def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.bfloat16, n: int = 8192) -> float:
     """Achievable matmul FLOP/s on this device, measured on the spot (CUDA only): a big square
     matmul is as close to peak as real code gets, so MFU against it is honest for this very GPU."""
-    from torch.utils import benchmark  # 0.1 s to import: only here, not in every tool's start-up
+    from torch.utils import benchmark  # here only: it pulls in setuptools, which no tool needs to start
 
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     # Timer warms up first and waits for the GPU before reading the clock
