@@ -79,12 +79,12 @@ def for_decoding(model: GPT, dtype: torch.dtype = torch.float32) -> GPT:
     At batch 1 a decoding step reads every weight once, in one matrix-vector product per linear layer, so
     how the weights lie in memory sets the speed. On a CPU, PyTorch's float32 product runs 1.6-1.7x faster
     over a weight stored transposed, (in, out) row-major (same values, swapped strides; `F.linear` takes
-    it as is), while float16 and bfloat16 run faster as they are (docs/benchmarks.md, "Decoding at the
-    speed of memory"). Dropout layers, which do nothing in eval mode, go. Attention switches to the fused
-    kernel, proven equal to the hand-written math (tests/test_generate.py); asking for the weights
-    (attention maps) still runs the hand-written path. With the KV cache, attention runs in float32 on a
-    CPU whatever the weights (make_caches). Only the sampler's copy changes: checkpoints and training
-    never see it, and it is not meant to be trained.
+    it as is), while float16 and bfloat16 run up to 20x slower that way, so they are made (out, in)
+    row-major (docs/benchmarks.md, "Decoding at the speed of memory"). Dropout layers, which do nothing
+    in eval mode, go. Attention switches to the fused kernel, proven equal to the hand-written math
+    (tests/test_generate.py); asking for the weights (attention maps) still runs the hand-written path.
+    With the KV cache, attention runs in float32 on a CPU whatever the weights (make_caches). Only the
+    sampler's copy changes: checkpoints and training never see it, and it is not meant to be trained.
     """
     model.to(dtype).eval()
     for module in list(model.modules()):  # dropout does nothing in eval mode but still costs a call
@@ -94,13 +94,14 @@ def for_decoding(model: GPT, dtype: torch.dtype = torch.float32) -> GPT:
     for block in model.h:
         if block.attn.score != "additive":  # additive scores have no fused kernel
             block.attn.impl = "sdpa"
-    if model.wte.weight.device.type == "cpu" and dtype == torch.float32:
-        for module in model.modules():
-            if isinstance(module, nn.Linear):
-                w = module.weight
-                module.weight = nn.Parameter(w.detach().t().contiguous().t(), requires_grad=w.requires_grad)
-        if model.config.tie_weights:
-            model.wte.weight = model.lm_head.weight  # still one matrix; a lookup reads a row either way
+    transposed = model.wte.weight.device.type == "cpu" and dtype == torch.float32
+    for module in model.modules():
+        if isinstance(module, nn.Linear):  # either layout may come in: GPT-2's weights arrive transposed
+            w = module.weight.detach()
+            w = w.t().contiguous().t() if transposed else w.contiguous()  # no copy when already so
+            module.weight = nn.Parameter(w, requires_grad=module.weight.requires_grad)
+    if model.config.tie_weights:
+        model.wte.weight = model.lm_head.weight  # still one matrix; a lookup reads a row either way
     return model
 
 

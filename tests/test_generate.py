@@ -88,6 +88,10 @@ def test_for_decoding_keeps_every_value_and_stores_float32_weights_transposed():
     assert not any(isinstance(m, torch.nn.Dropout) for m in lean.modules())
     half = for_decoding(tiny_model(), torch.float16)
     assert half.h[0].mlp.c_fc.weight.is_contiguous() and half.wte.weight.dtype == torch.float16
+    arrived_transposed = tiny_model()  # as hf.load gives GPT-2's Conv1D weights: transposed views
+    fc = arrived_transposed.h[0].mlp.c_fc
+    fc.weight = torch.nn.Parameter(fc.weight.detach().t().contiguous().t())
+    assert for_decoding(arrived_transposed, torch.float16).h[0].mlp.c_fc.weight.is_contiguous()
     assert make_caches(half, 1)[0].k.dtype == torch.float32  # CPU attention over the cache stays float32
 
 
