@@ -144,7 +144,7 @@ def dtype_quality(model: GPT, tokens: Sequence[int], dtype: torch.dtype, positio
     n = -(-positions // T)  # windows
     if len(tokens) < n * T + 1:
         raise ValueError(f"dtypes needs {n * T + 1} tokens of validation text, the corpus has {len(tokens)}")
-    low = copy.deepcopy(model).to(dtype).eval()
+    low = for_decoding(copy.deepcopy(model), dtype)  # the sampler's copy
     worst, agree, loss, low_loss = 0.0, 0, 0.0, 0.0
     with torch.no_grad():
         for i in range(n):
