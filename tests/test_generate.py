@@ -296,6 +296,19 @@ def test_num_samples_are_independent_rows():
     assert len({tuple(row) for row in ids[:3, 2:].tolist()}) > 1
 
 
+def test_num_samples_run_as_one_batch_not_a_loop_per_sample():
+    model = tiny_model()
+    batches = []
+    handle = model.register_forward_pre_hook(lambda module, args: batches.append(args[0].size(0)))
+    try:
+        stats = GenerationStats()
+        list(generate(for_decoding(model), [1, 2], 5, seed=0, num_samples=8, stats=stats))
+    finally:
+        handle.remove()
+    assert batches == [8] * 5  # one forward per step, all 8 samples in it
+    assert stats.batch == 8 and stats.tokens_per_s == pytest.approx(8 * 5 / stats.elapsed_s)
+
+
 def test_streams_one_token_per_step_and_fills_stats():
     model = tiny_model().train()
     stats = GenerationStats()
