@@ -160,6 +160,7 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        dtype = q.dtype
         if kv_cache is not None:
             # Generation: keep this step's keys/values and attend over all cached ones.
             k, v = kv_cache.update(k, v)  # (B, nh, T_k, hs), T_k >= T
@@ -178,7 +179,7 @@ class CausalSelfAttention(nn.Module):
             if not need_weights:
                 weights = None
 
-        y = y.transpose(1, 2).contiguous().view(B, T, nh * hs).to(x.dtype)  # heads side by side: (B, T, nh*hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, nh * hs).to(dtype)  # heads side by side: (B, T, nh*hs)
         y = self.resid_dropout(self.c_proj(y))  # (B, T, C)
         return y, weights
 

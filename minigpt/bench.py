@@ -137,14 +137,14 @@ def bench_generate(cfg: BenchConfig, device: torch.device) -> Rows:
     return rows
 
 
-def dtype_quality(model: GPT, tokens: Sequence[int], dtype: torch.dtype, positions: int = 10_000) -> dict[str, Any]:
-    """What sampling with `dtype` weights costs a float32 model on `positions` next-token predictions (windows
-    of block_size from tokens): the largest logit difference, both mean losses, and top-1 agreement."""
+def dtype_quality(model: GPT, low: GPT, tokens: Sequence[int], positions: int = 10_000) -> dict[str, Any]:
+    """What sampling from `low` (the sampler's copy, for_decoding) costs the float32 `model` on `positions`
+    next-token predictions (windows of block_size from tokens): the largest logit difference, both mean
+    losses, and top-1 agreement."""
     T = model.config.block_size
     n = -(-positions // T)  # windows
     if len(tokens) < n * T + 1:
         raise ValueError(f"dtypes needs {n * T + 1} tokens of validation text, the corpus has {len(tokens)}")
-    low = for_decoding(copy.deepcopy(model), dtype)  # the sampler's copy
     worst, agree, loss, low_loss = 0.0, 0, 0.0, 0.0
     with torch.no_grad():
         for i in range(n):
@@ -155,7 +155,7 @@ def dtype_quality(model: GPT, tokens: Sequence[int], dtype: torch.dtype, positio
             agree += (got.argmax(-1) == ref.argmax(-1)).sum().item()
             loss += F.cross_entropy(ref, y).item() / n
             low_loss += F.cross_entropy(got, y).item() / n
-    return {"dtype": str(dtype).removeprefix("torch."), "positions": n * T, "max_logit_diff": worst,
+    return {"dtype": str(low.wte.weight.dtype).removeprefix("torch."), "positions": n * T, "max_logit_diff": worst,
             "val_loss_fp32": loss, "val_loss": low_loss, "loss_cost": low_loss - loss, "top1_agreement": agree / (n * T)}
 
 
@@ -167,8 +167,8 @@ def bench_dtypes(cfg: BenchConfig, device: torch.device) -> Rows:
     dtypes = [torch.float32, torch.float16] + [torch.bfloat16] * (device.type != "cpu" or cpu_has_native(torch.bfloat16))
     rows = []
     for dtype in dtypes:
-        row = dtype_quality(model, val, dtype)
         low = for_decoding(copy.deepcopy(model), dtype)  # as sample.py runs it
+        row = dtype_quality(model, low, val)
         for n in cfg.new_tokens:
             sec = _median_time(partial(generate_ids, low, [0], n, temperature=0.0), device, 1, 1, cfg.repeats)
             row[f"tokens_per_s_{n}"] = n / sec
@@ -184,11 +184,12 @@ def _decoding_step_ms(model: GPT, n: int) -> float:
     return 1000 * (stats.elapsed_s - stats.time_to_first_token_s) / (n - 1)
 
 
-def bench_decode(cfg: BenchConfig, device: torch.device) -> Rows:
+def bench_decode(cfg: BenchConfig, device: torch.device) -> tuple[Rows, Rows]:
     """A decoding step against its floor, per sampling dtype (cfg.weights), in the same rounds: the step as
     the sampler runs it (for_decoding), the step on weights only converted (before), the step's matrix-vector
     products alone on each model's weights in its layout, and reading the float32 weights once (a sum over
-    each). Medians over cfg.repeats rounds; steps are per token over max(cfg.new_tokens) greedy tokens."""
+    each). Medians over cfg.repeats rounds; steps are per token over max(cfg.new_tokens) greedy tokens.
+    Returns those rows and the sampler's step profiled by part (profile_decode)."""
     torch.manual_seed(0)
     fp32 = GPT(cfg.model.replace(dropout=0.0)).to(device).eval()
     n = max(max(cfg.new_tokens), 2)
@@ -223,7 +224,7 @@ def bench_decode(cfg: BenchConfig, device: torch.device) -> Rows:
         if "compiled" in ms:
             row.update(compiled_step_ms=ms["compiled"], compile_s=m["compile_s"])
         rows.append(row)
-    return rows
+    return rows, profile_decode({name: m["lean"] for name, m in models.items()}, n)
 
 
 def _products(model: GPT, dtype: torch.dtype) -> Callable[[], Any]:
@@ -254,17 +255,13 @@ DECODE_PARTS = {
 }
 
 
-def profile_decode(cfg: BenchConfig, device: torch.device) -> Rows:
-    """Where a decoding step's time goes, per sampling dtype: operators' self time (torch.profiler) grouped by
-    DECODE_PARTS, the other operators (views, transposes, allocations, dispatch layers like aten::linear), and
-    the rest of the wall time: Python (modules, the generate loop) and the profiler's own cost."""
-    torch.manual_seed(0)
-    fp32 = GPT(cfg.model.replace(dropout=0.0)).to(device).eval()
-    n = max(max(cfg.new_tokens), 2)
+def profile_decode(models: dict[str, GPT], n: int) -> Rows:
+    """Where a decoding step's time goes, per sampler's copy (name -> model), over n greedy tokens: operators'
+    self time (torch.profiler) grouped by DECODE_PARTS, the other operators (views, transposes, allocations,
+    dispatch layers like aten::linear), and the rest of the wall time: Python (modules, the generate loop)
+    and the profiler's own cost."""
     columns: dict[str, dict[str, float]] = {}
-    for name in cfg.weights:
-        model = for_decoding(copy.deepcopy(fp32), getattr(torch, name))
-        _decoding_step_ms(model, n)  # warm-up
+    for name, model in models.items():
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             profiled = _decoding_step_ms(model, n)
         parts = dict.fromkeys([*DECODE_PARTS, "other operators"], 0.0)
@@ -418,8 +415,7 @@ def run(cfg: BenchConfig) -> dict[str, Rows]:
         results["profile"], top = profile_train(cfg, rt)
         print(f"\n## top operators by self time (all profiled steps)\n\n{top}")
     if cfg.what == "decode":
-        results["decode"] = bench_decode(cfg, device)
-        results["decode_profile"] = profile_decode(cfg, device)
+        results["decode"], results["decode_profile"] = bench_decode(cfg, device)
     for name, rows in results.items():
         print(f"\n## {name}\n\n{format_rows(rows, cfg.markdown)}")
     if cfg.json:
