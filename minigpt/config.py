@@ -126,7 +126,8 @@ def load_presets() -> dict[str, dict[str, Any]]:
 class DataConfig:
     """Where the training text comes from and how it is tokenized."""
 
-    path: str = "data/shakespeare/input.txt"  # A UTF-8 text file, or a folder whose .txt files (recursive, sorted) are the documents.
+    path: str = "data/shakespeare/input.txt"  # A UTF-8 text file, or a folder whose files matching data.glob (sorted) are the documents.
+    glob: str = "**/*.txt"  # Which files of a folder data.path are documents (** recurses), e.g. '**/*.py'; binary files are skipped.
     tokenizer: Literal["char", "gpt2"] = "char"  # char: one token per character of the corpus; gpt2: GPT-2 BPE (50,257 tokens).
     hf_dataset: str | None = None  # A Hugging Face hub dataset (e.g. roneneldan/TinyStories), read instead of path.
     hf_config: str | None = None  # Configuration of the hub dataset, if it has several (e.g. wikitext-2-raw-v1).
