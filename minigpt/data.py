@@ -1,4 +1,4 @@
-"""Data: `prepare(cfg)` tokenizes a text file, a folder of .txt files or a hub dataset once into a cache folder
+"""Data: `prepare(cfg)` tokenizes a text file, a folder of text files or a hub dataset once into a cache folder
 (train.bin, val.bin, meta.json; val is the last `val_fraction` of the characters) that later calls reuse.
 It streams: text is read and tokenized in bounded blocks, so its memory does not grow with the corpus.
 `BatchSampler` draws random (x, y) windows from a split, `eval_batches` a fixed set. docs/data.md has the details.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import collections
 import errno
+import fnmatch
 import hashlib
 import itertools
 import json
@@ -17,6 +18,8 @@ import re
 import shutil
 import signal
 import socket
+import stat
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -44,10 +47,20 @@ _BATCH_PIECES = 16  # pieces sent to a worker process at a time
 _QUEUED_PER_WORKER = 4  # batches waiting per worker: enough to keep it busy, few enough to bound memory
 _PARALLEL_MIN_CHARS = 64 << 20  # corpora larger than this are tokenized with several processes
 _GPT2_BYTES_PER_TOKEN = 2.5  # for the disk-space check; English text averages 3 to 4.5 bytes per GPT-2 token
+_SNIFF_BYTES = 8192  # a NUL byte among a folder file's first bytes marks it binary (as git and grep decide)
+_CHECK_TOKENS = 1 << 24  # token ids are checked against the vocabulary this many at a time (32 MB of uint16)
 
 
 class DataError(ValueError):
     """Bad data input; the message is one line naming the problem and the fix."""
+
+
+class _NotText(DataError):
+    """A file is not UTF-8 text: an error for a single-file corpus, a skipped file in a folder."""
+
+
+def _cannot_read(path: str | Path, e: OSError, fix: str) -> DataError:
+    return DataError(f"cannot read {path}: {e.strerror or e}; {fix}")
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -63,13 +76,49 @@ def cache_folder(cfg: DataConfig) -> Path:
     else:
         path = Path(cfg.path).resolve()
         name = path.name if path.is_dir() else f"{path.parent.name}-{path.stem}"
+        if path.is_dir() and cfg.glob != DataConfig.glob:  # another glob, other files: another folder
+            name += f"-{re.sub(r'[^A-Za-z0-9._-]+', '_', cfg.glob).strip('._')}"
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "corpus"
     return Path(cfg.cache_dir) / f"{name}-{cfg.tokenizer}"
 
 
 def _file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as e:
+        raise _cannot_read(path, e, "make it readable (chmod +r) or move it out of data.path") from None
+
+
+def _reachable(folder: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    """Whether a glob pattern, split at "/", can match a file inside the subfolder whose path parts are `folder`."""
+    for i, name in enumerate(folder):
+        if i >= len(pattern) - 1:  # the pattern's last part matches files, not folders
+            return False
+        if pattern[i] == "**":
+            return True
+        if not fnmatch.fnmatchcase(name, pattern[i]):
+            return False
+    return True
+
+
+def _folder_files(folder: Path, glob: str) -> list[Path]:
+    """The files under `folder` that match `glob`, sorted. pathlib's glob skips a subfolder it cannot read
+    without a word, so a walk looks for those first: one the pattern could reach would silently leave text out."""
+    blocked: list[OSError] = []
+    for _ in os.walk(folder, onerror=blocked.append):
+        pass
+    for e in blocked:
+        if _reachable(Path(e.filename).relative_to(folder).parts, tuple(glob.split("/"))):
+            fix = "make it readable (chmod -R +rX), or narrow data.glob or data.path to leave it out"
+            raise _cannot_read(f"folder {e.filename}", e, fix)
+    try:
+        return sorted(p for p in folder.glob(glob) if p.is_file())
+    except (ValueError, NotImplementedError) as e:  # an empty or absolute pattern, "**" inside a name
+        raise DataError(f"data.glob={glob!r} is not a pattern relative to data.path ({e}); "
+                        "write one like '**/*.txt' or 'src/**/*.py'") from None
+    except OSError as e:  # a folder that can be listed but not entered
+        raise _cannot_read(e.filename, e, "make it readable (chmod -R +rX) or narrow data.glob") from None
 
 
 def _source(cfg: DataConfig) -> tuple[list[Path], dict[str, Any]]:
@@ -82,21 +131,30 @@ def _source(cfg: DataConfig) -> tuple[list[Path], dict[str, Any]]:
         sha = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return [], {"kind": "hf", **identity, "sha256": sha}
     path = Path(cfg.path)
-    if not path.exists():
+    try:
+        is_dir = stat.S_ISDIR(path.stat().st_mode)
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise DataError(f"corpus {cfg.path} is a symbolic link to {os.readlink(path)}, which does not exist; "
+                            "set data.path to an existing text file or folder") from None
         where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
         raise DataError(f"corpus {cfg.path} does not exist{where}; set data.path to an existing text file or folder")
-    files = sorted(p for p in path.rglob("*.txt") if p.is_file()) if path.is_dir() else [path]
+    except OSError as e:  # a symbolic link to itself (ELOOP), a folder on the way that cannot be entered (EACCES)
+        raise _cannot_read(f"corpus {cfg.path}", e, "set data.path to a readable text file or folder") from None
+    files = _folder_files(path, cfg.glob) if is_dir else [path]
     if not files:
-        raise DataError(f"folder {cfg.path} has no .txt files; put the text in .txt files or set data.path to a file")
+        raise DataError(f"folder {cfg.path} has no files matching data.glob={cfg.glob!r}; "
+                        "change data.glob (e.g. '**/*.py') or set data.path to a file")
     nbytes = sum(f.stat().st_size for f in files)
     if nbytes == 0:
         raise DataError(f"corpus {cfg.path} is empty; pass a file (or folder) that holds text")
-    if path.is_dir():  # names and contents of the files
-        listing = "".join(f"{f.relative_to(path).as_posix()}\0{_file_sha256(f)}\n" for f in files)
+    if is_dir:  # the glob, and the names and contents of the files
+        listing = cfg.glob + "\n" + "".join(f"{f.relative_to(path).as_posix()}\0{_file_sha256(f)}\n" for f in files)
         kind, sha = "folder", hashlib.sha256(listing.encode()).hexdigest()
+        extra = {"glob": cfg.glob}
     else:  # the file's own sha256, comparable with `sha256sum`
-        kind, sha = "file", _file_sha256(path)
-    return files, {"kind": kind, "path": str(cfg.path), "files": len(files), "bytes": nbytes, "sha256": sha}
+        kind, sha, extra = "file", _file_sha256(path), {}
+    return files, {"kind": kind, "path": str(cfg.path), **extra, "files": len(files), "bytes": nbytes, "sha256": sha}
 
 
 def _file_blocks(path: Path) -> Iterator[str]:
@@ -105,15 +163,22 @@ def _file_blocks(path: Path) -> Iterator[str]:
     end of a block waits for the next one, which may start with its "\\n"."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset, held = 0, ""  # bytes read so far; a "\r" held back from the previous block
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise _cannot_read(path, e, "make it readable (chmod +r) or move it out of data.path") from None
+    with f:
         while True:
-            raw = f.read(_BLOCK_BYTES)
+            try:
+                raw = f.read(_BLOCK_BYTES)
+            except OSError as e:  # EIO from a failing disk, or a folder named like a file
+                raise _cannot_read(path, e, "check the disk, or move the file out of data.path") from None
             waiting = len(decoder.getstate()[0])  # bytes of a cut character, from the previous block
             try:
                 text = held + decoder.decode(raw, final=not raw)
             except UnicodeDecodeError as e:  # e.start counts from the first waiting byte
-                raise DataError(f"{path} is not UTF-8 text ({e.reason} at byte offset {offset - waiting + e.start}); "
-                                "convert it to UTF-8 (e.g. iconv -t utf-8) or pass another file") from None
+                raise _NotText(f"{path} is not UTF-8 text ({e.reason} at byte offset {offset - waiting + e.start}); "
+                               "convert it to UTF-8 (e.g. iconv -t utf-8) or pass another file") from None
             offset += len(raw)
             held = "\r" if raw and text.endswith("\r") else ""
             text = text[: len(text) - len(held)]
@@ -263,17 +328,14 @@ def _labelled(batch: list[tuple[str, str, bool]], encoded: list[bytes]) -> Itera
 
 
 def _char_tokenizer(pieces: Iterable[tuple[str, str, bool]], bar: tqdm) -> Tokenizer:
-    """Char vocabulary from the train split only; val must not add characters. Reads the pieces once."""
-    seen: dict[str, set[str]] = {split: set() for split in SPLITS}
-    for split, text, _ in pieces:
-        seen[split].update(text)
+    """Char vocabulary from all of the text, train and val (as nanoGPT does): a character that occurs only in
+    val gets an id whose embedding training never updates, which is better than refusing the corpus.
+    Reads the pieces once (they include the newlines that separate documents)."""
+    seen: set[str] = set()
+    for _, text, _ in pieces:
+        seen.update(text)
         bar.update(len(text))
-    unseen = sorted(seen["val"] - seen["train"])
-    if unseen:
-        raise DataError(f"the val split has {len(unseen)} character(s) that never occur in train: "
-                        f"{preview(unseen, 10)}; set data.tokenizer to gpt2, change data.val_fraction, "
-                        "or remove them from the corpus")
-    return CharTokenizer("".join(sorted(seen["train"])))
+    return CharTokenizer("".join(sorted(seen)))
 
 
 # ---- Prepared data on disk ----
@@ -290,8 +352,19 @@ class PreparedData:
         """Read-only memmap of a split's token ids, shape (N,)."""
         if name not in SPLITS:
             raise ValueError(f"split {name!r} does not exist; choose one of {', '.join(SPLITS)}")
-        shape = (int(self.meta[f"{name}_tokens"]),)
-        return np.memmap(self.dir / f"{name}.bin", dtype=np.dtype(self.meta["dtype"]), mode="r", shape=shape)
+        shape, file = (int(self.meta[f"{name}_tokens"]),), self.dir / f"{name}.bin"
+        try:
+            return np.memmap(file, dtype=np.dtype(self.meta["dtype"]), mode="r", shape=shape)
+        except OSError as e:
+            raise _cannot_read(file, e, f"make it readable, or delete the folder {self.dir} to prepare it again") from None
+
+    def skipped_note(self) -> str | None:
+        """One line for the user when files of a folder corpus were left out as not text, else None."""
+        n, example = self.meta["source"].get("skipped", 0), self.meta["source"].get("skipped_example")
+        if not n:
+            return None
+        return (f"skipped {n} of {self.meta['source']['files']} files of {self.meta['source']['path']} that are not "
+                f"UTF-8 text (binary, or another encoding), e.g. {example}")
 
     def probe_tokens(self, n_tokens: int) -> np.ndarray:
         """The first `n_tokens` ids of val (fewer if val is shorter): a fixed text window, e.g. for attention maps."""
@@ -309,12 +382,14 @@ def _damaged(path: Path, problem: str) -> DataError:
 def _read_meta(folder: Path) -> dict[str, Any]:
     """meta.json as a dict with every field prepare() writes; DataError when it is missing or damaged."""
     path = folder / "meta.json"
-    if not path.exists():
-        raise DataError(f"{folder} has no meta.json, so it is not prepared data; run python data/prepare.py first")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:  # unreadable, not UTF-8 or not JSON
+    except FileNotFoundError:
+        raise DataError(f"{folder} has no meta.json, so it is not prepared data; run python data/prepare.py first") from None
+    except ValueError as e:  # not UTF-8 or not JSON
         raise _damaged(path, f"is corrupted ({type(e).__name__})") from None
+    except OSError as e:  # no permission, a failing disk
+        raise _cannot_read(path, e, f"make the folder {folder} readable, or set data.cache_dir to another folder") from None
     missing = [k for k in _META_KEYS if k not in meta] if isinstance(meta, dict) else list(_META_KEYS)
     if missing or not isinstance(meta["source"], dict) or not isinstance(meta["tokenizer"], dict):
         raise _damaged(path, f"is corrupted (missing or malformed: {', '.join(missing) or 'source, tokenizer'})")
@@ -341,7 +416,24 @@ def load_prepared(directory: str | Path, *, reused: bool = True) -> PreparedData
         if not isinstance(n, int) or n <= 0 or size != n * dtype.itemsize:
             found = "missing" if size is None else f"{size} bytes"
             raise _damaged(file, f"does not match {meta_path} ({found}, meta says {n} {dtype.name} tokens)")
-    return PreparedData(dir=folder, meta=meta, tokenizer=tokenizer, reused=reused)
+    data = PreparedData(dir=folder, meta=meta, tokenizer=tokenizer, reused=reused)
+    for split in SPLITS:
+        _check_ids(folder / f"{split}.bin", data.load_split(split), tokenizer.vocab_size)
+    return data
+
+
+def _check_ids(file: Path, ids: np.ndarray, vocab_size: int) -> None:
+    """DataError naming the first id outside the vocabulary (random bytes of the right size, a file copied from
+    another folder): found here, before training, instead of as an IndexError deep into a run. Reads the file
+    in chunks at memory speed."""
+    if vocab_size >= 1 << (8 * ids.dtype.itemsize):  # every value the dtype holds is an id
+        return
+    for start in range(0, len(ids), _CHECK_TOKENS):
+        chunk = ids[start : start + _CHECK_TOKENS]
+        if chunk.max() >= vocab_size:
+            at = start + int(np.argmax(chunk >= vocab_size))
+            problem = f"holds token id {ids[at]} at position {at:,}, outside the vocabulary of {vocab_size}"
+            raise _damaged(file, problem)
 
 
 def _bar(desc: str, total: int | None, progress: bool) -> tqdm:
@@ -373,6 +465,40 @@ def _count(docs: Iterable[Iterable[str]], progress: bool) -> tuple[int, int]:
     return n_docs, total
 
 
+def _looks_binary(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return b"\0" in f.read(_SNIFF_BYTES)
+    except OSError as e:
+        raise _cannot_read(path, e, "make it readable (chmod +r) or move it out of data.path") from None
+
+
+def _text_files(files: list[Path], folder: bool, progress: bool) -> tuple[list[Path], int, list[Path]]:
+    """The files that hold text, their number of characters, and the files of a folder skipped as not text
+    (a NUL byte among the first _SNIFF_BYTES, or not UTF-8); a single file that is not UTF-8 is an error.
+    Reads every file once, a block at a time."""
+    kept, skipped, total = [], [], 0
+    with _bar("Counting characters", None, progress) as bar:
+        for file in files:
+            if folder and _looks_binary(file):
+                skipped.append(file)
+                continue
+            n = 0
+            try:
+                for block in _file_blocks(file):
+                    n += len(block)
+                    bar.update(len(block))
+            except _NotText:
+                if not folder:
+                    raise
+                skipped.append(file)
+                continue
+            if n:  # an empty file adds no document
+                kept.append(file)
+                total += n
+    return kept, total, skipped
+
+
 def _check_disk(folder: Path, need: int) -> None:
     """DataError when the disk that will hold `folder` (which need not exist yet) has less than `need` bytes free."""
     existing = next(p for p in [folder, *folder.parents] if p.exists())
@@ -388,10 +514,12 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
     Three passes stream over the text, each holding a few blocks at a time: count the characters (for the
     train/val cut), build the char vocabulary (char only), then tokenize into temporary files that are renamed
     into place, meta.json last, so an interrupted run never leaves files that look prepared."""
+    progress = progress and sys.stderr.isatty()  # a bar redrawn into a log file is noise
     files, source = _source(cfg)
     out = cache_folder(cfg)
     meta_path = out / "meta.json"
-    if meta_path.exists():  # reuse the files when they were written for the same source, tokenizer and split
+    # os.path: a cache folder that cannot be read counts as not prepared; writing it then says why it fails
+    if os.path.exists(meta_path):  # reuse the files when they were written for the same source, tokenizer and split
         old = _read_meta(out)
         written_for = old["format_version"], old["source"].get("sha256"), old["tokenizer"].get("kind")
         if written_for == (FORMAT_VERSION, source["sha256"], cfg.tokenizer) and old["val_fraction"] == cfg.val_fraction:
@@ -399,15 +527,25 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
 
     if cfg.hf_dataset:
         docs = _hub_documents(cfg, progress)
+        n_docs, total = _count(docs(), progress)
+        source = {**source, "rows": n_docs}
     else:
-        nonempty = [f for f in files if f.stat().st_size > 0]
-        docs = lambda: (_file_blocks(f) for f in nonempty)  # noqa: E731
-    n_docs, total = _count(docs(), progress)  # also checks that every local file is UTF-8
-    if total == 0:  # only a hub dataset gets here: _source refuses empty files
+        folder = source["kind"] == "folder"
+        texts, total, skipped = _text_files(files, folder, progress)  # also checks that a single file is UTF-8
+        docs = lambda: (_file_blocks(f) for f in texts)  # noqa: E731
+        n_docs = len(texts)
+        if folder:
+            source = {**source, "skipped": len(skipped)}
+            if skipped:
+                source["skipped_example"] = skipped[0].relative_to(cfg.path).as_posix()
+    if total == 0 and cfg.hf_dataset:
         raise DataError(f"hub dataset {cfg.hf_dataset!r} has no text in column {cfg.hf_text_column!r}; "
                         "check data.hf_text_column")  # fmt: skip
-    if cfg.hf_dataset:
-        source = {**source, "rows": n_docs}
+    if total == 0:  # _source refuses empty files, so every file of the folder was skipped
+        n = f"{len(files)} file{'s' if len(files) > 1 else ''}"
+        raise DataError(f"folder {cfg.path} has no UTF-8 text in the {n} matching data.glob={cfg.glob!r} "
+                        f"(e.g. {source['skipped_example']} is binary or another encoding); "
+                        "change data.glob, or convert the files to UTF-8")
     cut = int(total * (1.0 - cfg.val_fraction))  # the first val character
     if cut == 0 or cut == total:
         raise DataError(f"corpus of {total} characters leaves an empty {'train' if cut == 0 else 'val'} split with "
@@ -465,10 +603,12 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
         (out / f"meta.json.{tag}").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         os.replace(out / f"meta.json.{tag}", meta_path)
     except OSError as e:
-        if e.errno != errno.ENOSPC:
-            raise
-        raise DataError(f"the disk holding {out} is full; free some space or set data.cache_dir to a bigger disk, "
-                        "then run again") from None
+        if e.errno == errno.ENOSPC:
+            raise DataError(f"the disk holding {out} is full; free some space or set data.cache_dir to a bigger "
+                            "disk, then run again") from None
+        # e.g. a read-only cache folder that needs a rebuild: nothing in it could be changed
+        raise DataError(f"cannot write the data cache {out} ({e.strerror or e}); make it writable, "
+                        "or set data.cache_dir to a writable folder") from None
     finally:
         for leftover in out.glob(f"*.{tag}"):
             leftover.unlink(missing_ok=True)

@@ -3,12 +3,15 @@
 import dataclasses
 import errno
 import hashlib
+import io
 import json
 import os
 import random
 import re
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -223,7 +226,7 @@ def test_failed_rebuild_keeps_the_old_files(tmp_path):
     corpus = _write(tmp_path / "story.txt", "abc\n" * 100)
     data = prepare(_cfg(tmp_path, corpus), progress=False)
     before = _stamps(data.dir)
-    _write(corpus, "abc\n" * 90 + "z\n" * 10)  # 'z' only in val: rejected after reading
+    corpus.write_bytes(b"abc\n" * 90 + b"\xff\n" * 10)  # not UTF-8: rejected after reading
     with pytest.raises(DataError):
         prepare(_cfg(tmp_path, corpus), progress=False)
     assert _stamps(data.dir) == before
@@ -280,7 +283,7 @@ def test_empty_file_and_folder(tmp_path):
     with pytest.raises(DataError, match=r"empty.txt is empty; pass a file"):
         prepare(_cfg(tmp_path, _write(tmp_path / "empty.txt", "")), progress=False)
     (tmp_path / "nothing").mkdir()
-    with pytest.raises(DataError, match=r"folder .*nothing has no .txt files"):
+    with pytest.raises(DataError, match=r"folder .*nothing has no files matching data.glob='\*\*/\*.txt'; change"):
         prepare(_cfg(tmp_path, tmp_path / "nothing"), progress=False)
     assert not (tmp_path / "cache").exists()
 
@@ -299,10 +302,13 @@ def test_not_utf8_names_byte_offset(tmp_path):
     assert not (tmp_path / "cache").exists()  # checked before anything is written
 
 
-def test_val_characters_missing_from_train_are_named(tmp_path):
+def test_char_vocabulary_comes_from_all_of_the_text(tmp_path):
+    # "The newcomer's path": a character only in val used to refuse the corpus; now it is in the vocabulary
     corpus = _write(tmp_path / "story.txt", "abc\n" * 90 + "é" * 40)
-    with pytest.raises(DataError, match=r"val split has 1 character\(s\) that never occur in train: 'é'"):
-        prepare(_cfg(tmp_path, corpus), progress=False)
+    data = prepare(_cfg(tmp_path, corpus), progress=False)
+    assert data.tokenizer.chars == "\nabcé" and data.meta["vocab_size"] == 5
+    assert "é" not in data.tokenizer.decode(data.load_split("train").tolist())
+    assert data.tokenizer.decode(data.load_split("val").tolist()).endswith("é" * 40)
 
 
 def test_split_too_short_for_block_size():
@@ -684,3 +690,208 @@ def test_bench_prepare_reports_time_tokens_and_memory(tmp_path, monkeypatch):
     assert 1_500_000 < row["tokens"] <= 2_000_000 and row["wall_s"] > 0 and row["tokens_per_s"] > 0
     assert row["peak_rss_largest"].endswith("B")
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # the corpus and its cache are deleted
+
+
+# ---------------------------------------------------------------------------------------------- faults, round two
+
+PREPARE = Path(__file__).resolve().parent.parent / "data" / "prepare.py"
+
+
+def _as_plain_user(command: list[str]) -> list[str]:
+    """`command` run without the right to read or write what file modes forbid. We may run as root, whom
+    chmod does not stop, so root drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH with setpriv."""
+    if os.geteuid() != 0:
+        return command
+    drop = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    with tempfile.NamedTemporaryFile() as probe:
+        os.chmod(probe.name, 0)
+        if not shutil.which("setpriv") or subprocess.run([*drop, "cat", probe.name], capture_output=True).returncode == 0:
+            pytest.skip("running as root without setpriv able to drop CAP_DAC_OVERRIDE, so file modes stop nothing")
+    return [*drop, *command]
+
+
+def _prepare_as_plain_user(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    command = _as_plain_user([sys.executable, str(PREPARE), f"--data.cache_dir={tmp_path / 'cache'}", *args])
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def _one_line_error(done: subprocess.CompletedProcess, code: int, message: str) -> None:
+    assert done.returncode == code, done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert re.search(message, done.stderr), done.stderr
+
+
+def test_token_ids_outside_the_vocabulary_are_refused_before_training(tmp_path):
+    # "Faults, round two": random bytes of the right size, or one bad id, once gave an IndexError deep into a run
+    corpus = _write(tmp_path / "story.txt", "Once upon a time.\n" * 200)
+    cfg = _cfg(tmp_path, corpus)
+    data = prepare(cfg, progress=False)
+    train_bin = data.dir / "train.bin"
+    noise = np.random.default_rng(0).integers(0, 256, train_bin.stat().st_size, dtype=np.uint8)
+    train_bin.write_bytes(noise.tobytes())
+    message = r"train.bin holds token id \d+ at position \d+, outside the vocabulary of 14; delete the folder"
+    with pytest.raises(DataError, match=message):
+        prepare(cfg, progress=False)
+    with pytest.raises(DataError, match=message):
+        load_prepared(data.dir)
+
+    gpt2 = prepare(_cfg(tmp_path, corpus, tokenizer="gpt2"), progress=False)
+    val = np.fromfile(gpt2.dir / "val.bin", dtype=np.uint16)
+    val[7] = 50257  # one past <|endoftext|>
+    val.tofile(gpt2.dir / "val.bin")
+    with pytest.raises(DataError, match=r"val.bin holds token id 50257 at position 7, outside the vocabulary of 50257"):
+        prepare(_cfg(tmp_path, corpus, tokenizer="gpt2"), progress=False)
+
+
+def test_train_py_refuses_corrupt_token_ids_in_one_line(tmp_path, capsys):
+    from minigpt.run import main
+    from tests.test_run import tiny_args
+
+    corpus = _write(tmp_path / "story.txt", "Once upon a time.\n" * 200)
+    data = prepare(_cfg(tmp_path, corpus), progress=False)
+    ids = np.fromfile(data.dir / "train.bin", dtype=np.uint16)
+    ids[-1] = 999
+    ids.tofile(data.dir / "train.bin")
+    assert main(tiny_args(corpus, tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"error: .*train.bin holds token id 999 at position [\d,]+, outside .* rebuild it\n", err), err
+
+
+def test_checking_token_ids_reads_in_chunks(tmp_path, monkeypatch):
+    # a bad id in the last of several chunks is found, at its position in the whole file
+    monkeypatch.setattr(data_module, "_CHECK_TOKENS", 100)
+    ids = np.zeros(1000, dtype=np.uint16)
+    ids[934] = 65
+    with pytest.raises(DataError, match=r"holds token id 65 at position 934"):
+        data_module._check_ids(tmp_path / "x.bin", ids, 65)
+    data_module._check_ids(tmp_path / "x.bin", ids, 66)
+    data_module._check_ids(tmp_path / "x.bin", np.full(10, 65535, dtype=np.uint16), 65536)  # every value is an id
+
+
+def test_a_symlink_loop_or_a_dangling_link_is_named_as_such(tmp_path):
+    loop = tmp_path / "loop.txt"
+    loop.symlink_to("loop.txt")
+    with pytest.raises(DataError, match=r"cannot read corpus .*loop.txt: Too many levels of symbolic links; set data"):
+        prepare(_cfg(tmp_path, loop), progress=False)
+    dangling = tmp_path / "gone.txt"
+    dangling.symlink_to(tmp_path / "deleted.txt")
+    with pytest.raises(DataError, match=r"gone.txt is a symbolic link to .*deleted.txt, which does not exist"):
+        prepare(_cfg(tmp_path, dangling), progress=False)
+
+
+def test_unreadable_corpus_is_one_line(tmp_path):
+    corpus = _write(tmp_path / "secret.txt", "hello world\n" * 50)
+    corpus.chmod(0)
+    done = _prepare_as_plain_user(tmp_path, f"--data.path={corpus}")
+    _one_line_error(done, 2, r"^error: cannot read .*secret.txt: Permission denied; make it readable")
+
+
+def test_unreadable_file_in_a_folder_corpus_is_one_line_in_train_py(tmp_path):
+    folder = tmp_path / "notes"
+    _write(folder / "a.txt", "hello world\n" * 50)
+    _write(folder / "b.txt", "goodbye world\n" * 50).chmod(0)
+    from tests.test_run import tiny_args
+
+    command = _as_plain_user([sys.executable, str(PREPARE.parent.parent / "train.py"), *tiny_args(folder, tmp_path)])
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    # a read fault, not "could not write ... the last good checkpoint is untouched"
+    _one_line_error(done, 2, r"^error: cannot read .*notes/b.txt: Permission denied")
+
+
+def test_unreadable_subfolder_is_refused_not_skipped(tmp_path):
+    folder = tmp_path / "notes"
+    _write(folder / "a.txt", "hello world\n" * 50)
+    _write(folder / "private" / "b.txt", "the text that would be left out\n" * 50)
+    (folder / "private").chmod(0)
+    try:
+        done = _prepare_as_plain_user(tmp_path, f"--data.path={folder}")
+        _one_line_error(done, 2, r"^error: cannot read folder .*notes/private: Permission denied; make it readable")
+        # a glob that cannot reach it prepares the rest
+        done = _prepare_as_plain_user(tmp_path, f"--data.path={folder}", "--data.glob=*.txt")
+        assert done.returncode == 0, done.stderr
+    finally:
+        (folder / "private").chmod(0o755)  # so that pytest can delete it
+
+
+def test_read_only_cache_that_needs_a_rebuild_is_one_line(tmp_path):
+    corpus = _write(tmp_path / "story.txt", "abc\n" * 100)
+    data = prepare(_cfg(tmp_path, corpus), progress=False)
+    before = _stamps(data.dir)
+    _write(corpus, "abcd\n" * 100)
+    data.dir.chmod(0o555)
+    try:
+        done = _prepare_as_plain_user(tmp_path, f"--data.path={corpus}")
+        _one_line_error(done, 2, r"^error: cannot write the data cache .*story-char \(Permission denied\); make it")
+        assert _stamps(data.dir) == before | {".lock": _stamps(data.dir)[".lock"]}  # only the lock was taken
+        _write(corpus, "abc\n" * 100)  # unchanged source: a read-only cache is reused
+        assert _prepare_as_plain_user(tmp_path, f"--data.path={corpus}").returncode == 0
+    finally:
+        data.dir.chmod(0o755)
+
+
+def test_prepare_py_handles_a_reader_that_leaves(tmp_path):
+    corpus = _write(tmp_path / "story.txt", "abc\n" * 100)
+    command = [sys.executable, str(PREPARE), f"--data.path={corpus}", f"--data.cache_dir={tmp_path / 'cache'}"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader is gone before anything is printed
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0 and err == ""
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch):
+    # "The newcomer's path": prepare's bars were redrawn into log files
+    shown = []
+    real_bar = data_module._bar
+
+    def bar(desc, total, progress):
+        shown.append(progress)
+        return real_bar(desc, total, progress)
+
+    monkeypatch.setattr(data_module, "_bar", bar)
+    monkeypatch.setattr(data_module.sys, "stderr", io.StringIO())  # a log file
+    prepare(_cfg(tmp_path, _write(tmp_path / "story.txt", "abc\n" * 100)), progress=True)
+    assert shown and not any(shown)
+
+
+def test_glob_picks_the_files_of_a_folder_and_skips_binary_ones(tmp_path):
+    # "The newcomer's path": a folder of Python sources once gave "has no .txt files"
+    folder = tmp_path / "src"
+    _write(folder / "pkg" / "a.py", "def a():\n    return 1\n" * 30)
+    _write(folder / "b.py", "def b():\n    return 2\n" * 30)
+    _write(folder / "notes.txt", "not code\n" * 30)
+    (folder / "pkg" / "blob.py").write_bytes(b"def c():\n" + b"\0\1\2" * 100)  # binary: a NUL byte early on
+    (folder / "latin1.py").write_bytes("# é\n".encode("latin-1") * 30)  # not UTF-8
+    cfg = _cfg(tmp_path, folder, glob="**/*.py")
+    data = prepare(cfg, progress=False)
+    assert data.dir.name == "src-py-char"  # the glob is part of the cache folder's name
+    source = data.meta["source"]
+    assert (source["glob"], source["files"], source["skipped"]) == ("**/*.py", 4, 2)
+    assert source["skipped_example"] == "latin1.py"  # the first in sorted order
+    text = data.tokenizer.decode(np.concatenate([data.load_split("train"), data.load_split("val")]).tolist())
+    assert text == "def b():\n    return 2\n" * 30 + "def a():\n    return 1\n" * 30  # b.py sorts before pkg/a.py
+    note = f"skipped 2 of 4 files of {folder} that are not UTF-8 text (binary, or another encoding), e.g. latin1.py"
+    assert data.skipped_note() == note
+
+    txt = prepare(_cfg(tmp_path, folder), progress=False)  # the default glob: .txt files, in their own folder
+    assert txt.dir.name == "src-char" and txt.meta["source"]["files"] == 1 and txt.skipped_note() is None
+    assert prepare(cfg, progress=False).reused  # neither glob's files replaced the other's
+    top = prepare(_cfg(tmp_path, folder, glob="*.txt"), progress=False)  # the same files, another glob
+    assert top.meta["source"]["sha256"] != txt.meta["source"]["sha256"]
+
+    with pytest.raises(DataError, match=r"no files matching data.glob='\*\*/\*.md'; change data.glob"):
+        prepare(_cfg(tmp_path, folder, glob="**/*.md"), progress=False)
+    with pytest.raises(DataError, match=r"no UTF-8 text in the 1 file matching data.glob='\*\*/blob.py' \(e.g. pkg/b"):
+        prepare(_cfg(tmp_path, folder, glob="**/blob.py"), progress=False)
+    with pytest.raises(DataError, match=r"data.glob='/etc/\*' is not a pattern relative to data.path"):
+        prepare(_cfg(tmp_path, folder, glob="/etc/*"), progress=False)
+
+
+def test_prepare_py_says_what_it_skipped(tmp_path):
+    folder = tmp_path / "docs"
+    _write(folder / "a.md", "# Title\n\nSome text.\n" * 30)
+    (folder / "logo.md").write_bytes(b"\x89PNG\0\0" * 20)
+    command = [sys.executable, str(PREPARE), f"--data.path={folder}", "--data.glob=*.md", f"--data.cache_dir={tmp_path}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    note = f"skipped 1 of 2 files of {folder} that are not UTF-8 text (binary, or another encoding), e.g. logo.md"
+    assert f"\n  {note}\n" in done.stdout
