@@ -1,0 +1,204 @@
+"""The Attention tab in a real browser: TensorBoard with the plugin, driven by headless Chromium.
+
+The test writes a tiny run (2 layers x 2 heads, 8 tokens, 3 steps), starts TensorBoard on it, opens the
+tab, and checks what a learner sees against the tensors in the event file: the weights listed for a
+hovered token, after moving the step slider, and after clicking a model-view cell. It needs Playwright's
+Python package and a Chromium (Debian's `chromium`; Playwright's own browser download is not reachable
+offline) and skips, saying which is missing, without them.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
+
+CHROMIUM = next(
+    (path for path in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")) if path and os.path.exists(path)),
+    None,
+)
+if CHROMIUM is None:
+    pytest.skip("no Chromium found (apt-get install chromium, or set CHROMIUM=/path)", allow_module_level=True)
+
+from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
+from tensorboard.compat.proto import event_pb2, summary_pb2  # noqa: E402
+from tensorboard.summary.writer.event_file_writer import EventFileWriter  # noqa: E402
+from tensorboard.util import tensor_util  # noqa: E402
+
+from minigpt.tb_attention.summary import attention_summary, roles_summary  # noqa: E402
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TOKENS = ["To", " be", ",", " or", "\n", "not", "\t", " be"]
+STEPS = [0, 10, 20]
+N_LAYER, N_HEAD, T = 2, 2, len(TOKENS)
+TAG = "minigpt_attention/text"
+
+
+def causal_softmax(scores: np.ndarray) -> np.ndarray:
+    future = np.triu(np.ones((T, T), dtype=bool), k=1)
+    scores = np.where(future, -np.inf, scores)
+    e = np.exp(scores - scores.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def write_run(folder: Path) -> None:
+    """Three evaluations of attention and role scores, and the induction probe's second-copy loss."""
+    writer = EventFileWriter(str(folder))
+    rng = np.random.default_rng(0)
+    for step in STEPS:
+        weights = causal_softmax(3 * rng.standard_normal((N_LAYER, N_HEAD, T, T)))
+        scores = {role: rng.random((N_LAYER, N_HEAD)) for role in ("previous_token", "first_token", "induction")}
+        loss = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="loss/induction_second_copy", simple_value=4.0 - step / 10)])
+        for summary in (attention_summary(weights, TOKENS, list(range(T))), roles_summary(scores, {"induction": 0.1}), loss):
+            writer.add_event(event_pb2.Event(step=step, wall_time=time.time(), summary=summary))
+    writer.close()
+
+
+def logged_attention(folder: Path) -> dict[int, np.ndarray]:
+    """What the event file holds, read back by TensorBoard's own reader: step -> (n_layer, n_head, T, T)."""
+    accumulator = event_accumulator.EventAccumulator(str(folder), size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    return {event.step: tensor_util.make_ndarray(event.tensor_proto) for event in accumulator.Tensors(TAG)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tensorboard(tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("runs")
+    write_run(logdir / "tiny")
+    (logdir / "no_attention").mkdir()
+    writer = EventFileWriter(str(logdir / "no_attention"))
+    writer.add_event(
+        event_pb2.Event(step=0, summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="loss/val", simple_value=1.0)]))
+    )
+    writer.close()
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 30
+        while True:  # until TensorBoard answers and has read the run
+            if process.poll() is not None:
+                pytest.fail(f"TensorBoard exited: {process.stderr.read().decode()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/data/plugin/minigpt_attention/runs", timeout=2) as response:
+                    if b'"tiny"' in response.read():
+                        break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            if time.time() > deadline:
+                pytest.fail("TensorBoard did not list the run within 30 s")
+            time.sleep(0.3)
+        yield url, logged_attention(logdir / "tiny")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def plugin_frame(page):
+    """The tab's iframe, once its page has drawn a step."""
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        for frame in page.frames:
+            if "plugin_entry.html" in frame.url and "minigpt_attention" in frame.url:
+                frame.wait_for_function("document.body.dataset.step !== undefined", timeout=15000)
+                return frame
+        page.wait_for_timeout(100)
+    pytest.fail("the Attention tab's iframe did not appear")
+
+
+def shown_weights(frame, query: int) -> list[tuple[int, int, float]]:
+    """Hover a query token; the weights the side list shows: (head, key, weight)."""
+    frame.hover(f"#queries .tok[data-i='{query}']")
+    frame.wait_for_selector(f"#weights .row[data-key='{query}'], #weights .row")
+    rows = frame.eval_on_selector_all(
+        "#weights .row",
+        "rows => rows.map(r => [Number(r.dataset.head), Number(r.dataset.key), r.querySelector('.value').textContent])",
+    )
+    return [(head, key, float(value)) for head, key, value in rows]
+
+
+def assert_weights_match(shown, logged: np.ndarray, layer: int, query: int, heads: set[int]) -> None:
+    assert shown, "no weights listed for the hovered token"
+    assert {head for head, _, _ in shown} == heads
+    for head, key, value in shown:
+        assert key <= query, "a key after the query: the causal mask is broken"
+        # the page prints 3 decimals of the float16 value it received
+        assert value == pytest.approx(float(logged[layer, head, query, key]), abs=5.1e-4)
+    for head in heads:  # the strongest key of each head comes first
+        first = next(key for h, key, _ in shown if h == head)
+        assert logged[layer, head, query, first] == logged[layer, head, query].max()
+
+
+def test_attention_tab_shows_the_logged_weights_and_follows_the_slider_and_the_grid(tensorboard, browser):
+    url, logged = tensorboard
+    assert sorted(logged) == STEPS
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{url}/#minigpt_attention")
+    frame = plugin_frame(page)
+
+    # the newest step first, with every logged step on the slider and the tokens readable
+    assert frame.evaluate("document.body.dataset.step") == "20"
+    assert frame.locator("#step").get_attribute("max") == str(len(STEPS) - 1)
+    queries = frame.locator("#queries .tok").all_text_contents()
+    assert queries == ["To", "\u2423be", ",", "\u2423or", "\u21b5", "not", "\u21e5", "\u2423be"]
+    assert frame.locator("#run option[disabled]").all_text_contents() == ["no_attention (no attention tensors)"]
+    assert frame.locator(".cell").count() == N_LAYER * N_HEAD
+
+    query = 6
+    assert_weights_match(shown_weights(frame, query), logged[20], layer=0, query=query, heads={0})
+
+    # one step back on the slider: the head view shows that step's weights
+    frame.locator("#step").fill("1")
+    frame.wait_for_function("document.body.dataset.step === '10'")
+    assert "step 10" in frame.locator("#step-label").text_content()
+    assert_weights_match(shown_weights(frame, query), logged[10], layer=0, query=query, heads={0})
+
+    # a model-view cell opens its layer and head in the head view
+    frame.click(".cell[data-layer='1'][data-head='1']")
+    assert frame.locator("#layer").input_value() == "1"
+    assert frame.locator(".headchip:not(.off)").all_text_contents() == ["1"]
+    assert "L1 H1" in frame.locator("#side h2").last.text_content()  # the role chart follows too
+    assert_weights_match(shown_weights(frame, query), logged[10], layer=1, query=query, heads={1})
+
+    # a second head added by its chip is listed next to the first
+    frame.click(".headchip[data-head='0']")
+    assert_weights_match(shown_weights(frame, query), logged[10], layer=1, query=query, heads={0, 1})
+    assert errors == []
+    page.close()
