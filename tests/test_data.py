@@ -848,7 +848,7 @@ def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch):
         return real_bar(desc, total, progress)
 
     monkeypatch.setattr(data_module, "_bar", bar)
-    monkeypatch.setattr(data_module.sys, "stderr", io.StringIO())  # a log file
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a log file
     prepare(_cfg(tmp_path, _write(tmp_path / "story.txt", "abc\n" * 100)), progress=True)
     assert shown and not any(shown)
 
