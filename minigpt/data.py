@@ -77,7 +77,7 @@ def cache_folder(cfg: DataConfig) -> Path:
         path = Path(cfg.path).resolve()
         name = path.name if path.is_dir() else f"{path.parent.name}-{path.stem}"
         if path.is_dir() and cfg.glob != DataConfig.glob:  # another glob, other files: another folder
-            name += f"-{re.sub(r'[^A-Za-z0-9._-]+', '_', cfg.glob).strip('._')}"
+            name += "-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", cfg.glob).strip("._") or "all")
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "corpus"
     return Path(cfg.cache_dir) / f"{name}-{cfg.tokenizer}"
 
@@ -104,14 +104,15 @@ def _reachable(folder: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
 
 def _folder_files(folder: Path, glob: str) -> list[Path]:
     """The files under `folder` that match `glob`, sorted. pathlib's glob skips a subfolder it cannot read
-    without a word, so a walk looks for those first: one the pattern could reach would silently leave text out."""
+    without a word, so a walk through the subfolders the pattern can reach looks for those first: their text
+    would be left out of the corpus."""
     blocked: list[OSError] = []
-    for _ in os.walk(folder, onerror=blocked.append):
-        pass
-    for e in blocked:
-        if _reachable(Path(e.filename).relative_to(folder).parts, tuple(glob.split("/"))):
-            fix = "make it readable (chmod -R +rX), or narrow data.glob or data.path to leave it out"
-            raise _cannot_read(f"folder {e.filename}", e, fix)
+    for top, subfolders, _ in os.walk(folder, onerror=blocked.append):
+        parts = Path(top).relative_to(folder).parts
+        subfolders[:] = [d for d in subfolders if _reachable((*parts, d), tuple(glob.split("/")))]
+    if blocked:
+        fix = "make it readable (chmod -R +rX), or narrow data.glob or data.path to leave it out"
+        raise _cannot_read(f"folder {blocked[0].filename}", blocked[0], fix)
     try:
         return sorted(p for p in folder.glob(glob) if p.is_file())
     except (ValueError, NotImplementedError) as e:  # an empty or absolute pattern, "**" inside a name

@@ -1,5 +1,5 @@
 """Tokenizers: text <-> token ids, with a JSON form (`to_dict`, `tokenizer_from_dict`) so a checkpoint can
-rebuild them. `CharTokenizer` has one token per character of the training text; `GPT2Tokenizer` is GPT-2's
+rebuild them. `CharTokenizer` has one token per character of the corpus; `GPT2Tokenizer` is GPT-2's
 BPE through tiktoken, built from the ranks file shipped in `minigpt/assets/` (never the network).
 """
 
