@@ -7,6 +7,7 @@ the field it rejects. minigpt.cli fills them from TOML and flags. This module im
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -29,7 +30,12 @@ def _choices(cls: type) -> dict[str, tuple[Any, ...]]:
 
 
 def _check_fields(cfg: Any, section: str, **minimum: int) -> None:
-    """Reject a Literal field outside its choices, or a number below its minimum (None passes)."""
+    """Reject a non-finite float (inf or nan, in any field), a Literal field outside its choices, or a
+    number below its minimum (None passes)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{section}{f.name} must be a finite number (got {value}); give a plain number")
     for name, choices in _choices(type(cfg)).items():
         if getattr(cfg, name) not in choices:
             allowed = ", ".join(map(repr, choices[:-1])) + f" or {choices[-1]!r}"
@@ -138,6 +144,7 @@ class DataConfig:
     workers: int = 0  # Processes that tokenize a large corpus (over 64M characters); 0 means one per CPU core.
 
     def __post_init__(self) -> None:
+        _check_fields(self, "data.")
         if self.tokenizer not in TOKENIZERS:
             choices = ", ".join(TOKENIZERS)
             raise ValueError(f"data.tokenizer={self.tokenizer!r} is not a tokenizer; choose one of {choices}")
@@ -206,6 +213,7 @@ class LogConfig:
     log_interval: int = 10  # Log training scalars to TensorBoard every this many steps.
     attention_maps: bool = True  # At each evaluation, log every layer's and head's attention map on a fixed probe text.
     probe_tokens: int = 32  # Length of the probe text (from the start of the validation split) for attention maps.
+    attention_tensors: bool = True  # Also log the raw weights (float16) of the probes for TensorBoard's Attention tab.
     head_roles: bool = True  # At each evaluation, score each head's role: previous-token, induction, ... (docs/attention.md).
     sample_tokens: int = 200  # Tokens of text to generate at each evaluation and at the end (0: none).
 

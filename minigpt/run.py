@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +31,7 @@ from minigpt.model import GPT
 from minigpt.params import count_params, flops_per_token, format_param_table
 from minigpt.roles import INDUCTION_LENGTH, copy_losses, head_roles, induction_probe, uniform_scores
 from minigpt.tokenizer import Tokenizer, TokenizerError, default_prompt
-from minigpt.trainer import NonFiniteLossError, Trainer
+from minigpt.trainer import NonFiniteLossError, RunFolderLost, Trainer
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_RUNS = {"cpu": CONFIGS / "shakespeare-char-cpu.toml", "gpu": CONFIGS / "baby-gpt.toml"}
@@ -69,7 +70,7 @@ def resolve(argv: list[str]) -> tuple[RunConfig, dict[str, Any] | None, Path | N
         cfg = parse(DEFAULT_RUNS["gpu"])
     if not resuming:
         if cfg.model.init_from:  # GPT-2's own shape and tokenizer (docs/gpt2.md)
-            cfg = dataclasses.replace(cfg, model=hf.with_shape(cfg.model), data=dataclasses.replace(cfg.data, tokenizer="gpt2"))
+            cfg = dataclasses.replace(cfg, model=hf.fine_tune_config(cfg.model), data=dataclasses.replace(cfg.data, tokenizer="gpt2"))
         return cfg, None, None
     if target:  # load_checkpoint tells when there is none
         path = Path(target) / CHECKPOINT_LATEST if Path(target).is_dir() else Path(target)
@@ -77,7 +78,7 @@ def resolve(argv: list[str]) -> tuple[RunConfig, dict[str, Any] | None, Path | N
         path = max(Path(cfg.train.out_dir).glob(f"*/{CHECKPOINT_LATEST}"), key=lambda p: p.stat().st_mtime, default=None)
         if path is None:
             raise CheckpointError(f"no run to resume under {cfg.train.out_dir}/; start one with `python train.py`")
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, resume=True)  # its weights and training state fit its config
     cfg = cli.parse(RunConfig, argv, prog="python train.py", base=ckpt["config"], base_name=str(path))
     saved = cli.from_dict(RunConfig, ckpt["config"])
     for section in ("model", "data"):
@@ -132,25 +133,71 @@ def new_run_dir(cfg: RunConfig) -> Path:
     return run_dir
 
 
-def claim_run_dir(run_dir: Path, cfg: RunConfig) -> Any:
-    """Create run_dir and lock it for this process (one process per run folder), remove temp files
-    of saves killed midway, and write cfg to config.toml. Returns the open lock file."""
-    lock = None
+def claim_run_dir(run_dir: Path, new: bool) -> Any:
+    """Create run_dir and lock it for this process (one process per run folder), then remove temp files
+    of saves killed midway. A new run checks again, under the lock, that no other run finished there
+    meanwhile (new_run_dir's early check leaves a gap while the data and model are built). Returns the
+    open lock file."""
     try:
         lock, owner = runtime.lock_folder(run_dir)
-        if owner is not None:
-            raise CheckpointError(
-                f"{run_dir} is in use by another training process (pid {owner}); wait for it to finish, "
-                "or pick another train.run_name"
-            )
-        remove_stale_temp_files(run_dir)
-        cli.save(cfg, run_dir / "config.toml")
     except OSError as e:  # nothing was trained yet
-        if lock is not None:
-            lock.close()
-        fix = "free some space" if write_failure(e) == "the disk is full" else "choose a writable train.out_dir"
-        raise CheckpointError(f"cannot write the run folder {run_dir}: {write_failure(e)}; {fix}") from None
+        raise CheckpointError(f"cannot write the run folder {run_dir}: {write_failure(e)}; {_write_fix(e)}") from None
+    if owner is not None:
+        raise CheckpointError(
+            f"{run_dir} is in use by another training process (pid {owner}); wait for it to finish, "
+            "or pick another train.run_name"
+        )
+    if new and (run_dir / CHECKPOINT_LATEST).exists():
+        lock.close()
+        raise CheckpointError(
+            f"{run_dir} already holds a run (it finished while this one started); continue it with "
+            f"--resume {run_dir} or pick another train.run_name"
+        )
+    remove_stale_temp_files(run_dir)
     return lock
+
+
+def save_config(cfg: RunConfig, run_dir: Path) -> None:
+    """Write the run's resolved settings to config.toml, once the run is accepted (a rejected --resume
+    leaves the old file as it was)."""
+    try:
+        cli.save(cfg, run_dir / "config.toml")
+    except OSError as e:
+        raise CheckpointError(f"cannot write {run_dir / 'config.toml'}: {write_failure(e)}; {_write_fix(e)}") from None
+
+
+def _write_fix(e: OSError) -> str:
+    return "free some space" if write_failure(e) == "the disk is full" else "choose a writable train.out_dir"
+
+
+def load_trainer_state(trainer: Trainer, ckpt: dict[str, Any], path: Path | None) -> None:
+    """Restore a checkpoint into the trainer, or say in one line why it does not fit this run."""
+    try:
+        trainer.load_state_dict(ckpt)
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise CheckpointError(
+            f"cannot resume {path}: its saved state does not fit the model and optimizer of its config ({reason}); "
+            "the checkpoint is inconsistent, start a new run or resume another checkpoint"
+        ) from None
+
+
+def fit_to_processes(cfg: RunConfig, world_size: int) -> tuple[RunConfig, str]:
+    """Under torchrun each process runs grad_accum / world_size micro-batches: when grad_accum is not a
+    multiple of the processes, pick the smallest one that is and shrink the batch to keep the tokens per
+    step the same (1 x 32 on 2 processes becomes 2 x 16), and say so."""
+    t = cfg.train
+    tokens = t.batch_size * t.grad_accum  # sequences per optimizer step
+    for accum in range(world_size, tokens + 1, world_size):
+        if accum >= t.grad_accum and tokens % accum == 0:
+            train = dataclasses.replace(t, grad_accum=accum, batch_size=tokens // accum)
+            note = (f"note: {world_size} processes: train.grad_accum {t.grad_accum} -> {accum} and train.batch_size "
+                    f"{t.batch_size} -> {train.batch_size}, the same {tokens} sequences per step")
+            return dataclasses.replace(cfg, train=train), note
+    raise cli.ConfigError(
+        f"train.grad_accum={t.grad_accum} x train.batch_size={t.batch_size} cannot be split evenly over {world_size} "
+        f"processes; set train.grad_accum to a multiple of {world_size}"
+    )
 
 
 def probe_tokens(data: PreparedData, tokenizer: Tokenizer, n: int) -> torch.Tensor:
@@ -197,8 +244,10 @@ def train(cfg: RunConfig, ckpt: dict[str, Any] | None = None, ckpt_path: Path | 
     tok = data.tokenizer
     cfg = dataclasses.replace(cfg, model=cfg.model.replace(vocab_size=tok.vocab_size))
     t, T, log = cfg.train, cfg.model.block_size, cfg.log
+    notes = []
     if t.grad_accum % rt.world_size:  # each process does grad_accum / world_size micro-steps
-        raise cli.ConfigError(f"train.grad_accum={t.grad_accum} must be a multiple of the {rt.world_size} processes")
+        cfg, note = fit_to_processes(cfg, rt.world_size)
+        t, notes = cfg.train, [note]
     if ckpt is not None and ckpt["tokenizer"] != tok.to_dict():
         raise CheckpointError(f"cannot resume {ckpt_path}: the corpus now gives a different {tok.kind} vocabulary than "
                               "the checkpoint's; restore the corpus or start a new run")  # fmt: skip
@@ -213,9 +262,7 @@ def train(cfg: RunConfig, ckpt: dict[str, Any] | None = None, ckpt_path: Path | 
     logger, lock = MetricsLogger(), None
     try:
         if rt.is_main:
-            lock = claim_run_dir(run_dir, cfg)
-            if log.tensorboard:  # a resume drops events after the checkpoint's step, which the run logs again
-                logger = TensorBoardLogger(run_dir, purge_step=ckpt["iter"] + 1 if ckpt else None)
+            lock = claim_run_dir(run_dir, new=ckpt is None)
         probe = probe_tokens(data, tok, min(log.probe_tokens, T))
         score_roles = log.head_roles and len(probe) >= 4  # a shorter context leaves no roles to tell apart
         if score_roles:  # the induction probe's tokens: the common ones of the training text (minigpt/roles.py)
@@ -224,7 +271,13 @@ def train(cfg: RunConfig, ckpt: dict[str, Any] | None = None, ckpt_path: Path | 
 
         def on_eval(step: int) -> None:
             if log.attention_maps:
-                logger.attention(model.attention_maps(probe), [tok.decode_token(int(i)) for i in probe], step)
+                labels = [tok.decode_token(int(i)) for i in probe]
+                logger.attention(model.attention_maps(probe), labels, step, ids=probe.tolist())
+            if log.attention_maps and log.attention_tensors and score_roles:
+                # the Attention tab also shows the induction probe (its first sequence): the induction head shows there
+                first = induction[0]
+                labels = [tok.decode_token(int(i)) for i in first]
+                logger.attention_tensor(model.attention_maps(first), labels, step, "induction", first.tolist())
             if score_roles:
                 logger.roles(head_roles(model, probe, induction), step, uniform)
                 logger.scalars({f"loss/induction_{k}": v for k, v in copy_losses(model, induction).items()}, step)
@@ -240,9 +293,14 @@ def train(cfg: RunConfig, ckpt: dict[str, Any] | None = None, ckpt_path: Path | 
             peak_flops=peak * rt.world_size if peak else None,
         )  # fmt: skip
         if ckpt is not None:
-            trainer.load_state_dict(ckpt)
-        if rt.is_main:
-            print(header(cfg, data, rt, run_dir, trainer.iter if ckpt else None), file=out, flush=True)
+            load_trainer_state(trainer, ckpt, ckpt_path)
+        if rt.is_main:  # the run is accepted: its settings and logs may now be written
+            save_config(cfg, run_dir)
+            if log.tensorboard:  # a resume drops events after the checkpoint's step, which the run logs again
+                logger = trainer.logger = TensorBoardLogger(
+                    run_dir, purge_step=ckpt["iter"] + 1 if ckpt else None, attention_tensors=log.attention_tensors
+                )
+            print(*notes, header(cfg, data, rt, run_dir, trainer.iter if ckpt else None), sep="\n", file=out, flush=True)
             if ckpt is None:
                 logger.text("params", format_param_table(cfg.model, t.batch_size), 0)
                 logger.text("config", cli.to_toml(cfg), 0)
@@ -256,10 +314,14 @@ def train(cfg: RunConfig, ckpt: dict[str, Any] | None = None, ckpt_path: Path | 
             logger.hparams(cli.to_dict(cfg), {k + "_loss": losses.get(k, math.nan) for k in ("val", "train")}, result["iter"])
         return result
     except OSError as e:  # from TensorBoard's writer: checkpoint writes raise CheckpointError themselves
+        if not run_dir.is_dir():
+            raise RunFolderLost(f"the run folder {run_dir} was deleted or moved during training; nothing more "
+                                "could be saved; start the run again") from None
         last = run_dir / CHECKPOINT_LATEST
         then = f"the last good checkpoint {last} is untouched; then: python train.py --resume {run_dir}"
+        fix = "free some space" if write_failure(e) == "the disk is full" else "make the run folder writable"
         raise CheckpointError(
-            f"could not write TensorBoard events in {run_dir}: {write_failure(e)}; free some space or "
+            f"could not write TensorBoard events in {run_dir}: {write_failure(e)}; {fix} or "
             f"turn TensorBoard off with --log.no_tensorboard; " + (then if last.exists() else "no checkpoint was written yet")
         ) from None
     finally:
@@ -281,18 +343,24 @@ def report(result: dict[str, Any]) -> str:
         *(["", "sample:", result["sample"].strip("\n")] if result["sample"] else []),
         "",
         f"checkpoints: {run_dir / CHECKPOINT_BEST}, {run_dir / CHECKPOINT_LATEST}",
-        f"TensorBoard: tensorboard --logdir {run_dir.parent}",
+        f"TensorBoard: tensorboard --logdir {run_dir.parent} --samples_per_plugin images=0   (0: every step)",
         f"sample more: python sample.py --run {run_dir}",
     ])  # fmt: skip
 
 
+STOP_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+"""A run stopped by a signal saves, then exits as the shell expects of that signal (128 + its number), so
+`python train.py && python sample.py` does not go on after Ctrl-C."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    is_main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 prints errors
     try:
         cfg, ckpt, path = resolve(list(sys.argv[1:] if argv is None else argv))
         result = train(cfg, ckpt, path)
         if result["is_main"]:
             print(report(result), flush=True)
-        return 0
+        return STOP_EXIT_CODES.get(result["stopped_by"], 1) if result["stopped_by"] else 0
     except SystemExit as e:  # --help
         if e.code == 0:
             with contextlib.suppress(BrokenPipeError):
@@ -301,11 +369,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `python train.py ... | head`: the reader left
         return cli.reader_left()
     except (cli.ConfigError, DataError, CheckpointError, TokenizerError, NonFiniteLossError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        if is_main:
+            print(f"error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:  # a write outside the checkpoints failed (e.g. TensorBoard's, on a full disk)
-        print(f"error: could not write {e.filename or 'a file of the run'}: {write_failure(e)}; "
-              "the last good checkpoint is untouched", file=sys.stderr)  # fmt: skip
+    except RunFolderLost as e:
+        if is_main:
+            print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # reads and writes the messages above do not cover
+        if is_main:
+            print(f"error: {e.filename or 'a file of the run'}: {write_failure(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -54,7 +54,11 @@ def configure_optimizer(model: nn.Module, cfg: TrainConfig, device_type: str) ->
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss or the weights became NaN or infinite: the run diverged."""
+
+
+class RunFolderLost(RuntimeError):
+    """The run folder was deleted or moved while the run was training."""
 
 
 class StopRequested:
@@ -131,10 +135,7 @@ class Trainer:
         loss_value = total.item() / self.micro_steps
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLossError(
-                f"loss became {loss_value} at iter {self.iter}; try a lower train.lr or "
-                f"train.dtype=float32 (the last good checkpoint is untouched)"
-            )
+            raise NonFiniteLossError(f"loss became {loss_value} at iter {self.iter}; {self._diverged_advice()}")
         self.scaler.unscale_(self.optimizer)
         # grad_clip=0: no clipping, but the norm is still measured for the logs
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or math.inf)
@@ -195,15 +196,56 @@ class Trainer:
                 if not runtime.all_ranks(stop.signal_name is None):  # every rank stops at the same step
                     stopped_by = stop.signal_name or "a signal to another process"
             if self.iter != self.evaluated_at:  # stopped between evaluations: keep the state to resume from
+                self._check_run_folder()
+                self._check_finite({})
                 self.save(CHECKPOINT_LATEST)
         if dist.is_initialized():  # the other ranks wait while rank 0 writes
             dist.barrier()
         return {"losses": losses, "history": history, "stopped_by": stopped_by, "iter": self.iter,
                 "best_val_loss": self.best_val_loss, "seconds": time.perf_counter() - start}  # fmt: skip
 
+    def _diverged_advice(self) -> str:
+        """The end of a divergence message: what was kept, and what to try."""
+        kept = "no checkpoint was written yet"
+        if self.run_dir is not None and (self.run_dir / CHECKPOINT_LATEST).exists():
+            kept = f"the last good checkpoint {self.run_dir / CHECKPOINT_LATEST} (iter {self.evaluated_at}) is untouched"
+        return f"{kept}; try a lower train.lr, a train.grad_clip such as 1.0, or train.dtype=float32"
+
+    def _check_finite(self, losses: dict[str, float]) -> None:
+        """Refuse to save a diverged state: a non-finite evaluated loss or weight."""
+        bad = [f"{split} loss {value}" for split, value in losses.items() if not math.isfinite(value)]
+        with torch.no_grad():
+            # under FSDP a parameter is a sharded DTensor: each rank checks its own shard
+            local = [p.to_local() if hasattr(p, "to_local") else p for p in self.model.parameters()]
+            finite = torch.stack([torch.isfinite(p).all() for p in local]).all()
+        if not runtime.all_ranks(bool(finite)):
+            bad.append("non-finite weights")
+        if bad:
+            raise NonFiniteLossError(f"the run diverged at iter {self.iter} ({', '.join(bad)}); {self._diverged_advice()}")
+
+    def _check_run_folder(self) -> None:
+        """A run folder deleted or moved while training: save the state where it was, then stop, rather
+        than carry on into a folder no lock holds (or lose the work)."""
+        if self.run_dir is None or not self.is_main or self.run_dir.is_dir():
+            return
+        saved = "the state could not be saved"
+        try:
+            self.run_dir.mkdir(parents=True)
+            save_checkpoint(self.run_dir / CHECKPOINT_LATEST, {**self.state_dict(), **self.meta})
+            saved = f"saved the state at iter {self.iter} to {self.run_dir / CHECKPOINT_LATEST}"
+        except (OSError, ValueError):
+            pass
+        raise RunFolderLost(
+            f"the run folder {self.run_dir} was deleted or moved during training; {saved}; "
+            f"continue with: python train.py --resume {self.run_dir}"
+        )
+
     def _evaluate_and_save(self, bar: tqdm, start: float) -> dict[str, float]:
-        """The checkpoint policy: latest after every evaluation, best when val loss improves."""
+        """The checkpoint policy: latest after every evaluation, best when val loss improves; a diverged
+        state (non-finite loss or weights) is never saved."""
         losses = self.evaluate()
+        self._check_finite(losses)
+        self._check_run_folder()  # before TensorBoard writes into it, or a save makes a new one
         self.evaluated_at = self.iter
         self.logger.scalars({f"loss/{k}_eval": v for k, v in losses.items()}, self.iter)
         if self.on_eval is not None:

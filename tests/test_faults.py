@@ -177,7 +177,7 @@ def test_config_toml_on_a_full_disk_is_one_line(corpus, tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(cli, "save", full_disk)
-    with pytest.raises(CheckpointError, match=r"cannot write the run folder .*runs/r: the disk is full; free some space"):
+    with pytest.raises(CheckpointError, match=r"cannot write .*runs/r/config.toml: the disk is full; free some space"):
         start(corpus, tmp_path)
 
 

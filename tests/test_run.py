@@ -154,7 +154,9 @@ def _env():
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_saves_a_checkpoint_and_exits_with_its_code(corpus, tmp_path, sig, code):
+    # Ctrl-C (SIGINT) saves and exits 130, SIGTERM 143: `train.py && sample.py` must not go on
     args = tiny_args(corpus, tmp_path, "--train.max_iters=100000", "--train.eval_interval=50")
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=_env(), cwd=tmp_path)  # fmt: skip
@@ -163,10 +165,10 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path):
         lines.append(line)
         if line.startswith("iter    50:"):
             break
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     out = proc.communicate(timeout=60)[0]
-    assert proc.returncode == 0, "".join(lines) + out
-    assert "stopped by SIGTERM" in out and "--resume" in out
+    assert proc.returncode == code, "".join(lines) + out
+    assert f"stopped by {sig.name}" in out and "--resume" in out
     assert load_checkpoint(tmp_path / "runs/r/ckpt_latest.pt")["iter"] > 50
 
 
