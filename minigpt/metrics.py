@@ -26,10 +26,29 @@ class MetricsLogger(AbstractContextManager):
     def text(self, tag: str, text: str, step: int) -> None:
         """Log a text verbatim (shown preformatted, not as markdown)."""
 
-    def attention(self, weights: torch.Tensor, tokens: Sequence[str], step: int) -> None:
-        """Log the maps and per-head stats of (n_layer, n_head, T, T) attention weights (rows = queries)."""
+    def attention(
+        self,
+        weights: torch.Tensor,
+        tokens: Sequence[str],
+        step: int,
+        probe: str = "text",
+        ids: Sequence[int] | None = None,
+    ) -> None:
+        """Log the maps and per-head stats of (n_layer, n_head, T, T) attention weights (rows = queries) on a
+        probe's tokens (and ids), and the weights themselves (attention_tensor)."""
 
-    def roles(self, scores: Mapping[str, torch.Tensor], step: int, reference: Mapping[str, float] | None = None) -> None:
+    def attention_tensor(
+        self, weights: torch.Tensor, tokens: Sequence[str], step: int, probe: str, ids: Sequence[int] | None = None
+    ) -> None:
+        """Log only the (n_layer, n_head, T, T) weights, for TensorBoard's Attention tab (minigpt.tb_attention)."""
+
+    def roles(
+        self,
+        scores: Mapping[str, torch.Tensor],
+        step: int,
+        reference: Mapping[str, float] | None = None,
+        probe: str = "text",
+    ) -> None:
         """Log head-role scores, role -> (n_layer, n_head) (minigpt.roles), with their uniform-attention values."""
 
     def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int) -> None:
@@ -52,10 +71,13 @@ class TensorBoardLogger(MetricsLogger):
     and the scalars attention_entropy/layer_{l}/head_{h} (nats) and attention_distance/... (tokens).
     `roles()` writes per role r the scalars role_{r}/layer_{l}/head_{h}, the layer x head grid image
     roles/{r}, and the text roles/top_heads.
+    With attention_tensors, `attention()` and `roles()` also write the weights and scores as tensor
+    summaries minigpt_attention/{probe} and minigpt_attention_roles/{probe}, which the Attention tab
+    reads (minigpt/tb_attention); the images and scalars stay for TensorBoard without it.
     `hparams()` also stores its final metrics as scalars under `final/{name}`.
     """
 
-    def __init__(self, log_dir: str | Path, purge_step: int | None = None) -> None:
+    def __init__(self, log_dir: str | Path, purge_step: int | None = None, attention_tensors: bool = True) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         threading.excepthook = _quiet_writer_thread
@@ -63,6 +85,7 @@ class TensorBoardLogger(MetricsLogger):
         self._writer = SummaryWriter(str(log_dir), flush_secs=30, purge_step=purge_step)
         self._heatmaps: _Heatmaps | None = None
         self._grids: dict[str, _RoleGrid] = {}
+        self._tensors = attention_tensors
 
     def scalars(self, metrics: Mapping[str, float], step: int) -> None:
         for tag, value in metrics.items():
@@ -72,7 +95,14 @@ class TensorBoardLogger(MetricsLogger):
         # TensorBoard renders text as markdown; an indented code block shows it exactly as written.
         self._writer.add_text(tag, "\n".join("    " + line for line in text.splitlines() or [""]), step)
 
-    def attention(self, weights: torch.Tensor, tokens: Sequence[str], step: int) -> None:
+    def attention(
+        self,
+        weights: torch.Tensor,
+        tokens: Sequence[str],
+        step: int,
+        probe: str = "text",
+        ids: Sequence[int] | None = None,
+    ) -> None:
         if self._heatmaps is None or self._heatmaps.tokens != tuple(tokens):  # the probe rarely changes
             self._heatmaps = _Heatmaps(tokens)
         for name, rgb in self._heatmaps.images(weights):
@@ -80,9 +110,30 @@ class TensorBoardLogger(MetricsLogger):
         for name, stat in zip(("entropy", "distance"), attention_stats(weights.float())):  # (n_layer, n_head) each
             for (layer, head), value in np.ndenumerate(stat.cpu().numpy()):
                 self._writer.add_scalar(f"attention_{name}/layer_{layer}/head_{head}", float(value), step)
+        self.attention_tensor(weights, tokens, step, probe, ids)
 
-    def roles(self, scores: Mapping[str, torch.Tensor], step: int, reference: Mapping[str, float] | None = None) -> None:
+    def attention_tensor(
+        self, weights: torch.Tensor, tokens: Sequence[str], step: int, probe: str, ids: Sequence[int] | None = None
+    ) -> None:
+        from minigpt.tb_attention.summary import attention_summary
+
+        if self._tensors:
+            w = torch.as_tensor(weights).detach().to("cpu", torch.float16).numpy()
+            self._writer.file_writer.add_summary(attention_summary(w, tokens, ids, probe), step)
+
+    def roles(
+        self,
+        scores: Mapping[str, torch.Tensor],
+        step: int,
+        reference: Mapping[str, float] | None = None,
+        probe: str = "text",
+    ) -> None:
         from minigpt.roles import format_roles
+        from minigpt.tb_attention.summary import roles_summary
+
+        if self._tensors:
+            values = {role: torch.as_tensor(s).detach().cpu().numpy() for role, s in scores.items()}
+            self._writer.file_writer.add_summary(roles_summary(values, reference, probe), step)
 
         for role, s in scores.items():
             values = torch.as_tensor(s).detach().cpu().numpy()  # (n_layer, n_head)

@@ -108,10 +108,10 @@ def probe_attention(model: GPT, tokenizer: Tokenizer, ids: list[int], run_dir: P
         induction = induction_probe(ids, c.vocab_size, min(INDUCTION_LENGTH, c.block_size // 2))
         roles, uniform = head_roles(model, torch.tensor(ids), induction), uniform_scores(torch.tensor(ids), induction.size(1) // 2)
     with TensorBoardLogger(log_dir) as logger:
-        logger.attention(weights, labels, step)
+        logger.attention(weights, labels, step, probe=f"prompt_{step}", ids=ids)  # a probe per text: the Attention tab
         logger.text("probe/text", f"{text}\n\n({len(ids)} tokens; {about})", step)
         if roles is not None:
-            logger.roles(roles, step, uniform)
+            logger.roles(roles, step, uniform, probe=f"prompt_{step}")
     with open(index, "a", encoding="utf-8") as f:
         f.write(json.dumps({"step": step, "text": text, "tokens": len(ids), "model": about}) + "\n")
     pngs = save_attention_pngs(weights, labels, png_dir) if png_dir is not None else []
