@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from minigpt.config import DataConfig
 from minigpt.runtime import lock_folder
-from minigpt.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer, TokenizerError, preview, tokenizer_from_dict
+from minigpt.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer, TokenizerError, tokenizer_from_dict
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val")
@@ -357,7 +357,8 @@ class PreparedData:
         try:
             return np.memmap(file, dtype=np.dtype(self.meta["dtype"]), mode="r", shape=shape)
         except OSError as e:
-            raise _cannot_read(file, e, f"make it readable, or delete the folder {self.dir} to prepare it again") from None
+            fix = f"make it readable, or delete the folder {self.dir} to prepare it again"
+            raise _cannot_read(file, e, fix) from None
 
     def skipped_note(self) -> str | None:
         """One line for the user when files of a folder corpus were left out as not text, else None."""
@@ -386,11 +387,12 @@ def _read_meta(folder: Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DataError(f"{folder} has no meta.json, so it is not prepared data; run python data/prepare.py first") from None
+        raise DataError(f"{folder} has no meta.json, so it is not prepared data; "
+                        "run python data/prepare.py first") from None
     except ValueError as e:  # not UTF-8 or not JSON
         raise _damaged(path, f"is corrupted ({type(e).__name__})") from None
     except OSError as e:  # no permission, a failing disk
-        raise _cannot_read(path, e, f"make the folder {folder} readable, or set data.cache_dir to another folder") from None
+        raise _cannot_read(path, e, "make it readable, or set data.cache_dir to another folder") from None
     missing = [k for k in _META_KEYS if k not in meta] if isinstance(meta, dict) else list(_META_KEYS)
     if missing or not isinstance(meta["source"], dict) or not isinstance(meta["tokenizer"], dict):
         raise _damaged(path, f"is corrupted (missing or malformed: {', '.join(missing) or 'source, tokenizer'})")
@@ -502,7 +504,7 @@ def _text_files(files: list[Path], folder: bool, progress: bool) -> tuple[list[P
 
 def _check_disk(folder: Path, need: int) -> None:
     """DataError when the disk that will hold `folder` (which need not exist yet) has less than `need` bytes free."""
-    existing = next(p for p in [folder, *folder.parents] if p.exists())
+    existing = next(p for p in [folder, *folder.parents] if os.path.exists(p))  # os.path: False where unreadable
     free = shutil.disk_usage(existing).free
     if free < need:
         raise DataError(f"not enough disk space in {folder}: the token files need about {_size(need)}, "

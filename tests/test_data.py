@@ -705,7 +705,8 @@ def _as_plain_user(command: list[str]) -> list[str]:
     drop = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
     with tempfile.NamedTemporaryFile() as probe:
         os.chmod(probe.name, 0)
-        if not shutil.which("setpriv") or subprocess.run([*drop, "cat", probe.name], capture_output=True).returncode == 0:
+        runs = shutil.which("setpriv") and subprocess.run([*drop, "true"], capture_output=True).returncode == 0
+        if not runs or subprocess.run([*drop, "cat", probe.name], capture_output=True).returncode == 0:
             pytest.skip("running as root without setpriv able to drop CAP_DAC_OVERRIDE, so file modes stop nothing")
     return [*drop, *command]
 
@@ -890,7 +891,8 @@ def test_prepare_py_says_what_it_skipped(tmp_path):
     folder = tmp_path / "docs"
     _write(folder / "a.md", "# Title\n\nSome text.\n" * 30)
     (folder / "logo.md").write_bytes(b"\x89PNG\0\0" * 20)
-    command = [sys.executable, str(PREPARE), f"--data.path={folder}", "--data.glob=*.md", f"--data.cache_dir={tmp_path}"]
+    args = [f"--data.path={folder}", "--data.glob=*.md", f"--data.cache_dir={tmp_path}"]
+    command = [sys.executable, str(PREPARE), *args]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     note = f"skipped 1 of 2 files of {folder} that are not UTF-8 text (binary, or another encoding), e.g. logo.md"
