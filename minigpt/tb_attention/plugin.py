@@ -244,7 +244,8 @@ def _probe_order(tag: str) -> tuple:
 
 
 def _finite(values: np.ndarray) -> list:
-    """Nested lists with NaN (an undefined score) as None: JSON has no NaN."""
+    """Nested lists of scores to 4 decimals (a third of the JSON) with NaN (an undefined score) as None: JSON
+    has no NaN."""
     if np.ndim(values) > 1:
         return [_finite(v) for v in values]
-    return [float(v) if math.isfinite(v) else None for v in values]
+    return [round(float(v), 4) if math.isfinite(v) else None for v in values]
