@@ -8,6 +8,7 @@ with torch.load(weights_only=True), so a file from elsewhere cannot execute code
 from __future__ import annotations
 
 import errno
+import math
 import os
 import random
 import re
@@ -89,24 +90,22 @@ def remove_stale_temp_files(run_dir: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False, resume: bool = False
+) -> dict[str, Any]:
     """Load and sanity-check a checkpoint; raise CheckpointError with a one-line reason. mmap=True maps the
-    file instead of reading it: only the tensors used are ever read (the weights, not the optimizer's state)."""
+    file instead of reading it: only the tensors used are ever read (the weights, not the optimizer's state).
+    resume=True also checks that training can continue from it (check_resumable)."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; pass a checkpoint file such as {path / 'ckpt_best.pt'}")
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}; check the path or train one with `python train.py`")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except Exception as e:  # truncated zip, random bytes, or pickled code
-        if blocked := re.search(r"GLOBAL ([\w.]+)", str(e)):
-            raise CheckpointError(
-                f"refused {path}: it asks to load the Python object {blocked.group(1)}, which could run code; "
-                "minigpt loads only tensors and plain data from checkpoints"
-            ) from None
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable minigpt checkpoint (truncated or not a PyTorch file: {reason})") from None
+    # torch.save has written zip files since PyTorch 1.6, and so has minigpt always: anything else is
+    # refused before torch reads it, by what it is (torch's own message would be about mmap or unsafe loading)
+    if not _head(path).startswith(ZIP_MAGIC):
+        raise CheckpointError(f"{path} is not a minigpt checkpoint: {what_file_is(path)}")
+    ckpt = read_torch_file(path, "minigpt checkpoint", map_location=map_location, mmap=mmap)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a PyTorch file but not a minigpt checkpoint (no '{FORMAT}' marker)")
     if ckpt.get("version") != VERSION:
@@ -116,7 +115,152 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     for key in ("model", "config", "tokenizer"):
         if key not in ckpt:
             raise CheckpointError(f"{path} is missing '{key}'; it was not written by minigpt's trainer")
+    if resume:
+        check_resumable(ckpt, path)
     return ckpt
+
+
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _head(path: Path) -> bytes:
+    """The first bytes of a file, which tell its format."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def what_file_is(path: Path) -> str:
+    """What a file that is not a readable PyTorch file looks like, told by its first bytes."""
+    head = _head(path)
+    if not head:
+        return "it is empty"
+    if head.startswith(ZIP_MAGIC):
+        return "it is a zip archive, but truncated, damaged, or holding more than tensors and plain data"
+    if head.startswith(b"\x80"):  # a pickle's protocol opcode
+        return (
+            "it is a Python pickle (a plain one, or PyTorch's legacy format from before version 1.6), "
+            "not a zip file written by torch.save"
+        )
+    return "it is neither a PyTorch zip file nor a pickle (random bytes, or another format)"
+
+
+def read_torch_file(path: Path, kind: str, map_location: str | torch.device = "cpu", mmap: bool = False) -> Any:
+    """torch.load(weights_only=True): tensors and plain data only, so no code in the file can run. Any failure
+    is one CheckpointError saying what the file is; torch's own text is not passed on, as it advises loading
+    with weights_only=False, which would run whatever code the file holds. `kind` names the file expected."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+    except Exception as e:  # truncated zip, random bytes, or pickled code
+        if blocked := re.search(r"GLOBAL ([\w.]+)", str(e)):
+            raise CheckpointError(
+                f"refused {path}: it asks to load the Python object {blocked.group(1)}, which could run code; "
+                f"minigpt loads only tensors and plain data from a {kind}"
+            ) from None
+        raise CheckpointError(f"{path} is not a readable {kind}: {what_file_is(path)}") from None
+
+
+def weights_mismatch(
+    shapes: dict[str, tuple[int, ...]], config: ModelConfig, transposed: tuple[str, ...] = ()
+) -> str | None:
+    """Why tensors of these names and shapes cannot be GPT(config)'s weights, in a few words; None if they can.
+    Names are minigpt's; the tensors whose names end in `transposed` are stored (in, out)."""
+    if "wte.weight" not in shapes and not any(k.startswith("h.") for k in shapes):
+        return f"none of its {len(shapes)} tensors has a GPT-2 name ({_some(list(shapes))})"
+    # the layers first: a config asking for far more layers than are stored would take long to build
+    layers = sorted({int(m[1]) for k in shapes if (m := re.match(r"h\.(\d+)\.", k))})
+    if layers != list(range(config.n_layer)):
+        held = f"h.0 to h.{layers[-1]}" if layers == list(range(len(layers))) and layers else str(len(layers))
+        return f"it holds layers {held} but the config says n_layer={config.n_layer}"
+    expected = {k: tuple(v.shape) for k, v in empty_model(config).state_dict().items()}
+    expected = {k: shape[::-1] if k.endswith(transposed) else shape for k, shape in expected.items()}
+    if missing := [k for k in expected if k not in shapes]:
+        return f"it lacks {len(missing)} of the model's tensors ({_some(missing)})"
+    if extra := [k for k in shapes if k not in expected]:
+        return f"it holds {len(extra)} tensor(s) the model does not have ({_some(extra)})"
+    for key, shape in expected.items():
+        if tuple(shapes[key]) != shape:
+            return f"{key} is {_shape(shapes[key])} but the config asks for {_shape(shape)}"
+    return None
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return " x ".join(map(str, shape)) or "a scalar"
+
+
+def is_state_dict(state: Any) -> bool:
+    """Whether state is a dict of named tensors, as load_state_dict takes."""
+    return isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+
+
+def bad_values(state: dict[str, torch.Tensor]) -> str | None:
+    """The first tensor that cannot be a weight (not floating point, or holding NaN or inf), in a few words."""
+    for key, value in state.items():
+        if not value.is_floating_point():
+            return f"{key} holds {str(value.dtype).removeprefix('torch.')} numbers, not floating point weights"
+        if not bool(torch.isfinite(value).all()):
+            return f"{key} holds NaN or inf"
+    return None
+
+
+def check_model_state(ckpt: dict[str, Any], path: str | Path) -> tuple[ModelConfig, Tokenizer]:
+    """A loaded checkpoint's model config and tokenizer, once they and its weights are checked against
+    each other; a part that does not fit raises CheckpointError. sample.py and train.py --resume both check."""
+    if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["config"].get("model"), dict):
+        raise CheckpointError(f"{path} has no [model] config; it was not written by minigpt's trainer")
+    config = cli.from_dict(ModelConfig, ckpt["config"]["model"], where=[f" in {path}"])
+    tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
+    if tokenizer.vocab_size != config.vocab_size:
+        raise CheckpointError(
+            f"{path}: its tokenizer has {tokenizer.vocab_size} tokens but the model {config.vocab_size}; "
+            "the checkpoint is inconsistent, use another one"
+        )
+    state = ckpt["model"]
+    if not is_state_dict(state):
+        raise CheckpointError(f"{path}: its 'model' is not a dict of tensors; it was not written by minigpt's trainer")
+    if why := weights_mismatch({k: tuple(v.shape) for k, v in state.items()}, config):
+        raise CheckpointError(
+            f"{path}: the weights do not fit its model config: {why}; the file was damaged or edited, "
+            "use another checkpoint"
+        )
+    if why := bad_values(state):
+        raise CheckpointError(
+            f"{path}: its weights are broken: {why} (a run that diverged?); use an earlier checkpoint, "
+            f"such as the run's {CHECKPOINT_BEST}"
+        )
+    return config, tokenizer
+
+
+def check_resumable(ckpt: dict[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint that train.py --resume cannot continue: parts that do not fit (check_model_state),
+    or training state that is missing or does not fit the weights."""
+    check_model_state(ckpt, path)
+    if missing := [k for k in ("optimizer", "iter", "best_val_loss", "sampler", "rng") if k not in ckpt]:
+        raise CheckpointError(
+            f"{path} has no {', '.join(missing)}, so training cannot continue from it; "
+            "sample from it, or start a new run"
+        )
+    optimizer = ckpt["optimizer"]
+    moments = optimizer.get("state") if isinstance(optimizer, dict) else None
+    if not isinstance(moments, dict) or not isinstance(optimizer.get("param_groups"), list):
+        raise CheckpointError(f"{path}: its optimizer state is not AdamW's; start a new run")
+    for name, moment in moments.items():  # AdamW's running averages have their weight's shape
+        weight = ckpt["model"].get(name)
+        for key, value in moment.items() if isinstance(moment, dict) else []:
+            fits = weight is not None and isinstance(value, torch.Tensor) and value.shape == weight.shape
+            if key.startswith("exp_avg") and not fits:
+                raise CheckpointError(
+                    f"{path}: the optimizer's {key} of {name} does not fit the weights; the file was damaged "
+                    "or edited, start a new run or resume another checkpoint"
+                )
 
 
 def rng_state() -> dict[str, Any]:
@@ -182,22 +326,12 @@ def empty_model(config: ModelConfig) -> GPT:
 def load_model(path: str | Path, device: torch.device | str) -> tuple[GPT, Tokenizer, str]:
     """The GPT (eval mode, on device), its tokenizer, and how far it was trained, from a checkpoint."""
     ckpt = load_checkpoint(path, map_location="cpu", mmap=True)
-    if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["config"].get("model"), dict):
-        raise CheckpointError(f"{path} has no [model] config; it was not written by minigpt's trainer")
-    config = cli.from_dict(ModelConfig, ckpt["config"]["model"], where=[f" in {path}"])
-    tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
-    if tokenizer.vocab_size != config.vocab_size:
-        raise CheckpointError(f"{path}: its tokenizer has {tokenizer.vocab_size} tokens but the model "
-                              f"{config.vocab_size}; the checkpoint is inconsistent, use another one")
+    config, tokenizer = check_model_state(ckpt, path)
     model = empty_model(config)
-    try:
-        model.load_state_dict(ckpt["model"], assign=True)
-    except RuntimeError as e:  # torch lists each mismatched tensor on a line of its own
-        reason = " ".join(str(e).split())[:200]
-        raise CheckpointError(f"{path}: the weights do not fit its model config ({reason})") from None
+    model.load_state_dict(ckpt["model"], assign=True)
     if config.tie_weights:
         model.lm_head.weight = model.wte.weight  # assign=True gave the head a Parameter of its own
     trained = f"iter {ckpt.get('iter', '?')}"
-    if (best := ckpt.get("best_val_loss")) is not None and best != float("inf"):
+    if isinstance(best := ckpt.get("best_val_loss"), (int, float)) and math.isfinite(best):
         trained += f", best val loss {best:.4f}"
     return model.to(device).eval(), tokenizer, trained

@@ -10,6 +10,7 @@ the text (docs/sampling.md).
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -87,6 +88,13 @@ def for_decoding(model: GPT, dtype: torch.dtype = torch.float32) -> GPT:
     sampler's copy changes: checkpoints and training never see it, and it is not meant to be trained.
     """
     model.to(dtype).eval()
+    for name, p in model.named_parameters():  # finite before (checked on load): a weight too big for dtype
+        if not bool(torch.isfinite(p).all()):
+            dtype_name = str(dtype).removeprefix("torch.")
+            raise ValueError(
+                f"the weights do not fit in {dtype_name}: {name} holds values beyond its largest, "
+                f"{torch.finfo(dtype).max:g}; sample with dtype float32"
+            )
     for module in list(model.modules()):  # dropout does nothing in eval mode but still costs a call
         for name, child in module.named_children():
             if isinstance(child, nn.Dropout):
@@ -217,6 +225,8 @@ def generate(
         )
     if seed is not None and generator is not None:
         raise ValueError("give either seed or generator, not both; a seed builds the generator for you")
+    if seed is not None and not -(2**63) <= seed < 2**64:  # what torch.Generator.manual_seed takes
+        raise ValueError(f"seed must be in [0, 2**64) (got {seed})")
     idx = _as_batch(prompt, model.wte.weight.device)  # (B, T)
     if idx.size(1) == 0:
         raise ValueError("prompt is empty; give at least one token (e.g. a newline) to start from")
@@ -225,11 +235,59 @@ def generate(
             f"prompt has token ids outside [0, {vocab_size}); "
             "encode it with the tokenizer the model was trained with"
         )
+    # Sizes are Python ints, so an absurd request is refused here, with its figure, before torch overflows or
+    # fails to allocate
+    need = memory_needed(model, idx.size(0) * num_samples, idx.size(1), max_new_tokens, use_cache)
+    free = memory_free(idx.device)
+    if free is not None and need > free:
+        raise ValueError(
+            f"{idx.size(0) * num_samples} sample(s) of {idx.size(1)} prompt + {max_new_tokens} new tokens need about "
+            f"{_bytes(need)} of memory, and this machine has {_bytes(free)} free ({idx.device.type}); ask for fewer "
+            "samples (num_samples) or tokens (max_new_tokens)"
+        )
     if seed is not None:
         generator = torch.Generator(device=idx.device).manual_seed(seed)
     decoder = _Decoder(model, idx.repeat_interleave(num_samples, dim=0), max_new_tokens, use_cache, slide)
     sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
     return _stream(decoder, sampling, eos_id, on_logits, stats if stats is not None else GenerationStats())
+
+
+def memory_needed(model: GPT, batch: int, prompt_len: int, max_new_tokens: int, use_cache: bool = True) -> int:
+    """Bytes a generate() run holds at its peak, about: the token buffer (B, P + N), the KV caches, and one
+    forward pass over the widest context it feeds (the logits and attention scores are most of it)."""
+    c = model.config
+    total = prompt_len + max_new_tokens
+    tokens = batch * total * 8  # int64 ids
+    cache_len = min(c.block_size, total - 1)
+    caches = 2 * c.n_layer * batch * c.n_head * cache_len * c.head_size * 4 if use_cache else 0
+    width = min(c.block_size, total)
+    forward = batch * width * (c.vocab_size + c.n_head * width + c.ff_dim + 4 * c.n_embd) * 4  # float32 at most
+    return tokens + caches + forward
+
+
+def memory_free(device: torch.device) -> int | None:
+    """Bytes free for new tensors: the GPU's free memory, else the machine's available RAM; None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:  # Linux: memory available without swapping
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # elsewhere: all of the RAM
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return f"{n:,.0f} EiB"
 
 
 def _stream(decoder: _Decoder, sampling: dict, eos_id: int | None, on_logits: Callable | None,
@@ -246,6 +304,11 @@ def _stream(decoder: _Decoder, sampling: dict, eos_id: int | None, on_logits: Ca
         for step in range(decoder.max_new_tokens):
             with torch.inference_mode():
                 logits = decoder.next_logits()  # (B, vocab)
+                if step == 0 and not bool(torch.isfinite(logits).all()):  # checked once: a check per step costs
+                    raise ValueError(
+                        "the model's scores for the prompt are NaN or inf: its weights overflow (a run that "
+                        "diverged?); sample from an earlier checkpoint, or with dtype float32"
+                    )
                 if on_logits is not None:
                     on_logits(logits.clone())
                 token = sample_logits(logits, **sampling)  # (B,)

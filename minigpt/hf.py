@@ -24,7 +24,16 @@ from typing import Any
 import torch
 
 from minigpt import cli
-from minigpt.checkpoint import empty_model, find_checkpoint, load_model
+from minigpt.checkpoint import (
+    CheckpointError,
+    bad_values,
+    empty_model,
+    find_checkpoint,
+    is_state_dict,
+    load_model,
+    read_torch_file,
+    weights_mismatch,
+)
 from minigpt.config import ExportConfig, ModelConfig
 from minigpt.model import GPT
 from minigpt.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer
@@ -75,31 +84,91 @@ def _hub_cache() -> str:
     return str(constants.HF_HUB_CACHE)
 
 
+_SHAPE = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
+_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+_REQUIRED = object()
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """The settings in a folder's config.json; a file that does not hold them is refused, naming it."""
+    path = folder / "config.json"
+    try:
+        hf = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise HFError(f"cannot read {path}: {e.strerror or e}") from None
+    except (ValueError, RecursionError) as e:  # bad JSON or not UTF-8 (both ValueErrors), or nested beyond reason
+        reason = str(e) if isinstance(e, ValueError) else "nested too deeply"
+        raise HFError(f"{path} is not valid JSON ({reason[:120]}); save the model again with save_pretrained") from None
+    if not isinstance(hf, dict):
+        raise HFError(
+            f"{path} holds a JSON {_JSON_TYPES.get(type(hf), type(hf).__name__)}, not an object of settings "
+            'such as {"model_type": "gpt2", "n_layer": 12, ...}; save the model again with save_pretrained'
+        )
+    return hf
+
+
 def model_config(folder: Path, *, block_size: int | None = None, dropout: float = 0.0,
                  attn_impl: str = "manual") -> ModelConfig:  # fmt: skip
-    """The ModelConfig of an HF GPT-2 folder's config.json; block_size may crop its context."""
-    hf = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    """The ModelConfig of an HF GPT-2 folder's config.json; block_size may crop its context. Each setting
+    used is checked for its type (JSON gives no guarantee), and the shape must be one a GPT-2 can have."""
+    path, hf = folder / "config.json", read_config(folder)
     if hf.get("model_type") != "gpt2":
-        raise HFError(f"{folder} holds a {hf.get('model_type')!r} model; minigpt loads GPT-2 (model_type gpt2) only")
+        model_type = _brief(hf.get("model_type"))
+        raise HFError(f"{folder} holds a {model_type} model; minigpt loads GPT-2 (model_type gpt2) only")
+
+    def setting(key: str, valid: Any, kind: str, default: Any = _REQUIRED) -> Any:
+        if key not in hf and default is _REQUIRED:
+            raise HFError(
+                f"{path} has no {key}; a GPT-2's config.json gives {', '.join(_SHAPE)}: save the model "
+                "again with save_pretrained"
+            )
+        value = hf.get(key, default)
+        if not valid(value):
+            raise HFError(f"{path}: {key} must be {kind} (got {_brief(value)}); the file is damaged or was edited")
+        return value
+
+    def positive(v: Any) -> bool:
+        return type(v) is int and v > 0
+
+    shape = {key: setting(key, positive, "a positive integer") for key in _SHAPE}
+    n_inner = setting("n_inner", lambda v: v is None or positive(v), "a positive integer or null", None)
+    switches = {
+        "scale_attn_weights": True,
+        "tie_word_embeddings": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "add_cross_attention": False,
+    }
+    flags = {key: setting(key, lambda v: isinstance(v, bool), "true or false", on) for key, on in switches.items()}
+    activation = setting("activation_function", lambda v: isinstance(v, str), "a string", "gelu_new")
+    epsilon = setting("layer_norm_epsilon", lambda v: type(v) in (int, float), "a number", 1e-5)
     unsupported = {
-        "activation_function": hf.get("activation_function", "gelu_new") not in _ACTIVATIONS,
-        "scale_attn_by_inverse_layer_idx": hf.get("scale_attn_by_inverse_layer_idx", False),
-        "layer_norm_epsilon": hf.get("layer_norm_epsilon", 1e-5) != 1e-5,
-        "add_cross_attention": hf.get("add_cross_attention", False),
+        "activation_function": activation not in _ACTIVATIONS,
+        "scale_attn_by_inverse_layer_idx": flags["scale_attn_by_inverse_layer_idx"],
+        "layer_norm_epsilon": epsilon != 1e-5,
+        "add_cross_attention": flags["add_cross_attention"],
     }
     for key in (k for k, bad in unsupported.items() if bad):
-        raise HFError(f"{folder}/config.json sets {key}={hf[key]!r}, which minigpt's GPT does not implement")
-    n_positions = hf.get("n_positions", 1024)
+        raise HFError(f"{path} sets {key}={hf[key]!r}, which minigpt's GPT does not implement")
+    if shape["n_embd"] % shape["n_head"]:  # GPT-2 has no d_head of its own: n_embd is cut into n_head heads
+        raise HFError(
+            f"{path}: n_embd={shape['n_embd']} is not divisible by n_head={shape['n_head']}, so no GPT-2 has this "
+            "shape (it cuts n_embd into n_head equal heads); the file is damaged or was edited"
+        )
+    n_positions = shape["n_positions"]
     if block_size is not None and block_size > n_positions:
         raise HFError(f"model.block_size={block_size} is longer than the {n_positions} positions GPT-2 learned; "
                       f"use {n_positions} or less")  # fmt: skip
     return ModelConfig(
-        vocab_size=hf["vocab_size"], block_size=block_size or n_positions, n_layer=hf["n_layer"],
-        n_head=hf["n_head"], n_embd=hf["n_embd"], d_ff=hf.get("n_inner"), dropout=dropout, bias=True,
-        tie_weights=hf.get("tie_word_embeddings", True), attn_impl=attn_impl,
-        attn_score="scaled_dot" if hf.get("scale_attn_weights", True) else "dot",
-        activation=_ACTIVATIONS[hf.get("activation_function", "gelu_new")],
+        vocab_size=shape["vocab_size"], block_size=block_size or n_positions, n_layer=shape["n_layer"],
+        n_head=shape["n_head"], n_embd=shape["n_embd"], d_ff=n_inner, dropout=dropout, bias=True,
+        tie_weights=flags["tie_word_embeddings"], attn_impl=attn_impl,
+        attn_score="scaled_dot" if flags["scale_attn_weights"] else "dot", activation=_ACTIVATIONS[activation],
     )  # fmt: skip
+
+
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def with_shape(cfg: ModelConfig, *, crop: bool = True) -> ModelConfig:
@@ -111,26 +180,113 @@ def with_shape(cfg: ModelConfig, *, crop: bool = True) -> ModelConfig:
     return ModelConfig(**{**dataclasses.asdict(shape), "init_from": cfg.init_from})
 
 
-def stored_params(folder: Path) -> int:
-    """Parameters stored in an HF folder's weights, read from the file's header (mask buffers left out)."""
-    if not (folder / "model.safetensors").is_file():
-        return sum(v.numel() for k, v in read_weights(folder).items() if not k.endswith(_BUFFERS))
+def fine_tune_config(cfg: ModelConfig) -> ModelConfig:
+    """with_shape(cfg), for train.py: before any data or model is built, the GPT-2 that cfg.init_from names
+    must have weights that fit its config.json (read from the file's header where it has one) and GPT-2's
+    vocabulary, as fine-tuning reads text with GPT-2's tokenizer."""
+    shaped, folder = with_shape(cfg), find(str(cfg.init_from))
+    check_weights(folder, model_config(folder), stored_shapes(folder))
+    check_gpt2_vocab(folder, "model.init_from")
+    return shaped
+
+
+def check_gpt2_vocab(folder: Path, flag: str) -> None:
+    """Refuse a folder whose vocabulary is not GPT-2's (text is read with GPT-2's tokenizer), saying where it
+    came from when it is a char-level minigpt run's export."""
+    vocab_size = model_config(folder).vocab_size
+    if vocab_size == GPT2Tokenizer.vocab_size:
+        return
+    fix = "give a GPT-2 with GPT-2's vocabulary"
+    if (folder / "minigpt_tokenizer.json").is_file():  # hf.export writes it for char-level runs
+        fix = (
+            "it was exported from a char-level minigpt run: use that run's checkpoint instead "
+            "(sample.py --run RUN_DIR, or train.py --resume RUN_DIR)"
+        )
+    raise HFError(
+        f"{flag} {folder} has a vocabulary of {vocab_size} tokens, not GPT-2's {GPT2Tokenizer.vocab_size}, "
+        f"and minigpt reads its text with GPT-2's tokenizer; {fix}"
+    )
+
+
+def weights_file(folder: Path) -> Path:
+    """The folder's model.safetensors, else its pytorch_model.bin."""
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return folder / name
+    raise HFError(f"{folder} has no model.safetensors or pytorch_model.bin; save the model with save_pretrained")
+
+
+def stored_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+    """Each stored tensor's shape by its HF name (mask buffers left out), read from model.safetensors'
+    header alone; a pytorch_model.bin has no header, so it is loaded."""
+    file = weights_file(folder)
+    if file.suffix != ".safetensors":
+        return {k: tuple(v.shape) for k, v in _read(file).items()}
     from safetensors import safe_open
 
-    with safe_open(folder / "model.safetensors", framework="pt") as f:
-        shapes = [f.get_slice(k).get_shape() for k in f.keys() if not k.endswith(_BUFFERS)]
-    return sum(math.prod(shape) for shape in shapes)
+    try:
+        with safe_open(file, framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if not k.endswith(_BUFFERS)}
+    except Exception as e:  # SafetensorError: truncated, damaged, or not safetensors at all
+        raise _damaged(file, e) from None
+
+
+def stored_params(folder: Path) -> int:
+    """Parameters stored in an HF folder's weights (mask buffers left out)."""
+    return sum(math.prod(shape) for shape in stored_shapes(folder).values())
+
+
+def _damaged(file: Path, e: Exception) -> HFError:
+    if isinstance(e, OSError):
+        return HFError(f"cannot read {file}: {e.strerror or e}")
+    reason = " ".join(str(e).split())[:120] or type(e).__name__
+    return HFError(f"{file} is damaged or not a safetensors file ({reason}); download or export the model again")
+
+
+def _read(file: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file by HF name (mask buffers left out), loaded without running code."""
+    if file.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(file)
+        except Exception as e:  # SafetensorError: truncated, damaged, or not safetensors at all
+            raise _damaged(file, e) from None
+    else:
+        try:
+            state = read_torch_file(file, "PyTorch weights file")
+        except CheckpointError as e:
+            raise HFError(str(e)) from None
+        if not is_state_dict(state):
+            kind = type(state).__name__
+            raise HFError(f"{file} holds a {kind}, not a dict of named tensors; save the model with save_pretrained")
+    return {k: v for k, v in state.items() if not k.endswith(_BUFFERS)}
+
+
+def check_weights(folder: Path, config: ModelConfig, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Refuse stored tensors (HF names and shapes) that are not the GPT-2 config.json describes (config,
+    uncropped): no tensor is guessed at, and the position table is never cropped to fit silently."""
+    ours = {k.removeprefix("transformer."): shape for k, shape in shapes.items()}
+    if config.tie_weights and "wte.weight" in ours:
+        ours.setdefault("lm_head.weight", ours["wte.weight"])  # files leave the tied head out
+    if why := weights_mismatch(ours, config, transposed=_CONV1D):
+        c = config
+        said = f"vocab_size={c.vocab_size}, n_positions={c.block_size}, n_embd={c.n_embd}, n_layer={c.n_layer}"
+        raise HFError(
+            f"{weights_file(folder)} does not fit {folder / 'config.json'} ({said}, n_head={c.n_head}): {why}; "
+            "the two files come from different models, or one was damaged or edited"
+        )
 
 
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """The state dict in model.safetensors, else pytorch_model.bin (loaded without running code)."""
-    if (folder / "model.safetensors").is_file():
-        from safetensors.torch import load_file
-
-        return load_file(folder / "model.safetensors")
-    if (folder / "pytorch_model.bin").is_file():
-        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise HFError(f"{folder} has no model.safetensors or pytorch_model.bin; save the model with save_pretrained")
+    """The state dict in model.safetensors, else pytorch_model.bin (loaded without running code), once
+    checked against config.json: every name and shape, and finite floating-point values."""
+    file, config = weights_file(folder), model_config(folder)
+    state = _read(file)
+    check_weights(folder, config, {k: tuple(v.shape) for k, v in state.items()})
+    if why := bad_values(state):
+        raise HFError(f"{file}: {why}; these weights cannot be used, download or export the model again")
+    return state
 
 
 def from_hf_state(hf_state: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
@@ -154,9 +310,7 @@ def load(source: str, *, block_size: int | None = None, dropout: float = 0.0, at
     folder = find(source)
     config = model_config(folder, block_size=block_size, dropout=dropout, attn_impl=attn_impl)
     model = empty_model(config)  # no time spent on a random init that the weights replace
-    missing, unexpected = model.load_state_dict(from_hf_state(read_weights(folder), config), strict=False, assign=True)
-    if missing or unexpected:
-        raise HFError(f"{folder}'s weights do not fit its config.json: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    model.load_state_dict(from_hf_state(read_weights(folder), config), assign=True)  # every name and shape checked
     if config.tie_weights:
         model.lm_head.weight = model.wte.weight
     return model.to(device).eval()

@@ -7,6 +7,7 @@ Text goes to stdout as it is produced; the checkpoint picked and the speed go to
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,6 +25,11 @@ from minigpt.model import GPT
 from minigpt.roles import INDUCTION_LENGTH, format_roles, head_roles, induction_probe, uniform_scores
 from minigpt.tokenizer import GPT2_EOT, CharTokenizer, GPT2Tokenizer, Tokenizer, default_prompt, preview
 
+PROMPT_FILE_LIMIT = 1 << 24
+"""Characters a prompt file may hold: far more than any model here can see (it sees block_size tokens),
+and a bound on what reading /dev/zero or a wrong, huge file costs."""
+
+
 def read_prompt(cfg: SampleConfig, tokenizer: Tokenizer) -> tuple[str, list[int]]:
     """The text to start from and its ids: --prompt, --prompt_file, or the tokenizer's default.
     A literal <|endoftext|> in the text becomes that token where the tokenizer has it."""
@@ -33,11 +39,19 @@ def read_prompt(cfg: SampleConfig, tokenizer: Tokenizer) -> tuple[str, list[int]
     if cfg.prompt_file is not None:
         flag = f"--prompt_file {cfg.prompt_file}"
         try:
-            text = Path(cfg.prompt_file).read_text(encoding="utf-8")
+            with open(cfg.prompt_file, encoding="utf-8") as f:
+                text = f.read(PROMPT_FILE_LIMIT + 1)
         except FileNotFoundError:
             raise ValueError(f"{flag}: no such file") from None
+        except OSError as e:  # a folder, no permission: the user's file to fix, so bad input (exit 2)
+            raise ValueError(f"{flag}: cannot read it ({e.strerror or e})") from None
         except UnicodeDecodeError:
             raise ValueError(f"{flag} is not UTF-8 text; save it as UTF-8") from None
+        if len(text) > PROMPT_FILE_LIMIT:
+            raise ValueError(
+                f"{flag} holds more than {PROMPT_FILE_LIMIT:,} characters; the model sees only its last "
+                "block_size tokens, so give the end of it"
+            )
     if not text:
         raise ValueError(f"{flag} is empty; give some text to start from, or leave it out to start from a newline")
     if isinstance(tokenizer, CharTokenizer) and (unknown := sorted(set(text) - set(tokenizer.chars))):
@@ -102,7 +116,7 @@ def probe_attention(model: GPT, tokenizer: Tokenizer, ids: list[int], run_dir: P
     weights = model.attention_maps(ids)  # (n_layer, nh, T, T)
     labels, text = [tokenizer.decode_token(t) for t in ids], tokenizer.decode(ids)
     index = log_dir / "probes.jsonl"  # one line per probe: probe i is step i
-    step = len(index.read_text(encoding="utf-8").splitlines()) if index.is_file() else 0
+    step = index.read_bytes().count(b"\n") if index.is_file() else 0  # counted as bytes: any file counts
     roles, uniform = None, None
     if len(ids) >= 2:  # head roles; the induction probe draws the common tokens of this text (minigpt/roles.py)
         induction = induction_probe(ids, c.vocab_size, min(INDUCTION_LENGTH, c.block_size // 2))
@@ -139,10 +153,9 @@ def run(cfg: SampleConfig, out: TextIO, err: TextIO, stats: GenerationStats) -> 
     device = runtime.resolve_device(cfg.device)
     dtype = weights_dtype(cfg.dtype, device)
     if cfg.hf:  # a pretrained GPT-2; its attention probes go to runs/gpt2-<name>/
-        model, tokenizer = hf.load(cfg.hf, device=device), GPT2Tokenizer()
-        if model.config.vocab_size != tokenizer.vocab_size:
-            raise ValueError(f"--hf {cfg.hf} has a vocabulary of {model.config.vocab_size}, not GPT-2's "
-                             f"{tokenizer.vocab_size}; sample.py reads text with GPT-2's tokenizer")  # fmt: skip
+        folder = hf.find(cfg.hf)
+        hf.check_gpt2_vocab(folder, "--hf")  # before its weights are read
+        model, tokenizer = hf.load(str(folder), device=device), GPT2Tokenizer()
         source, why, trained = cfg.hf, "--hf", "pretrained"
         run_dir, about = Path(cfg.runs_dir) / f"hf-{Path(cfg.hf).name}", f"GPT-2 {cfg.hf}"
     else:
@@ -182,6 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = cli.parse(SampleConfig, sys.argv[1:] if argv is None else argv, prog="python sample.py")
         # A decoding step is many tiny ops; each multi-threaded op waits for every thread, so when
         # another job holds a core, 2 threads can run 100x slower than 1 (docs/benchmarks.md).
+        if cfg.threads > (cores := os.cpu_count() or 1):  # torch would take any number, up to an overflow
+            raise ValueError(
+                f"threads={cfg.threads} is more than the {cores} CPU cores of this machine; use 1 to {cores} "
+                "(1 is fastest on a shared machine)"
+            )
         torch.set_num_threads(cfg.threads)
         run(cfg, out, err, stats)
         return 0

@@ -82,7 +82,7 @@ def test_a_pickle_that_runs_code_is_refused_by_name(tmp_path):
     truncated = tmp_path / "half.pt"
     save_checkpoint(tmp_path / "full.pt", {"model": {"w": torch.ones(1000)}, "config": {}, "tokenizer": {}})
     truncated.write_bytes((tmp_path / "full.pt").read_bytes()[:500])
-    with pytest.raises(CheckpointError, match="truncated or not a PyTorch file"):
+    with pytest.raises(CheckpointError, match="half.pt is not a readable minigpt checkpoint: it is a zip archive, but truncated"):
         load_checkpoint(truncated)
 
 

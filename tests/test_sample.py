@@ -247,13 +247,13 @@ def test_prompt_file(run_dir, tmp_path, capsys):
         (["--prompt", "Héllo ü"], ["--prompt has 2 character(s)", "'é' 'ü'"]),
         (["--prompt", ""], ["--prompt is empty"]),
         (["--temperature", "-0.5"], ["temperature must be a finite number >= 0", "got -0.5"]),
-        (["--temperature", "inf"], ["temperature must be a finite number >= 0", "got inf"]),
-        (["--temperature", "nan"], ["temperature must be a finite number >= 0", "got nan"]),
+        (["--temperature", "inf"], ["temperature must be a finite number", "got inf"]),
+        (["--temperature", "nan"], ["temperature must be a finite number", "got nan"]),
         (["--top_k", "0"], ["top_k must be between 1 and the vocabulary size"]),
         (["--top-k", "1000"], ["top_k must be between 1", "got 1000"]),
         (["--top_p", "0"], ["top_p must be in (0, 1]"]),
         (["--top_p", "1.5"], ["top_p must be in (0, 1]"]),
-        (["--top_p", "nan"], ["top_p must be in (0, 1]", "got nan"]),
+        (["--top_p", "nan"], ["top_p must be", "got nan"]),
         (["--slide", "17"], ["slide must be between 1 and block_size=16"]),
         (["--max_new_tokens", "0"], ["max_new_tokens must be at least 1"]),
         (["--num_samples", "0"], ["num_samples must be at least 1"]),
@@ -287,11 +287,11 @@ def test_bad_prompt_files(run_dir, tmp_path, capsys):
 def test_a_file_that_is_not_a_checkpoint_or_is_truncated(run_dir, tmp_path, capsys):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint at all")
-    assert_one_line_error(*sample(capsys, "--ckpt", junk), "junk.pt is not a readable minigpt checkpoint")
+    assert_one_line_error(*sample(capsys, "--ckpt", junk), "junk.pt is not a minigpt checkpoint: it is neither a PyTorch zip")
     data = (run_dir / "ckpt_best.pt").read_bytes()
     cut = tmp_path / "cut.pt"
     cut.write_bytes(data[: len(data) // 2])
-    assert_one_line_error(*sample(capsys, "--ckpt", cut), "cut.pt is not a readable minigpt checkpoint")
+    assert_one_line_error(*sample(capsys, "--ckpt", cut), "cut.pt is not a readable minigpt checkpoint: it is a zip archive, but truncated")
     assert_one_line_error(*sample(capsys, "--ckpt", run_dir), "is a folder")
     assert_one_line_error(*sample(capsys, "--ckpt", tmp_path / "x.pt"), f"no checkpoint at {tmp_path / 'x.pt'}")
     assert_one_line_error(*sample(capsys, "--run", tmp_path / "nope"), "is not a folder")
