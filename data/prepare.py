@@ -4,47 +4,13 @@
     python data/prepare.py --data.tokenizer gpt2 --data.path my_notes/   # a folder of .txt files, GPT-2 BPE
     python data/prepare.py --data.path src/ --data.glob '**/*.py'  # a folder of Python sources
     python data/prepare.py configs/baby-gpt.toml                  # the [data] table of a run's config
+
+The work happens in minigpt/prepare_cli.py, which the installed command runs as `minigpt prepare`.
 """
 
 import sys
-import time
 
-from minigpt import cli
-from minigpt.config import PrepareConfig
-from minigpt.data import prepare
-
-
-def main(argv: list[str] | None = None) -> int:
-    try:
-        cfg = cli.parse(PrepareConfig, sys.argv[1:] if argv is None else argv, prog="python data/prepare.py",
-                        ignore=("model", "train", "log"))  # fmt: skip
-        start = time.perf_counter()
-        data = prepare(cfg.data, progress=not cfg.quiet)
-        meta = data.meta
-        print(f"{'reused' if data.reused else 'wrote'} {data.dir} in {time.perf_counter() - start:.2f}s")
-        if note := data.skipped_note():
-            print(f"  {note}")
-        print(f"  tokenizer {meta['tokenizer']['kind']}, vocab_size {meta['vocab_size']}, dtype {meta['dtype']}")
-        for split in ("train", "val"):
-            tokens, chars = meta[f"{split}_tokens"], meta[f"{split}_chars"]
-            print(f"  {data.dir / f'{split}.bin'}: {tokens:,} tokens ({chars:,} characters)")
-        print(f"  {data.dir / 'meta.json'}", flush=True)  # flushed here, so a reader that left is caught below
-        return 0
-    except SystemExit as e:  # --help
-        return e.code or 0
-    except BrokenPipeError:  # `python data/prepare.py | head -1`: the reader left
-        return cli.reader_left()
-    except ValueError as e:  # config and data errors: one line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # data reads and writes raise DataError; this is e.g. a config file that cannot be read
-        print(f"error: {e.filename or 'a file'}: {e.strerror or e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # prepare() removed its unfinished files; earlier complete ones are untouched
-        print("interrupted: no unfinished token files were kept; run the same command again to start over",
-              file=sys.stderr)  # fmt: skip
-        return 130
-
+from minigpt.prepare_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -25,6 +25,8 @@ from typing import Any, Literal, TypeVar
 import tomli_w
 import tyro
 
+from minigpt import shipped
+
 T = TypeVar("T")
 
 
@@ -33,8 +35,9 @@ class ConfigError(ValueError):
 
 
 def read_file(path: str | Path) -> dict[str, Any]:
-    """The raw tables of a .toml or .json config file."""
-    path = Path(path)
+    """The raw tables of a .toml or .json config file; configs/NAME.toml is the shipped one when the current
+    folder has no such file (minigpt/shipped.py)."""
+    path = shipped.find(path)
     if path.suffix.lower() not in (".toml", ".json"):
         raise ConfigError(f"config file {path} must end in .toml or .json")
     try:
@@ -49,8 +52,14 @@ def read_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+NONE_NOTE = '# "none" means None (unset): TOML has no null. Every minigpt config file and flag reads it so.\n'
+"""The first line of every config.toml minigpt writes. The key is written, not left out: a preset in the file
+would otherwise set it again (gpt3-small's d_head = 64 over a run's d_head = None)."""
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain TOML/JSON-ready data: nested dicts, lists for tuples, "none" for None (TOML has no null)."""
+    """Plain TOML/JSON-ready data: nested dicts, lists for tuples, "none" for None (TOML has no null; read
+    back as None, so an optional text setting cannot hold the word "none" itself)."""
 
     def plain(items: list[tuple[str, Any]]) -> dict[str, Any]:
         return {k: "none" if v is None else list(v) if isinstance(v, tuple) else v for k, v in items}
@@ -60,7 +69,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def to_toml(cfg: Any) -> str:
     """A config as TOML text that `parse` and `from_dict` read back to an equal config."""
-    return tomli_w.dumps(to_dict(cfg))
+    return NONE_NOTE + tomli_w.dumps(to_dict(cfg))
 
 
 def reader_left() -> int:

@@ -245,17 +245,17 @@ class SampleConfig:
 
     ckpt: str | None = None  # A checkpoint file, e.g. runs/NAME/ckpt_latest.pt.
     hf: str | None = None  # A Hugging Face GPT-2 instead: a hub name (gpt2, gpt2-medium, ...) or an HF folder.
-    run: str | None = None  # A run folder: its ckpt_best.pt, else ckpt_latest.pt. Default: the newest under runs_dir.
+    run: str | None = None  # A run folder: its ckpt_best.pt, else ckpt_latest.pt. None: the newest under runs_dir.
     runs_dir: str = "runs"  # Where to look for the newest run.
-    prompt: str | None = None  # Text to continue (default: a newline, or <|endoftext|> for GPT-2 BPE).
+    prompt: str | None = None  # Text to continue. None: a newline, or <|endoftext|> for GPT-2 BPE.
     prompt_file: str | None = None  # Read the prompt from this UTF-8 file instead.
     num_samples: int = 1  # Independent samples to draw.
     max_new_tokens: int = 500  # Tokens to generate per sample.
     temperature: float = 0.8  # 0 is greedy, 1 the model's own distribution.
     top_k: int | None = None  # Sample among the k most likely tokens only.
     top_p: float | None = None  # Nucleus sampling: keep the most likely tokens up to probability p, in (0, 1].
-    seed: int | None = None  # Same seed, same text (default: a random seed, printed on stderr).
-    slide: int | None = None  # Past block_size, move the context window by this many tokens (default: block_size // 2).
+    seed: int | None = None  # Same seed, same text. None: a random seed, printed on stderr.
+    slide: int | None = None  # Past block_size, move the context window by this many tokens. None: block_size // 2.
     kv_cache: bool = True  # Reuse keys and values of earlier tokens; --no_kv_cache recomputes the whole context (slow).
     device: DEVICES = "auto"  # Where to run; auto picks CUDA, then Apple MPS, then CPU.
     dtype: DTYPES = "auto"  # Weights' dtype; float16 halves the bytes a token reads. auto: bfloat16 on CUDA, else float32.
@@ -280,11 +280,12 @@ class SampleConfig:
 
 @dataclass(frozen=True)
 class ParamsConfig:
-    """Count a model's parameters, training FLOPs and memory from its config (a preset or a run's file)."""
+    """Count a model's parameters, training FLOPs and memory from its config: --model.preset NAME, a run's
+    CONFIG.toml, or --model.* flags (over the model defaults below). With no arguments: the presets only."""
 
-    model: ModelConfig = field(default_factory=lambda: ModelConfig.from_preset("gpt3-175b"))
+    model: ModelConfig = field(default_factory=ModelConfig)
     batch_size: int = 1  # Sequences per batch, for the memory estimate.
-    seq_len: int | None = None  # Sequence length for FLOPs and memory (default: model.block_size).
+    seq_len: int | None = None  # Sequence length for FLOPs and memory. None: model.block_size.
 
     def __post_init__(self) -> None:
         _check_fields(self, "", batch_size=1, seq_len=1)
@@ -311,7 +312,7 @@ class BenchConfig:
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default.
     markdown: bool = False  # Print Markdown tables.
     json: str | None = None  # Also write the rows as JSON to this file.
-    ckpt: str | None = None  # For dtypes: the checkpoint to compare (default: the newest run's best under runs/).
+    ckpt: str | None = None  # For dtypes: the checkpoint to compare. None: the newest run's best under runs/.
     corpus_gb: tuple[float, ...] = (0.2,)  # For prepare: sizes of synthetic corpora in GB, written to the temp folder, then deleted.
     corpus_files: int = 1  # For prepare: write each corpus as a folder of this many .txt files (1: one file).
     tokenizer: Literal["char", "gpt2"] = "gpt2"  # For prepare: the tokenizer (data.tokenizer).
@@ -330,6 +331,6 @@ class BenchConfig:
 class ExportConfig:
     """Export a minigpt run as a Hugging Face GPT-2 folder (config.json, model.safetensors, tokenizer files)."""
 
-    out: str = ""  # The new folder to write (default: hf/ inside the run folder).
-    run: str | None = None  # A run folder: its ckpt_best.pt, else ckpt_latest.pt. Default: the newest under runs/.
+    out: str = ""  # The new folder to write; empty: hf/ inside the run folder.
+    run: str | None = None  # A run folder: its ckpt_best.pt, else ckpt_latest.pt. None: the newest under runs/.
     ckpt: str | None = None  # A checkpoint file instead of a run folder.

@@ -1,6 +1,7 @@
 """Parameter, FLOP and memory accounting from a ModelConfig alone (nothing is allocated).
 
-    python -m minigpt.params [--model.preset gpt2 | configs/gpt2.toml] [--batch_size 8]   # default: gpt3-175b
+    python -m minigpt.params --model.preset gpt3-175b [--batch_size 8]   # or configs/gpt2.toml, or --model.* flags
+    python -m minigpt.params                                             # no model: the presets against published sizes
 """
 
 from __future__ import annotations
@@ -147,9 +148,20 @@ def format_preset_table() -> str:
     return text_table(rows)
 
 
+NO_MODEL = "no model given: pick one with --model.preset NAME (a preset above), a CONFIG.toml, or --model.* flags"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:  # no model given: rather than a silent default size, the sizes there are to choose from
+        try:
+            print(f"Presets against published sizes (GPT-3: Brown et al. 2020, Table 2.1)\n\n{format_preset_table()}")
+            print(f"\n{NO_MODEL}")
+        except BrokenPipeError:
+            return cli.reader_left()
+        return 0
     try:
-        cfg = cli.parse(ParamsConfig, sys.argv[1:] if argv is None else argv, prog=PROG, ignore=TRAIN_ONLY_TABLES)
+        cfg = cli.parse(ParamsConfig, argv, prog=PROG, ignore=TRAIN_ONLY_TABLES)
         model, stored = cfg.model, None
         if model.init_from:  # a real GPT-2: its config.json gives the shape, its weights file the stored count
             from minigpt import hf
@@ -163,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if stored is not None:
         verdict = "equal" if stored == count_params(model)["total"] else "NOT equal"
         print(f"{model.init_from}: {stored:,} parameters stored in its weights file, {verdict} to the count below\n")
-    name = model.init_from or model.preset or "a custom model"
+    name = model.init_from or model.preset or ("the default ModelConfig" if model == ModelConfig() else "a custom model")
     if model.preset and count_params(model) != count_params(ModelConfig.from_preset(model.preset)):
         name += ", resized"
     try:

@@ -19,7 +19,7 @@ import torch
 from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
-from minigpt import cli, hf, runtime
+from minigpt import cli, hf, runtime, shipped
 from minigpt.checkpoint import (
     CHECKPOINT_BEST, CHECKPOINT_LATEST, CheckpointError, load_checkpoint, remove_stale_temp_files, write_failure,
 )  # fmt: skip
@@ -33,8 +33,8 @@ from minigpt.roles import INDUCTION_LENGTH, copy_losses, head_roles, induction_p
 from minigpt.tokenizer import Tokenizer, TokenizerError, default_prompt
 from minigpt.trainer import NonFiniteLossError, RunFolderLost, Trainer
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-DEFAULT_RUNS = {"cpu": CONFIGS / "shakespeare-char-cpu.toml", "gpu": CONFIGS / "baby-gpt.toml"}
+# the repository's configs/, or their copies inside an installed package (minigpt/shipped.py)
+DEFAULT_RUNS = {"cpu": shipped.path("configs/shakespeare-char-cpu.toml"), "gpu": shipped.path("configs/baby-gpt.toml")}
 """The run `python train.py` does without a config file, by the hardware it finds."""
 
 USAGE_EXTRA = """
@@ -71,7 +71,7 @@ def resolve(argv: list[str]) -> tuple[RunConfig, dict[str, Any] | None, Path | N
     if not resuming:
         if cfg.model.init_from:  # GPT-2's own shape and tokenizer (docs/gpt2.md)
             cfg = dataclasses.replace(cfg, model=hf.fine_tune_config(cfg.model), data=dataclasses.replace(cfg.data, tokenizer="gpt2"))
-        return cfg, None, None
+        return shipped_corpus(cfg), None, None
     if target:  # load_checkpoint tells when there is none
         path = Path(target) / CHECKPOINT_LATEST if Path(target).is_dir() else Path(target)
     else:
@@ -88,7 +88,13 @@ def resolve(argv: list[str]) -> tuple[RunConfig, dict[str, Any] | None, Path | N
                 f"cannot resume {path}: {section}.{key} is {old[key]!r} in the checkpoint but {new[key]!r} "
                 "now; drop the override or start a new run"
             )
-    return cfg, ckpt, path
+    return shipped_corpus(cfg), ckpt, path
+
+
+def shipped_corpus(cfg: RunConfig) -> RunConfig:
+    """Outside the repository, data/shakespeare/input.txt (the default) and the shipped configs' corpora mean
+    the copies that ship with minigpt; runs and the token cache are still written under the current folder."""
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(shipped.find(cfg.data.path))))
 
 
 def prepare_data(cfg: DataConfig, rt: runtime.Runtime) -> PreparedData:
@@ -228,6 +234,9 @@ def header(cfg: RunConfig, data: PreparedData, rt: runtime.Runtime, run_dir: Pat
         f"batch:     {t.batch_size} x {cfg.model.block_size} tokens x {t.grad_accum} accumulation = "
         f"{t.batch_size * cfg.model.block_size * t.grad_accum:,} tokens per step",
         f"run:       {run_dir}" + (f"  (resumed at iter {resumed_at})" if resumed_at is not None else ""),
+        *([f"corpus:    {cfg.data.path}  (shipped with minigpt)",
+           f"outputs:   {Path(t.out_dir).resolve()} and {Path(cfg.data.cache_dir).resolve()}  (under the current "
+           "folder unless set otherwise)"] if shipped.is_copy(cfg.data.path) else []),
         "",
     ])  # fmt: skip
 

@@ -6,7 +6,9 @@ import pytest
 
 from minigpt import cli
 from minigpt.cli import ConfigError
-from minigpt.config import BenchConfig, ModelConfig, RunConfig, SampleConfig, TrainConfig
+from minigpt.config import (
+    BenchConfig, ExportConfig, ModelConfig, ParamsConfig, PrepareConfig, RunConfig, SampleConfig, TrainConfig,
+)
 
 
 def parse(argv, cls=RunConfig, **kw):
@@ -171,3 +173,30 @@ def test_none_is_spelled_as_in_config_files():
     for argv in (["--top_k", "none"], ["--top_k=none"], ["--top-k", "None"]):
         assert cli.parse(SampleConfig, ["--top_k", "5", *argv], prog="x").top_k is None
     assert cli.parse(RunConfig, ["--data.path", "none"], prog="x").data.path == "none"  # a str field keeps it
+
+
+@pytest.mark.parametrize("cls", [RunConfig, SampleConfig, PrepareConfig, ParamsConfig, BenchConfig, ExportConfig])
+def test_help_gives_each_default_once(cls, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")  # one column of boxes
+    with pytest.raises(SystemExit):
+        parse(["--help"], cls)
+    entries = []  # each setting's flag and text, its wrapped lines joined
+    for line in capsys.readouterr().out.lower().splitlines():
+        line = line.strip(" │")
+        if line.startswith("-"):
+            entries.append(line)
+        elif entries and line and line[0] not in "╭╰─":
+            entries[-1] += " " + line
+    assert sum("(default:" in entry for entry in entries) >= 3
+    assert [e for e in entries if e.count("default:") > 1] == []  # e.g. "(default: a newline). (default: none)"
+
+
+def test_none_round_trips_through_config_toml_even_over_a_preset(tmp_path):
+    # gpt3-small's preset sets d_head = 64: leaving the key out would bring it back, "none" keeps it unset
+    cfg = parse(["--model.preset=gpt3-small", "--model.d_head=none", "--data.hf_config=none"])
+    assert cfg.model.d_head is None and cfg.model.preset == "gpt3-small"
+    text = cli.save(cfg, tmp_path / "config.toml").read_text()
+    assert text.startswith(cli.NONE_NOTE) and text.splitlines()[0].startswith("# ")
+    assert 'd_head = "none"' in text and 'hf_config = "none"' in text
+    assert parse([str(tmp_path / "config.toml")]) == cfg
+    assert cli.from_dict(RunConfig, cli.read_file(tmp_path / "config.toml")).model.d_head is None

@@ -112,10 +112,12 @@ def test_human_and_text_table():
 def test_table_and_cli(capsys):
     table = format_param_table(ModelConfig.from_preset("gpt2"))
     assert "124.44M" in table and "tied to wte" in table
-    assert main([]) == 0  # gpt3-175b by default
+    assert main([]) == 0  # no model given: the presets to choose from, and how, but no silent default size
     out = capsys.readouterr().out
-    assert "Parameters of gpt3-175b" in out
+    assert "Parameters of" not in out and "no model given: pick one with --model.preset NAME" in out
     assert "174.60B" in out and "175.00B" in out and "gpt3-13b" in out
+    assert main(["--batch_size", "2"]) == 0  # flags alone start from the model defaults, and say so
+    assert "Parameters of the default ModelConfig\n" in capsys.readouterr().out
     assert main(["--model.preset", "gpt2", "--batch-size", "8"]) == 0
     out = capsys.readouterr().out
     assert "Parameters of gpt2\n" in out and "124.44M" in out and "batch 8" in out
@@ -128,6 +130,14 @@ def test_cli_reads_the_model_table_of_a_file_then_flags(tmp_path, capsys):
     path.write_text('[model]\npreset = "gpt2"\nn_layer = 6\n')
     assert main([str(path), "--model.n_layer", "12"]) == 0
     assert "124.44M" in capsys.readouterr().out
+
+
+def test_a_file_without_a_preset_starts_from_the_model_defaults(capsys):
+    # configs/induction.toml sets n_layer, n_head, n_embd and block_size: no 175B vocabulary or d_head underneath
+    assert main(["configs/induction.toml"]) == 0
+    expected = count_params(ModelConfig(n_layer=2, n_head=4, n_embd=128, block_size=64))["total"]
+    out = capsys.readouterr().out
+    assert "Parameters of a custom model\n" in out and f"total {human(expected)}" in " ".join(out.split())
 
 
 def test_cli_reads_configs_and_a_runs_saved_config(tmp_path, capsys):
