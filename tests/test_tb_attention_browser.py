@@ -49,6 +49,8 @@ TOKENS = ["To", " be", ",", " or", "\n", "not", "\t", " be"]
 STEPS = [0, 10, 20]
 N_LAYER, N_HEAD, T = 2, 2, len(TOKENS)
 TAG = "minigpt_attention/text"
+ROLES = ("previous_token", "first_token", "induction")
+UNIFORM = {"induction": 0.3}
 
 
 def causal_softmax(scores: np.ndarray) -> np.ndarray:
@@ -64,18 +66,29 @@ def write_run(folder: Path) -> None:
     rng = np.random.default_rng(0)
     for step in STEPS:
         weights = causal_softmax(3 * rng.standard_normal((N_LAYER, N_HEAD, T, T)))
-        scores = {role: rng.random((N_LAYER, N_HEAD)) for role in ("previous_token", "first_token", "induction")}
+        scores = {role: rng.random((N_LAYER, N_HEAD)) for role in ROLES}
         loss = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="loss/induction_second_copy", simple_value=4.0 - step / 10)])
-        for summary in (attention_summary(weights, TOKENS, list(range(T))), roles_summary(scores, {"induction": 0.1}), loss):
+        for summary in (attention_summary(weights, TOKENS, list(range(T))), roles_summary(scores, UNIFORM), loss):
             writer.add_event(event_pb2.Event(step=step, wall_time=time.time(), summary=summary))
     writer.close()
 
 
-def logged_attention(folder: Path) -> dict[int, np.ndarray]:
-    """What the event file holds, read back by TensorBoard's own reader: step -> (n_layer, n_head, T, T)."""
+def logged(folder: Path, tag: str) -> dict[int, np.ndarray]:
+    """What the event file holds, read back by TensorBoard's own reader: step -> array."""
     accumulator = event_accumulator.EventAccumulator(str(folder), size_guidance={event_accumulator.TENSORS: 0})
     accumulator.Reload()
-    return {event.step: tensor_util.make_ndarray(event.tensor_proto) for event in accumulator.Tensors(TAG)}
+    return {event.step: tensor_util.make_ndarray(event.tensor_proto) for event in accumulator.Tensors(tag)}
+
+
+def expected_badges(scores: np.ndarray) -> str:
+    """Each head's strongest role (furthest above uniform attention) and its score, as the model view draws them."""
+    uniform = np.array([UNIFORM.get(role, 0.0) for role in ROLES])[:, None, None]
+    best = (scores - uniform).argmax(0)  # (n_layer, n_head)
+    return ";".join(
+        f"{layer},{head},{ROLES[best[layer, head]]},{scores[best[layer, head], layer, head]:.3f}"
+        for layer in range(N_LAYER)
+        for head in range(N_HEAD)
+    )
 
 
 def free_port() -> int:
@@ -115,7 +128,7 @@ def tensorboard(tmp_path_factory):
             if time.time() > deadline:
                 pytest.fail("TensorBoard did not list the run within 30 s")
             time.sleep(0.3)
-        yield url, logged_attention(logdir / "tiny")
+        yield url, logged(logdir / "tiny", TAG), logged(logdir / "tiny", "minigpt_attention_roles/text")
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -165,8 +178,8 @@ def assert_weights_match(shown, logged: np.ndarray, layer: int, query: int, head
 
 
 def test_attention_tab_shows_the_logged_weights_and_follows_the_slider_and_the_grid(tensorboard, browser):
-    url, logged = tensorboard
-    assert sorted(logged) == STEPS
+    url, logged, roles = tensorboard
+    assert sorted(logged) == sorted(roles) == STEPS
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -180,6 +193,7 @@ def test_attention_tab_shows_the_logged_weights_and_follows_the_slider_and_the_g
     assert queries == ["To", "\u2423be", ",", "\u2423or", "\u21b5", "not", "\u21e5", "\u2423be"]
     assert frame.locator("#run option[disabled]").all_text_contents() == ["no_attention (no attention tensors)"]
     assert frame.locator(".cell").count() == N_LAYER * N_HEAD
+    assert frame.locator("#grid-canvas").get_attribute("data-badges") == expected_badges(roles[20])
 
     query = 6
     assert_weights_match(shown_weights(frame, query), logged[20], layer=0, query=query, heads={0})
@@ -188,6 +202,8 @@ def test_attention_tab_shows_the_logged_weights_and_follows_the_slider_and_the_g
     frame.locator("#step").fill("1")
     frame.wait_for_function("document.body.dataset.step === '10'")
     assert "step 10" in frame.locator("#step-label").text_content()
+    assert frame.locator("#grid-canvas").get_attribute("data-badges") == expected_badges(roles[10])
+    assert frame.locator("#chart-legend .v").last.text_content() == "3.000"  # the second-copy loss at step 10
     assert_weights_match(shown_weights(frame, query), logged[10], layer=0, query=query, heads={0})
 
     # a model-view cell opens its layer and head in the head view

@@ -29,6 +29,7 @@ const VIRIDIS = (
 ).split(" ");
 const MASKED_RGB = [0xd9, 0xd9, 0xd9]; // the causal mask's grey, as in the PNG maps
 const PLAY_INTERVAL_MS = 700;
+const LINE_LEVELS = 64; // opacity levels of the head view's lines
 const REFRESH_INTERVAL_MS = 30000;
 const CACHE_BYTES = 160e6; // decoded steps kept in memory (float32)
 
@@ -194,6 +195,21 @@ const COLOUR_TABLE = (() => {
   return table;
 })();
 
+// The same colours as packed RGBA pixels indexed by round(weight * 4095): the model view writes one
+// 32-bit value per pixel instead of taking a square root and three bytes (12 x 12 heads at 64 tokens
+// are 590,000 pixels a step).
+const WEIGHT_LEVELS = 4096;
+const PIXEL_TABLE = (() => {
+  const table = new Uint32Array(WEIGHT_LEVELS);
+  const bytes = new Uint8Array(table.buffer);
+  for (let i = 0; i < WEIGHT_LEVELS; i++) {
+    const c = Math.round(Math.sqrt(i / (WEIGHT_LEVELS - 1)) * 255) * 3;
+    bytes.set([COLOUR_TABLE[c], COLOUR_TABLE[c + 1], COLOUR_TABLE[c + 2], 255], i * 4);
+  }
+  return table;
+})();
+const MASKED_PIXEL = new Uint32Array(new Uint8Array([...MASKED_RGB, 255]).buffer)[0];
+
 function formatStep(step) {
   return step.toLocaleString("en-US");
 }
@@ -244,17 +260,12 @@ h2 .hint { font-weight: 400; color: var(--muted); font-size: 12px; }
 .error { color: #b71c1c; }
 .inline-message { color: var(--muted); padding: 12px 0; }
 
-.grid { display: grid; gap: 3px; align-items: start; }
-.grid .axis { font-size: 11px; color: var(--muted); text-align: center; align-self: center; }
-.cell { position: relative; cursor: pointer; border: 2px solid transparent; border-radius: 2px; padding: 0; }
+.grid { position: relative; }
+#grid-canvas { display: block; }
+.cell { position: absolute; cursor: pointer; border: 2px solid transparent; border-radius: 3px; }
 .cell:hover { border-color: #90caf9; }
-.cell.focused { border-color: var(--focus); }
-.cell.shown { background: #e3f2fd; }
-.cell canvas { display: block; width: 100%; image-rendering: pixelated; }
-.badge { display: block; font-size: 9px; line-height: 13px; height: 13px; text-align: center; border-radius: 2px;
-  color: #fff; white-space: nowrap; overflow: hidden; text-overflow: clip; letter-spacing: -0.2px;
-  font-variant-numeric: tabular-nums; margin-top: 1px; }
-.badge.weak { background: #eeeeee !important; color: var(--muted); }
+.cell.shown { border-color: var(--c); }
+.cell.focused { box-shadow: 0 0 0 1px var(--fg); }
 .legend { display: flex; flex-wrap: wrap; gap: 4px 12px; margin-top: 8px; font-size: 11px; color: var(--muted);
   align-items: center; }
 .legend .chip { display: inline-block; width: 10px; height: 10px; border-radius: 2px; vertical-align: -1px;
@@ -371,7 +382,12 @@ function buildPage(root) {
   el.tooltip = h("div", { class: "tooltip", id: "tooltip" });
   root.append(h("div", { id: "app" }, toolbar, el.message, el.main), el.tooltip);
   document.addEventListener("keydown", onKey);
-  window.addEventListener("resize", () => state.weights && drawAll());
+  window.addEventListener("resize", () => {
+    if (!state.weights) return;
+    fitGrid();
+    buildHeadView();
+    drawAll();
+  });
 }
 
 function showMessage(title, body, { error = false, retry = false } = {}) {
@@ -517,16 +533,17 @@ async function selectProbe(name) {
   // stay at the same training step where this probe has it, else show the newest
   const index = probe.steps.indexOf(previousStep);
   setSlider(index >= 0 ? index : probe.steps.length - 1);
+  // the tokens, the roles and the shown step's weights load side by side
+  attention(state.run, probe, probe.steps[state.stepIndex]).catch(() => null); // showStep reports errors
   try {
-    const tokens = await getJson("tokens", { run: state.run, probe: name });
+    const [tokens] = await Promise.all([getJson("tokens", { run: state.run, probe: name }), loadRoles()]);
     if (token !== state.loadToken) return;
     state.tokens = tokens.tokens;
   } catch (err) {
+    if (token !== state.loadToken) return;
     showMessage(`Could not load the tokens of ${state.run} / ${name}`, [[err.message]], { error: true, retry: true });
     return;
   }
-  await loadRoles();
-  if (token !== state.loadToken) return;
   showMain();
   buildGrid();
   buildHeadView();
@@ -583,80 +600,111 @@ async function showStep(index) {
     return;
   }
   if (token !== state.loadToken) return; // the user has moved on
+  const fetched = performance.now();
   if (!el.grid.querySelector("canvas")) buildGrid();
   state.weights = weights;
   drawAll();
   const ended = performance.now();
-  marks.redraws.push({ step: probe.steps[index], start: started, end: ended });
+  marks.redraws.push({ step: probe.steps[index], start: started, fetched, end: ended });
   if (marks.redraws.length > 200) marks.redraws.shift();
   if (marks.modelViewDrawn === null) marks.modelViewDrawn = ended;
   document.body.dataset.step = String(probe.steps[index]); // tests wait on this
   prefetchAround(index);
 }
 
-let prefetching = false;
+let prefetchRound = 0;
 
 // Fetch the other steps in the background, nearest first, one at a time, so that the slider and
-// play move through memory rather than the network.
+// play move through memory rather than the network. A newer round (another run or probe) ends this one.
 async function prefetchAround(index) {
-  if (prefetching) return;
-  prefetching = true;
-  try {
-    const probe = state.probe;
-    const run = state.run;
-    const order = probe.steps
-      .map((step, i) => [Math.abs(i - index) + (i < index ? 0.5 : 0), step])
-      .sort((a, b) => a[0] - b[0])
-      .map(([, step]) => step);
-    const limit = Math.max(4, Math.floor(CACHE_BYTES / (probe.n_layer * probe.n_head * probe.T * probe.T * 4)) - 2);
-    for (const step of order.slice(0, limit)) {
-      if (state.probe !== probe || state.run !== run) break;
-      await attention(run, probe, step).catch(() => null);
-    }
-  } finally {
-    prefetching = false;
+  const round = ++prefetchRound;
+  const { run, probe } = state;
+  const order = probe.steps
+    .map((step, i) => [Math.abs(i - index) + (i < index ? 0.5 : 0), step])
+    .sort((a, b) => a[0] - b[0])
+    .map(([, step]) => step);
+  const limit = Math.max(4, Math.floor(CACHE_BYTES / (probe.n_layer * probe.n_head * probe.T * probe.T * 4)) - 2);
+  for (const step of order.slice(0, limit)) {
+    if (round !== prefetchRound) return;
+    await attention(run, probe, step).catch(() => null);
   }
 }
 
 // ---------------------------------------------------------------------------------------------------
 // model view
 
+// Where things sit in the model view's canvas (CSS pixels): a label column, a header row, then one
+// cell per head, its heatmap above its role badge.
+const GRID = { left: 24, top: 16, gap: 6, badge: 13 };
+
 function cellSize() {
   const { n_layer: nl, n_head: nh } = state.probe;
-  const panel = el.grid.parentElement;
-  const width = panel.clientWidth - 28 - 24; // padding and the layer labels
-  const height = window.innerHeight - el.main.getBoundingClientRect().top - 90; // title, head row, legend
-  const byWidth = Math.floor(width / nh) - 7; // gap and borders
-  const byHeight = Math.floor(height / nl) - 21; // badge, gap and borders
-  return Math.max(30, Math.min(110, byWidth, Math.max(byHeight, 30)));
+  const width = el.grid.parentElement.clientWidth - 28 - GRID.left;
+  const height = window.innerHeight - el.main.getBoundingClientRect().top - 72 - GRID.top; // title, legend
+  const byWidth = Math.floor(width / nh) - GRID.gap;
+  const byHeight = Math.floor(height / nl) - GRID.gap - GRID.badge;
+  return Math.max(28, Math.min(120, byWidth, byHeight));
 }
 
+function cellOrigin(layer, head) {
+  return [GRID.left + head * (el.cellSize + GRID.gap), GRID.top + layer * (el.cellSize + GRID.badge + GRID.gap)];
+}
+
+// One canvas for all heads: 144 small canvases cost the browser more to lay out and composite than
+// the pixels cost to compute. The clickable cells are plain elements over it that never change with
+// the step, so a step redraws pixels only.
 function buildGrid() {
   const { n_layer: nl, n_head: nh, T } = state.probe;
-  const size = cellSize();
-  el.grid.style.gridTemplateColumns = `20px repeat(${nh}, ${size + 4}px)`;
-  const children = [h("div")];
-  for (let head = 0; head < nh; head++) children.push(h("div", { class: "axis" }, `H${head}`));
+  el.atlas = document.createElement("canvas"); // every head at T x T pixels, scaled when painted
+  el.atlas.width = nh * T;
+  el.atlas.height = nl * T;
+  el.atlasContext = el.atlas.getContext("2d");
+  el.atlasImage = el.atlasContext.createImageData(nh * T, nl * T);
+  el.atlasPixels = new Uint32Array(el.atlasImage.data.buffer);
+  el.gridCanvas = h("canvas", { id: "grid-canvas" });
   el.cells = [];
+  const cells = [];
   for (let layer = 0; layer < nl; layer++) {
-    children.push(h("div", { class: "axis" }, `L${layer}`));
     const row = [];
     for (let head = 0; head < nh; head++) {
-      const canvas = h("canvas", { width: String(T), height: String(T) });
-      canvas.style.height = `${size}px`;
-      const badge = h("span", { class: "badge" });
-      const cell = h("div", { class: "cell", "data-layer": String(layer), "data-head": String(head) }, canvas, badge);
+      const cell = h("div", { class: "cell", "data-layer": String(layer), "data-head": String(head) });
+      cell.style.setProperty("--c", headColour(head));
       cell.addEventListener("click", () => selectHead(layer, head));
       cell.addEventListener("mousemove", (event) => showTooltip(event, cellTooltip(layer, head)));
       cell.addEventListener("mouseleave", hideTooltip);
-      row.push({ cell, canvas, badge, image: canvas.getContext("2d").createImageData(T, T) });
-      children.push(cell);
+      row.push(cell);
+      cells.push(cell);
     }
     el.cells.push(row);
   }
-  el.grid.replaceChildren(...children);
+  el.grid.replaceChildren(el.gridCanvas, ...cells);
   el.gridTitle.textContent = `${nl} layers \u00d7 ${nh} heads \u00b7 click a head to open it`;
+  fitGrid();
   buildGridLegend();
+}
+
+// Size the canvas and place the cells for the window (on load and on resize, not at every step).
+function fitGrid() {
+  const { n_layer: nl, n_head: nh } = state.probe;
+  const size = (el.cellSize = cellSize());
+  const dpr = window.devicePixelRatio || 1;
+  const width = GRID.left + nh * (size + GRID.gap);
+  const height = GRID.top + nl * (size + GRID.badge + GRID.gap);
+  el.gridCanvas.width = Math.round(width * dpr);
+  el.gridCanvas.height = Math.round(height * dpr);
+  el.gridCanvas.style.width = `${width}px`;
+  el.gridCanvas.style.height = `${height}px`;
+  for (let layer = 0; layer < nl; layer++) {
+    for (let head = 0; head < nh; head++) {
+      const [x, y] = cellOrigin(layer, head);
+      Object.assign(el.cells[layer][head].style, {
+        left: `${x - 3}px`,
+        top: `${y - 3}px`,
+        width: `${size + 6}px`,
+        height: `${size + GRID.badge + 6}px`,
+      });
+    }
+  }
 }
 
 function buildGridLegend() {
@@ -670,11 +718,12 @@ function buildGridLegend() {
   ctx.putImageData(image, 0, 0);
   const items = [h("span", {}, "weight 0", scale, "1 (square-root scale; grey: masked)")];
   if (state.roles) {
-    for (const role of state.roles.roles) {
+    // each head's badge: its strongest role, that is the one furthest above uniform attention
+    const roles = state.roles.roles.map((role) => {
       const style = ROLE_STYLE[role] || { short: role, colour: "#555", name: role };
-      items.push(h("span", {}, h("span", { class: "chip", style: `background:${style.colour}` }), `${style.short} = ${style.name}`));
-    }
-    items.push(h("span", {}, `badge: the head's strongest role and its score; faded when under ${ROLE_MARGIN} above uniform`));
+      return h("span", { title: style.name }, h("span", { class: "chip", style: `background:${style.colour}` }), style.short === style.name ? style.name : `${style.short} ${style.name}`);
+    });
+    items.push(h("span", { title: `faded: less than ${ROLE_MARGIN} above uniform attention` }, "badges, the strongest role:"), ...roles);
   } else {
     items.push(h("span", {}, "no role scores in this run"));
   }
@@ -684,34 +733,63 @@ function buildGridLegend() {
 function drawGrid() {
   const { n_layer: nl, n_head: nh, T } = state.probe;
   const weights = state.weights;
+  const pixels = el.atlasPixels;
+  const width = nh * T;
+  const top = WEIGHT_LEVELS - 1;
   for (let layer = 0; layer < nl; layer++) {
     for (let head = 0; head < nh; head++) {
-      const { canvas, image, cell } = el.cells[layer][head];
-      const pixels = image.data;
       const base = (layer * nh + head) * T * T;
       for (let q = 0; q < T; q++) {
+        const out = (layer * T + q) * width + head * T;
         for (let k = 0; k < T; k++) {
           const w = weights[base + q * T + k];
-          const p = (q * T + k) * 4;
-          if (k > q && w === 0) {
-            pixels[p] = MASKED_RGB[0];
-            pixels[p + 1] = MASKED_RGB[1];
-            pixels[p + 2] = MASKED_RGB[2];
-          } else {
-            const i = Math.round(Math.sqrt(Math.min(Math.max(w, 0), 1)) * 255) * 3;
-            pixels[p] = COLOUR_TABLE[i];
-            pixels[p + 1] = COLOUR_TABLE[i + 1];
-            pixels[p + 2] = COLOUR_TABLE[i + 2];
-          }
-          pixels[p + 3] = 255;
+          if (w > 0) pixels[out + k] = PIXEL_TABLE[w >= 1 ? top : Math.round(w * top)];
+          // a zero above the diagonal is the causal mask: grey, as in the PNG maps
+          else pixels[out + k] = k > q ? MASKED_PIXEL : PIXEL_TABLE[0];
         }
       }
-      canvas.getContext("2d").putImageData(image, 0, 0);
+    }
+  }
+  el.atlasContext.putImageData(el.atlasImage, 0, 0);
+  paintGrid();
+  markCells();
+}
+
+function paintGrid() {
+  const { n_layer: nl, n_head: nh, T } = state.probe;
+  const size = el.cellSize;
+  const dpr = window.devicePixelRatio || 1;
+  const ctx = el.gridCanvas.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, el.gridCanvas.width, el.gridCanvas.height);
+  ctx.font = "11px Roboto, Arial, sans-serif";
+  ctx.fillStyle = "#616161";
+  ctx.textAlign = "center";
+  ctx.textBaseline = "middle";
+  for (let head = 0; head < nh; head++) ctx.fillText(`H${head}`, cellOrigin(0, head)[0] + size / 2, GRID.top / 2);
+  for (let layer = 0; layer < nl; layer++) ctx.fillText(`L${layer}`, GRID.left / 2 - 2, cellOrigin(layer, 0)[1] + size / 2);
+  // enlarging keeps each weight a sharp square; shrinking (64 tokens in a small cell) averages
+  ctx.imageSmoothingEnabled = size * dpr < T;
+  ctx.imageSmoothingQuality = "medium";
+  for (let layer = 0; layer < nl; layer++) {
+    for (let head = 0; head < nh; head++) {
+      const [x, y] = cellOrigin(layer, head);
+      ctx.drawImage(el.atlas, head * T, layer * T, T, T, x, y, size, size);
+    }
+  }
+  drawBadges(ctx);
+}
+
+// The cells' outlines: the heads shown in the head view in their colours, the charted head in black.
+function markCells() {
+  const { n_layer: nl, n_head: nh } = state.probe;
+  for (let layer = 0; layer < nl; layer++) {
+    for (let head = 0; head < nh; head++) {
+      const cell = el.cells[layer][head];
       cell.classList.toggle("focused", layer === state.layer && head === state.focusHead);
       cell.classList.toggle("shown", layer === state.layer && state.heads.has(head));
     }
   }
-  drawBadges();
 }
 
 // The role scores of one head at the shown step: [{role, score, uniform}], or null without roles.
@@ -736,26 +814,30 @@ function strongestRole(scores) {
   return best;
 }
 
-function drawBadges() {
+function drawBadges(ctx) {
   const { n_layer: nl, n_head: nh } = state.probe;
+  const size = el.cellSize;
+  const badges = [];
+  ctx.font = "10px Roboto, Arial, sans-serif";
+  ctx.textAlign = "center";
+  ctx.textBaseline = "middle";
   for (let layer = 0; layer < nl; layer++) {
     for (let head = 0; head < nh; head++) {
-      const { badge } = el.cells[layer][head];
       const scores = headRoles(layer, head);
       const best = scores && strongestRole(scores);
-      if (!best) {
-        badge.textContent = "";
-        badge.style.background = "transparent";
-        badge.className = "badge";
-        continue;
-      }
-      const style = ROLE_STYLE[best.role] || { short: best.role, colour: "#555" };
-      badge.textContent = `${style.short} ${best.score.toFixed(2).replace(/^0/, "")}`;
-      badge.style.background = style.colour;
-      badge.className = best.score - best.uniform < ROLE_MARGIN ? "badge weak" : "badge";
-      badge.dataset.role = best.role;
+      if (!best) continue;
+      const style = ROLE_STYLE[best.role] || { short: best.role, colour: "#555555" };
+      const weak = best.score - best.uniform < ROLE_MARGIN;
+      const text = `${style.short} ${best.score.toFixed(2).replace(/^0/, "")}`;
+      const [x, y] = cellOrigin(layer, head);
+      ctx.fillStyle = weak ? "#eeeeee" : style.colour;
+      ctx.fillRect(x, y + size + 1, size, GRID.badge - 1);
+      ctx.fillStyle = weak ? "#616161" : "#ffffff";
+      ctx.fillText(text, x + size / 2, y + size + 1 + GRID.badge / 2, size - 2);
+      badges.push(`${layer},${head},${best.role},${best.score.toFixed(3)}`);
     }
   }
+  el.gridCanvas.dataset.badges = badges.join(";"); // what the canvas shows, for tests and screen readers
 }
 
 function cellTooltip(layer, head) {
@@ -922,21 +1004,26 @@ function drawHeadView() {
   ctx.lineWidth = 2;
   // one query: its lines at full weight; one key: every query's line into it; nothing: all lines, faint
   const faint = query === null && key === null ? 0.5 : 1;
+  const qs = query !== null ? [query] : key !== null ? range(key, T) : range(0, T);
   for (const head of heads) {
-    ctx.strokeStyle = headColour(head);
-    const qs = query !== null ? [query] : key !== null ? range(key, T) : range(0, T);
+    // lines are grouped by opacity, one path per level: a few dozen strokes instead of thousands
+    const paths = Array.from({ length: LINE_LEVELS }, () => null);
     for (const q of qs) {
       const ks = key !== null ? [key] : range(0, q + 1);
       for (const k of ks) {
-        const w = weightAt(layer, head, q, k);
-        if (w < 0.01) continue; // invisible anyway; skipping keeps 12 heads x 64 tokens fast
-        ctx.globalAlpha = Math.min(1, w * faint);
-        ctx.beginPath();
-        ctx.moveTo(2, (q + 0.5) * row);
-        ctx.lineTo(width - 2, (k + 0.5) * row);
-        ctx.stroke();
+        const level = Math.round(Math.min(1, weightAt(layer, head, q, k) * faint) * (LINE_LEVELS - 1));
+        if (level === 0) continue; // invisible anyway
+        const path = paths[level] || (paths[level] = new Path2D());
+        path.moveTo(2, (q + 0.5) * row);
+        path.lineTo(width - 2, (k + 0.5) * row);
       }
     }
+    ctx.strokeStyle = headColour(head);
+    paths.forEach((path, level) => {
+      if (!path) return;
+      ctx.globalAlpha = level / (LINE_LEVELS - 1);
+      ctx.stroke(path);
+    });
   }
   ctx.globalAlpha = 1;
   // shade each key by its largest weight over the shown heads, in that head's colour
@@ -1129,15 +1216,16 @@ function drawChart() {
 // tying it together
 
 function drawAll() {
-  const size = cellSize();
-  const { n_head: nh } = state.probe;
-  el.grid.style.gridTemplateColumns = `20px repeat(${nh}, ${size + 4}px)`;
-  for (const row of el.cells) for (const { canvas } of row) canvas.style.height = `${size}px`;
+  const t0 = performance.now();
   updateHeadChips();
   drawGrid();
+  const t1 = performance.now();
   drawHeadView();
+  const t2 = performance.now();
   drawChart();
+  marks.parts = { grid: t1 - t0, head: t2 - t1, chart: performance.now() - t2 };
 }
+
 
 function showTooltip(event, text) {
   el.tooltip.textContent = text;
