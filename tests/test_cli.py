@@ -1,6 +1,7 @@
 """The one config and command-line path: defaults < base < file < flags, checked keys and types."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +10,8 @@ from minigpt.cli import ConfigError
 from minigpt.config import (
     BenchConfig, ExportConfig, ModelConfig, ParamsConfig, PrepareConfig, RunConfig, SampleConfig, TrainConfig,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse(argv, cls=RunConfig, **kw):
@@ -200,3 +203,12 @@ def test_none_round_trips_through_config_toml_even_over_a_preset(tmp_path):
     assert 'd_head = "none"' in text and 'hf_config = "none"' in text
     assert parse([str(tmp_path / "config.toml")]) == cfg
     assert cli.from_dict(RunConfig, cli.read_file(tmp_path / "config.toml")).model.d_head is None
+
+
+def test_gpt2_doc_names_the_context_the_default_runs_crop_to():
+    # fine-tuning GPT-2 keeps model.block_size of the run's config: the default runs' own contexts
+    from minigpt.run import DEFAULT_RUNS
+
+    doc = " ".join((ROOT / "docs/gpt2.md").read_text().split())
+    cpu, gpu = (parse([], base=cli.read_file(DEFAULT_RUNS[kind])).model.block_size for kind in ("cpu", "gpu"))
+    assert f"the default run's own context: {cpu} on a CPU, {gpu} with a GPU" in doc
