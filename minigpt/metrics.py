@@ -145,11 +145,20 @@ class TensorBoardLogger(MetricsLogger):
         self.text("roles/top_heads", format_roles(dict(scores), dict(reference) if reference else None), step)
 
     def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int) -> None:
+        from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
         final = {f"final/{name}": float(value) for name, value in metrics.items()}
+        experiment, *session = hparams_summaries(flatten_hparams(hparams), final)
+        # The HParams tab shows five columns at first: those marked "differs", then by name, which would be
+        # data.cache_dir and the data.hf_* settings. Mark the ones that tell runs apart.
+        content = experiment.value[0].metadata.plugin_data
+        data = HParamsPluginData.FromString(content.content)
+        for info in data.experiment.hparam_infos:
+            info.differs = info.name in SHOWN_HPARAMS
+        content.content = data.SerializeToString()
         # Into this run's own event file: SummaryWriter.add_hparams would open a timestamped sub-run.
-        for summary in hparams_summaries(flatten_hparams(hparams), final):
+        for summary in (experiment, *session):
             self._writer.file_writer.add_summary(summary, step)
         self.scalars(final, step)
 
@@ -165,6 +174,10 @@ def _quiet_writer_thread(args: threading.ExceptHookArgs, default=threading.excep
     it becomes one line; don't also print the thread's traceback."""
     if not (issubclass(args.exc_type, OSError) and type(args.thread).__name__ == "_AsyncWriterThread"):
         default(args)
+
+
+SHOWN_HPARAMS = ("model.n_layer", "model.n_embd", "data.tokenizer", "train.lr", "train.batch_size")
+"""The HParams tab's columns shown at first (TensorBoard shows five); the others are a click away."""
 
 
 def flatten_hparams(hparams: Mapping[str, Any], prefix: str = "") -> dict[str, int | float | str]:

@@ -283,3 +283,23 @@ def test_tensorboard_logger_writes_role_scalars_grids_and_table(tmp_path):
     assert "roles/top_heads/text_summary" in tags["tensors"]
     table = events.Tensors("roles/top_heads/text_summary")[-1].tensor_proto.string_val[0].decode()
     assert "induction" in table and "L1 H2  0.75" in table
+
+
+def test_hparams_tab_shows_the_settings_that_tell_runs_apart_first(tmp_path):
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    from minigpt import cli
+    from minigpt.config import RunConfig
+    from minigpt.metrics import SHOWN_HPARAMS
+
+    with TensorBoardLogger(tmp_path) as logger:
+        logger.hparams(cli.to_dict(RunConfig()), {"val_loss": 1.5}, step=5)
+    (events,) = tmp_path.glob("events.out.tfevents.*")
+    values = [value for event in EventFileLoader(str(events)).Load() for value in event.summary.value]
+    (experiment,) = [v.metadata.plugin_data.content for v in values if v.tag == "_hparams_/experiment"]
+    infos = HParamsPluginData.FromString(experiment).experiment.hparam_infos
+    assert set(SHOWN_HPARAMS) <= {i.name for i in infos}  # every shown column is a real setting
+    # TensorBoard (2.21) sorts by "differs", then by name, and shows the first five
+    shown = [i.name for i in sorted(infos, key=lambda i: (not i.differs, i.name))][:5]
+    assert sorted(shown) == sorted(SHOWN_HPARAMS) and not any(n.startswith("data.hf_") for n in shown)
