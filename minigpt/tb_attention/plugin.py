@@ -209,8 +209,9 @@ class AttentionLoader(base_plugin.TBLoader):
         if isinstance(hints, dict):  # TensorBoard parses the flag to {plugin: samples}
             hints.setdefault(PLUGIN_NAME, KEEP_ALL)
 
-    def load(self, context: base_plugin.TBContext) -> AttentionPlugin:
-        return AttentionPlugin(context)
+    def load(self, context: base_plugin.TBContext) -> AttentionPlugin | None:
+        # TensorBoard's legacy modes have no data provider: then the tab is left out, not broken
+        return AttentionPlugin(context) if context.data_provider is not None else None
 
 
 def _context(request: wrappers.Request) -> tuple[Any, str]:
