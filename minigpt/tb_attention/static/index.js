@@ -237,6 +237,7 @@ body { font: 13px/1.35 Roboto, "Helvetica Neue", Arial, sans-serif; color: var(-
 #app { display: flex; flex-direction: column; height: 100vh; }
 .toolbar { display: flex; align-items: center; gap: 14px; padding: 8px 14px; border-bottom: 1px solid var(--line);
   flex-wrap: wrap; }
+.controls { display: flex; align-items: center; gap: 14px; flex: 1; flex-wrap: wrap; }
 .toolbar label { color: var(--muted); display: flex; align-items: center; gap: 6px; }
 select, button { font: inherit; color: var(--fg); }
 select { padding: 2px 4px; border: 1px solid #bdbdbd; border-radius: 3px; background: #fff; max-width: 260px; }
@@ -321,15 +322,14 @@ function buildPage(root) {
   el.stepLabel = h("span", { id: "step-label" });
   el.reload = h("button", { id: "reload", title: "Look for new runs and steps", onclick: () => loadRuns(true) }, "\u21bb");
   el.status = h("span", { id: "status" });
-  const toolbar = h(
+  el.controls = h(
     "div",
-    { class: "toolbar" },
+    { class: "controls" },
     h("label", {}, "Run", el.run),
     h("label", {}, "Probe", el.probe),
     h("div", { class: "steps" }, el.play, el.slider, el.stepLabel),
-    el.reload,
-    el.status,
   );
+  const toolbar = h("div", { class: "toolbar" }, el.controls, el.reload, el.status);
 
   el.grid = h("div", { id: "grid", class: "grid" });
   el.gridTitle = h("span", { class: "hint" });
@@ -392,6 +392,7 @@ function buildPage(root) {
 
 function showMessage(title, body, { error = false, retry = false } = {}) {
   el.main.style.display = "none";
+  el.controls.style.visibility = "hidden"; // nothing to choose yet
   el.message.style.display = "";
   el.message.replaceChildren(h("h1", { class: error ? "error" : "" }, title));
   for (const paragraph of body) el.message.append(h("p", {}, ...paragraph));
@@ -399,6 +400,7 @@ function showMessage(title, body, { error = false, retry = false } = {}) {
 }
 
 function showMain() {
+  el.controls.style.visibility = "";
   el.message.style.display = "none";
   el.main.style.display = "";
 }
@@ -424,7 +426,8 @@ async function loadRuns(keep) {
     showMessage("Could not load the runs", [[err.message]], { error: true, retry: true });
     return;
   }
-  el.status.textContent = "";
+  // e.g. TensorBoard started with a --samples_per_plugin limit for this plugin: not every step is kept
+  el.status.textContent = answer.note || "";
   state.runs = answer.runs || [];
   state.emptyRuns = answer.empty_runs || [];
   if (!state.runs.length) {
@@ -464,6 +467,8 @@ function showNoRuns() {
       [`Runs found without attention: ${state.emptyRuns.join(", ")}.`],
       [
         "They were written before minigpt logged raw attention, or with ",
+        code("--log.no_attention_tensors"),
+        " or ",
         code("--log.no_attention_maps"),
         ", or they have not reached their first evaluation yet. Train a run with ",
         code("python train.py"),
@@ -551,22 +556,18 @@ async function selectProbe(name) {
 }
 
 async function loadRoles() {
-  // Role scores are measured once per evaluation: the text probe carries them (with the induction
-  // score of the induction probe), so a probe without its own falls back to the run's text probe.
+  // Role scores are measured once per evaluation and logged with the text probe (the induction score
+  // included); the route answers with those for a probe that has none of its own.
   state.roles = null;
-  const names = [state.probe.probe];
-  if (state.probe.probe !== "text") names.push("text");
-  for (const probe of names) {
-    try {
-      const roles = await getJson("roles", { run: state.run, probe });
-      if (roles.roles?.length && roles.steps?.length) {
-        roles.index = new Map(roles.steps.map((step, i) => [step, i]));
-        state.roles = roles;
-        return;
-      }
-    } catch (err) {
-      // no roles under this probe: try the next, else the grid shows no badges
+  try {
+    const roles = await getJson("roles", { run: state.run, probe: state.probe.probe });
+    if (roles.roles?.length && roles.steps?.length) {
+      roles.index = new Map(roles.steps.map((step, i) => [step, i]));
+      state.roles = roles;
     }
+  } catch (err) {
+    // without roles the model view shows no badges and the chart says so; the weights still show
+    el.status.textContent = `roles: ${err.message}`;
   }
 }
 
@@ -643,7 +644,7 @@ function cellSize() {
   const height = window.innerHeight - el.main.getBoundingClientRect().top - 72 - GRID.top; // title, legend
   const byWidth = Math.floor(width / nh) - GRID.gap;
   const byHeight = Math.floor(height / nl) - GRID.gap - GRID.badge;
-  return Math.max(28, Math.min(120, byWidth, byHeight));
+  return Math.max(28, Math.min(160, byWidth, byHeight));
 }
 
 function cellOrigin(layer, head) {
@@ -1141,6 +1142,7 @@ function drawChart() {
   el.chart.setAttribute("height", String(H));
   const steps = roles.steps;
   const loss = (roles.second_copy_loss || []).filter(([, v]) => finite(v));
+  const firstLoss = (roles.first_copy_loss || []).filter(([, v]) => finite(v));
   const allSteps = steps.concat(loss.map(([s]) => s));
   const x0 = Math.min(...allSteps);
   const x1 = Math.max(...allSteps, x0 + 1);
@@ -1156,10 +1158,10 @@ function drawChart() {
     add("line", { x1: m.left, x2: W - m.right, y1: y(v), y2: y(v), stroke: "#eeeeee" });
     add("text", { x: m.left - 4, y: y(v) + 3, "text-anchor": "end" }, v.toFixed(1));
   }
-  for (const step of [x0, x1]) {
-    add("text", { x: x(step), y: H - 5, "text-anchor": step === x0 ? "start" : "end" }, formatStep(step));
+  for (const step of niceTicks(x0, x1, 4)) {
+    add("line", { x1: x(step), x2: x(step), y1: H - m.bottom, y2: H - m.bottom + 3, stroke: "#9e9e9e" });
+    add("text", { x: x(step), y: H - 5, "text-anchor": "middle" }, formatStep(step));
   }
-  add("text", { x: (m.left + W - m.right) / 2, y: H - 5, "text-anchor": "middle" }, "step");
   const marker = add("line", {
     x1: x(currentStep()), x2: x(currentStep()), y1: m.top, y2: H - m.bottom, stroke: "#f57c00", "stroke-width": 1.5,
   });
@@ -1181,22 +1183,27 @@ function drawChart() {
     );
   });
   if (loss.length) {
-    // the second-copy loss on its own axis, right: it falls as the induction score rises
-    const values = loss.map(([, v]) => v);
+    // the induction probe's losses on their own axis, right: the second copy's falls away from the
+    // first copy's as the induction score rises
+    const values = loss.concat(firstLoss).map(([, v]) => v);
     const lo = Math.min(...values);
     const hi = Math.max(...values, lo + 1e-6);
     const yl = (v) => y((v - lo) / (hi - lo));
-    add("polyline", {
-      points: loss.map(([s, v]) => `${x(s).toFixed(1)},${yl(v).toFixed(1)}`).join(" "),
-      fill: "none", stroke: "#212121", "stroke-width": 1.3, "stroke-dasharray": "4 3",
-    });
+    const lossLine = (series, dash, colour, name) => {
+      add("polyline", {
+        points: series.map(([s, v]) => `${x(s).toFixed(1)},${yl(v).toFixed(1)}`).join(" "),
+        fill: "none", stroke: colour, "stroke-width": 1.3, "stroke-dasharray": dash,
+      });
+      const at = series.find(([s]) => s === currentStep());
+      el.chartLegend.append(
+        h("span", {}, h("span", { class: "chip", style: `display:inline-block;width:10px;height:0;border-top:2px dashed ${colour};vertical-align:3px;margin-right:4px` }), name),
+        h("span", { class: "v" }, at ? at[1].toFixed(3) : "\u2013"),
+      );
+    };
+    if (firstLoss.length) lossLine(firstLoss, "1 3", "#9e9e9e", "first-copy loss (right axis)");
+    lossLine(loss, "4 3", "#212121", "second-copy loss (right axis)");
     add("text", { x: W - m.right + 4, y: yl(hi) + 3 }, hi.toFixed(2));
     add("text", { x: W - m.right + 4, y: yl(lo) + 3 }, lo.toFixed(2));
-    const at = loss.find(([s]) => s === currentStep());
-    el.chartLegend.append(
-      h("span", {}, h("span", { class: "chip", style: "display:inline-block;width:10px;height:0;border-top:2px dashed #212121;vertical-align:3px;margin-right:4px" }), "second-copy loss (right axis, nats)"),
-      h("span", { class: "v" }, at ? at[1].toFixed(3) : "\u2013"),
-    );
   }
   // a click on the chart jumps to the nearest logged step
   el.chart.onclick = (event) => {
@@ -1210,6 +1217,16 @@ function drawChart() {
     stopPlay();
     showStep(best);
   };
+}
+
+// About `count` round numbers (1, 2 or 5 times a power of ten apart) between lo and hi.
+function niceTicks(lo, hi, count) {
+  const raw = (hi - lo) / count;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  const spacing = [1, 2, 5, 10].map((f) => f * power).find((d) => d >= raw);
+  const ticks = [];
+  for (let t = Math.ceil(lo / spacing) * spacing; t <= hi; t += spacing) ticks.push(t);
+  return ticks;
 }
 
 // ---------------------------------------------------------------------------------------------------
