@@ -153,3 +153,14 @@ def format_roles(scores: dict[str, torch.Tensor], reference: dict[str, float] | 
         ref = f"{reference[role]:.2f}" if reference else ""
         lines.append(f"{role:<16}  {cells:<{top * 15}}{ref}")
     return "\n".join(line.rstrip() for line in lines)
+
+
+def strongest_heads(scores: dict[str, torch.Tensor], roles: tuple[str, ...] = ("previous_token", "induction")) -> str:
+    """The strongest head of each role in a few characters, for a progress line: `prev L0H1 0.62 ind L1H3 0.41`."""
+    short = {"previous_token": "prev", "first_token": "first", "self": "self", "duplicate_token": "dup", "induction": "ind"}
+    cells = []
+    for role in roles:
+        s = torch.nan_to_num(scores[role], nan=-1.0)
+        layer, head = divmod(int(s.argmax()), s.shape[-1])
+        cells.append(f"{short[role]} L{layer}H{head} {float(s[layer, head]):.2f}")
+    return " ".join(cells)

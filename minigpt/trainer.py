@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import math
 import signal
+import statistics
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -80,6 +82,31 @@ class StopRequested:
             signal.signal(sig, handler)
 
 
+class SlowStepWatch:
+    """Notices steps far slower than the ones before: on a laptop that usually means another program
+    holds a CPU core, and the fix is fewer threads. Warns at most once per `quiet` steps."""
+
+    def __init__(self, factor: float = 3.0, window: int = 50, warmup: int = 10, quiet: int = 200,
+                 enabled: bool = True) -> None:  # fmt: skip
+        self.factor, self.warmup, self.quiet, self.enabled = factor, warmup, quiet, enabled
+        self.recent: deque[float] = deque(maxlen=window)
+        self.warned_at: int | None = None
+
+    def add(self, seconds: float, step: int) -> str | None:
+        """Record one step's time; return a warning when it took over `factor` x the median of the steps before."""
+        if not self.enabled:
+            return None
+        median = statistics.median(self.recent) if len(self.recent) >= self.warmup else None
+        self.recent.append(seconds)
+        if median is None or seconds <= self.factor * median:
+            return None
+        if self.warned_at is not None and step - self.warned_at < self.quiet:
+            return None
+        self.warned_at = step
+        return (f"warning: step {step} took {seconds:.2f} s, {seconds / median:.1f}x the median {median:.2f} s; "
+                "is another program busy on the CPU? If steps stay slow, try --train.threads 1")  # fmt: skip
+
+
 class Trainer:
     """Owns the optimizer, the step counter, the loop, the evaluation schedule and the checkpoints.
 
@@ -87,7 +114,8 @@ class Trainer:
     or a DDP/compiled wrapper of it. batches: gives (x, y) training batches with `next()` and has
     state_dict()/load_state_dict(). eval_sets: split name -> fixed batches for evaluation.
     run_dir: where checkpoints go (None: none are written); meta: saved with every checkpoint.
-    on_eval(iter): called after each evaluation, e.g. to log attention maps and samples.
+    on_eval(iter): called after each evaluation, e.g. to log attention maps and samples; the text it
+    returns (if any) ends the evaluation's line.
     """
 
     def __init__(
@@ -95,7 +123,7 @@ class Trainer:
         device: torch.device = torch.device("cpu"), amp_dtype: torch.dtype | None = None, log: LogConfig = LogConfig(),
         eval_sets: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] | None = None, run_dir: Path | None = None,
         meta: dict[str, Any] | None = None, logger: MetricsLogger | None = None, out: TextIO = sys.stdout,
-        on_eval: Callable[[int], None] | None = None, tokens_per_step: int = 0, flops_per_step: float = 0.0,
+        on_eval: Callable[[int], str | None] | None = None, tokens_per_step: int = 0, flops_per_step: float = 0.0,
         peak_flops: float | None = None,
     ):  # fmt: skip
         self.model, self.cfg, self.batches, self.device, self.log, self.out = model, cfg, batches, device, log, out
@@ -173,6 +201,7 @@ class Trainer:
         show = self.log.progress and self.is_main and self.out.isatty()
         bar = tqdm(total=cfg.max_iters, initial=self.iter, disable=not show, file=self.out, unit="step", dynamic_ncols=True)
         history: list[float] = []
+        slow_steps = SlowStepWatch() if self.is_main else SlowStepWatch(enabled=False)
         losses, stopped_by = {}, None
         with StopRequested() as stop, bar:
             while True:
@@ -184,6 +213,8 @@ class Trainer:
                 stats = self.step()
                 dt = time.perf_counter() - t0
                 history.append(stats["loss"])
+                if warning := slow_steps.add(dt, self.iter):
+                    bar.write(warning, file=self.out)
                 bar.update(1)
                 bar.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{stats['lr']:.2e}",
                                 tok_s=f"{self.tokens_per_step / dt:,.0f}", refresh=False)  # fmt: skip
@@ -248,8 +279,7 @@ class Trainer:
         self._check_run_folder()  # before TensorBoard writes into it, or a save makes a new one
         self.evaluated_at = self.iter
         self.logger.scalars({f"loss/{k}_eval": v for k, v in losses.items()}, self.iter)
-        if self.on_eval is not None:
-            self.on_eval(self.iter)
+        note = self.on_eval(self.iter) if self.on_eval is not None else None
         self.logger.flush()
         best = losses.get("val", math.inf) < self.best_val_loss
         if best:
@@ -259,7 +289,8 @@ class Trainer:
             bar.write(
                 f"iter {self.iter:>5}: train loss {losses.get('train', math.nan):.4f}, "
                 f"val loss {losses.get('val', math.nan):.4f}  [{time.perf_counter() - start:.0f} s]"
-                + ("  (best, saved)" if best else ""),
+                + ("  (best, saved)" if best else "")
+                + (f"  {note}" if note else ""),
                 file=self.out,
             )
         return losses
