@@ -29,7 +29,9 @@ from minigpt.generate import generate_ids
 from minigpt.metrics import MetricsLogger, TensorBoardLogger
 from minigpt.model import GPT
 from minigpt.params import count_params, flops_per_token, format_param_table
-from minigpt.roles import INDUCTION_LENGTH, copy_losses, head_roles, induction_probe, uniform_scores
+from minigpt.roles import (
+    INDUCTION_LENGTH, copy_losses, format_roles, head_roles, induction_probe, strongest_heads, uniform_scores,
+)
 from minigpt.tokenizer import Tokenizer, TokenizerError, default_prompt
 from minigpt.trainer import NonFiniteLossError, RunFolderLost, Trainer
 
@@ -219,6 +221,19 @@ def sample_text(model: GPT, tokenizer: Tokenizer, n_tokens: int, seed: int = 0) 
     return tokenizer.decode(ids[0, len(prompt) :].tolist())
 
 
+def vocabulary_warning(cfg: RunConfig) -> str | None:
+    """A small model under a big vocabulary spends its parameters and time on the embedding and the logits:
+    say so before training (GPT-2 BPE on the nano model: 89% embedding, about 8x the char model's FLOPs)."""
+    counts, m = count_params(cfg.model), cfg.model
+    share = counts["embedding"] / counts["total"]
+    if share < 0.5 or m.vocab_size < 1000:
+        return None
+    ratio = flops_per_token(m)["total"] / flops_per_token(m.replace(vocab_size=256))["total"]
+    return (f"note: {share:.0%} of this model's {counts['total'] / 1e6:.2f}M parameters are the {m.vocab_size:,}-token "
+            f"embedding, and each step costs about {ratio:.1f}x the FLOPs of the same model on characters; "
+            f"for a small model, --data.tokenizer char trains far faster (or pick a wider --model.preset)")
+
+
 def header(cfg: RunConfig, data: PreparedData, rt: runtime.Runtime, run_dir: Path, resumed_at: int | None) -> str:
     meta, tok, t = data.meta, data.tokenizer, cfg.train
     return "\n".join([
@@ -278,7 +293,9 @@ def train(cfg: RunConfig, ckpt: dict[str, Any] | None = None, ckpt_path: Path | 
             induction = induction_probe(tokens["train"], tok.vocab_size, min(INDUCTION_LENGTH, T // 2))
             uniform = uniform_scores(probe, induction.size(1) // 2)
 
-        def on_eval(step: int) -> None:
+        roles_seen: dict[str, Any] = {}
+
+        def on_eval(step: int) -> str | None:
             if log.attention_maps:
                 labels = [tok.decode_token(int(i)) for i in probe]
                 logger.attention(model.attention_maps(probe), labels, step, ids=probe.tolist())
@@ -287,11 +304,14 @@ def train(cfg: RunConfig, ckpt: dict[str, Any] | None = None, ckpt_path: Path | 
                 first = induction[0]
                 labels = [tok.decode_token(int(i)) for i in first]
                 logger.attention_tensor(model.attention_maps(first), labels, step, "induction", first.tolist())
-            if score_roles:
-                logger.roles(head_roles(model, probe, induction), step, uniform)
-                logger.scalars({f"loss/induction_{k}": v for k, v in copy_losses(model, induction).items()}, step)
             if log.sample_tokens:
                 logger.text("sample", sample_text(model, tok, log.sample_tokens), step)
+            if score_roles:  # the strongest heads end the evaluation's line; the last table ends the run
+                roles_seen["scores"] = head_roles(model, probe, induction)
+                logger.roles(roles_seen["scores"], step, uniform)
+                logger.scalars({f"loss/induction_{k}": v for k, v in copy_losses(model, induction).items()}, step)
+                return strongest_heads(roles_seen["scores"])
+            return None
 
         tokens_per_step = t.batch_size * T * t.grad_accum
         trainer = Trainer(
@@ -309,7 +329,8 @@ def train(cfg: RunConfig, ckpt: dict[str, Any] | None = None, ckpt_path: Path | 
                 logger = trainer.logger = TensorBoardLogger(
                     run_dir, purge_step=ckpt["iter"] + 1 if ckpt else None, attention_tensors=log.attention_tensors
                 )
-            print(*notes, header(cfg, data, rt, run_dir, trainer.iter if ckpt else None), sep="\n", file=out, flush=True)
+            notes += [w] if (w := vocabulary_warning(cfg)) else []
+            print(header(cfg, data, rt, run_dir, trainer.iter if ckpt else None), *notes, sep="\n", file=out, flush=True)
             if ckpt is None:
                 logger.text("params", format_param_table(cfg.model, t.batch_size), 0)
                 logger.text("config", cli.to_toml(cfg), 0)
@@ -318,6 +339,8 @@ def train(cfg: RunConfig, ckpt: dict[str, Any] | None = None, ckpt_path: Path | 
         wants_sample = not result["stopped_by"] and log.sample_tokens > 0 and stop_at is None
         result["sample"] = sample_text(model, tok, log.sample_tokens, seed=1) if wants_sample else ""
         result |= {"run_dir": run_dir, "is_main": rt.is_main}
+        if roles_seen:
+            result["roles"] = format_roles(roles_seen["scores"], uniform)
         if rt.is_main and not result["stopped_by"]:
             losses = result["losses"]
             logger.hparams(cli.to_dict(cfg), {k + "_loss": losses.get(k, math.nan) for k in ("val", "train")}, result["iter"])
@@ -350,6 +373,8 @@ def report(result: dict[str, Any]) -> str:
         f"done: {result['iter']} iters in {result['seconds']:.0f} s; val loss "
         f"{result['losses'].get('val', math.nan):.4f} (best {result['best_val_loss']:.4f})",
         *(["", "sample:", result["sample"].strip("\n")] if result["sample"] else []),
+        *(["", "head roles at the end (mean attention weight; docs/attention.md):", result["roles"]]
+          if result.get("roles") else []),
         "",
         f"checkpoints: {run_dir / CHECKPOINT_BEST}, {run_dir / CHECKPOINT_LATEST}",
         f"TensorBoard: tensorboard --logdir {run_dir.parent} --samples_per_plugin images=0   (0: every step)",
