@@ -291,7 +291,11 @@ def find_checkpoint(ckpt: str | None = None, run: str | None = None, runs_dir: s
             raise CheckpointError(f"--run {run} {problem}; pass a run folder written by `python train.py`")
         return found, "--run"
     root = Path(runs_dir)
-    runs = [c for d in sorted(root.iterdir()) if (c := _run_checkpoint(d))] if root.is_dir() else []
+    try:
+        runs = [c for d in sorted(root.iterdir()) if (c := _run_checkpoint(d))] if root.is_dir() else []
+    except OSError as e:  # a folder it may not list
+        reason = e.strerror or e
+        raise CheckpointError(f"cannot look for runs in {root}/: {reason}; pass --ckpt PATH or --run DIR") from None
     if not runs:
         raise CheckpointError(f"no checkpoint found under {root}/; train a model first with `python train.py` "
                               "(or point to one with --ckpt PATH or --run DIR)")
