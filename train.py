@@ -5,7 +5,10 @@ Run `python train.py --help` for every setting. The work happens in minigpt/run.
 
 import sys
 
-from minigpt.run import main
+from minigpt.commands import prepare_threads_env
+
+prepare_threads_env("train")  # before torch is imported: it reads these settings once, as it starts
+from minigpt.run import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())
