@@ -153,15 +153,13 @@ def read_torch_file(path: Path, kind: str, map_location: str | torch.device = "c
     with weights_only=False, which would run whatever code the file holds. `kind` names the file expected."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except OSError as e:
-        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
-    except Exception as e:  # truncated zip, random bytes, or pickled code
+    except Exception as e:  # truncated zip (an OSError when mapped), random bytes, or pickled code
         if blocked := re.search(r"GLOBAL ([\w.]+)", str(e)):
             raise CheckpointError(
                 f"refused {path}: it asks to load the Python object {blocked.group(1)}, which could run code; "
                 f"minigpt loads only tensors and plain data from a {kind}"
             ) from None
-        raise CheckpointError(f"{path} is not a readable {kind}: {what_file_is(path)}") from None
+        raise CheckpointError(f"{path} is not a readable {kind}: {what_file_is(path)}") from None  # or cannot read it
 
 
 def weights_mismatch(
@@ -206,7 +204,9 @@ def bad_values(state: dict[str, torch.Tensor]) -> str | None:
     for key, value in state.items():
         if not value.is_floating_point():
             return f"{key} holds {str(value.dtype).removeprefix('torch.')} numbers, not floating point weights"
-        if not bool(torch.isfinite(value).all()):
+        # a sum is NaN or inf when a term is (or when huge terms overflow), and is ~10x faster than
+        # isfinite().all() on a CPU: the exact test runs only where the sum is not finite
+        if not bool(torch.isfinite(value.sum())) and not bool(torch.isfinite(value).all()):
             return f"{key} holds NaN or inf"
     return None
 
