@@ -365,7 +365,7 @@ function buildPage(root) {
   el.weightsTitle = h("h2", {}, "Weights");
   el.weightsList = h("div", { class: "weights-list", id: "weights" });
   el.chartTitle = h("h2", {}, "Roles");
-  el.chart = svg("svg", { id: "chart", width: "300", height: "170" });
+  el.chart = svg("svg", { id: "chart", width: "300", height: "176" });
   el.chartLegend = h("div", { class: "chart-legend", id: "chart-legend" });
   const sidePanel = h(
     "div",
@@ -1129,8 +1129,8 @@ function drawChart() {
   const layer = state.layer;
   const head = state.focusHead;
   const W = 300;
-  const H = 170;
-  const m = { left: 30, right: 34, top: 8, bottom: 20 };
+  const H = 176;
+  const m = { left: 30, right: 34, top: 20, bottom: 20 };
   el.chart.replaceChildren();
   el.chartLegend.replaceChildren();
   el.chartTitle.replaceChildren(`Roles of L${layer} H${head}`, h("span", { class: "hint" }, "over training"));
@@ -1154,6 +1154,7 @@ function drawChart() {
     el.chart.append(node);
     return node;
   };
+  add("text", { x: 2, y: 9 }, "score");
   for (const v of [0, 0.5, 1]) {
     add("line", { x1: m.left, x2: W - m.right, y1: y(v), y2: y(v), stroke: "#eeeeee" });
     add("text", { x: m.left - 4, y: y(v) + 3, "text-anchor": "end" }, v.toFixed(1));
@@ -1202,6 +1203,7 @@ function drawChart() {
     };
     if (firstLoss.length) lossLine(firstLoss, "1 3", "#9e9e9e", "first-copy loss (right axis)");
     lossLine(loss, "4 3", "#212121", "second-copy loss (right axis)");
+    add("text", { x: W - 2, y: 9, "text-anchor": "end" }, "loss");
     add("text", { x: W - m.right + 4, y: yl(hi) + 3 }, hi.toFixed(2));
     add("text", { x: W - m.right + 4, y: yl(lo) + 3 }, lo.toFixed(2));
   }
