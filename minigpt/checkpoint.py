@@ -139,7 +139,7 @@ def what_file_is(path: Path) -> str:
         return "it is empty"
     if head.startswith(ZIP_MAGIC):
         return "it is a zip archive, but truncated, damaged, or holding more than tensors and plain data"
-    if head.startswith(b"\x80"):  # a pickle's protocol opcode
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):  # pickle's PROTO opcode
         return (
             "it is a Python pickle (a plain one, or PyTorch's legacy format from before version 1.6), "
             "not a zip file written by torch.save"
