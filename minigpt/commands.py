@@ -54,7 +54,12 @@ def usage() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(usage(), file=sys.stdout if argv else sys.stderr)
+        try:
+            print(usage(), file=sys.stdout if argv else sys.stderr, flush=True)
+        except BrokenPipeError:  # `minigpt --help | head -1`: the reader left
+            from minigpt import cli
+
+            return cli.reader_left()
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:

@@ -175,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if stored is not None:
         verdict = "equal" if stored == count_params(model)["total"] else "NOT equal"
         print(f"{model.init_from}: {stored:,} parameters stored in its weights file, {verdict} to the count below\n")
-    name = model.init_from or model.preset or ("the default ModelConfig" if model == ModelConfig() else "a custom model")
+    custom = "the default ModelConfig" if model == ModelConfig() else "a custom model"
+    name = model.init_from or model.preset or custom
     if model.preset and count_params(model) != count_params(ModelConfig.from_preset(model.preset)):
         name += ", resized"
     try:

@@ -12,11 +12,11 @@ from minigpt import commands, params, shipped
 from minigpt.run import DEFAULT_RUNS, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "--model.n_layer=1", "--model.n_head=2", "--model.n_embd=16", "--model.block_size=16", "--train.batch_size=2",
-    "--train.max_iters=2", "--train.eval_interval=2", "--train.eval_iters=1", "--log.sample_tokens=0",
-    "--log.no_tensorboard", "--log.no_progress", "--train.device=cpu", "--train.run_name=r",
-]  # fmt: skip
+TINY = (
+    "--model.n_layer=1 --model.n_head=2 --model.n_embd=16 --model.block_size=16 --train.batch_size=2 "
+    "--train.max_iters=2 --train.eval_interval=2 --train.eval_iters=1 --log.sample_tokens=0 "
+    "--log.no_tensorboard --log.no_progress --train.device=cpu --train.run_name=r"
+).split()
 
 
 def python(*args, cwd, **env):
@@ -52,7 +52,8 @@ def test_a_command_runs_its_tools_main_with_the_rest_of_argv(capsys):
 
 def test_help_loads_no_torch_and_a_command_only_its_own_module(tmp_path):
     script = (
-        "import sys; from minigpt import commands; commands.main(['--help']); print('torch' in sys.modules, file=sys.stderr); "
+        "import sys; from minigpt import commands; "
+        "commands.main(['--help']); print('torch' in sys.modules, file=sys.stderr); "
         "commands.main(['params', '--model.preset', 'micro']); print('minigpt.run' in sys.modules, file=sys.stderr)"
     )
     proc = python("-c", script, cwd=tmp_path)
@@ -98,7 +99,8 @@ def test_resolve_keeps_the_repository_path_and_finds_the_shipped_one_elsewhere(t
 def test_train_and_sample_from_another_folder(tmp_path):
     proc = python("-m", "minigpt.commands", "train", *TINY, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "(shipped with minigpt)" in proc.stdout and f"{tmp_path / 'runs'} and {tmp_path / 'data/cache'}" in proc.stdout
+    assert "(shipped with minigpt)" in proc.stdout
+    assert f"outputs:   {tmp_path / 'runs'} and {tmp_path / 'data/cache'}" in proc.stdout
     assert (tmp_path / "runs/r/ckpt_best.pt").is_file()
     assert (tmp_path / "data/cache/shakespeare-input-char/train.bin").is_file()
     proc = python("-m", "minigpt.commands", "sample", "--max_new_tokens=5", "--seed=1", cwd=tmp_path)
@@ -120,8 +122,8 @@ def test_wheel_ships_the_corpora_configs_and_the_command(tmp_path):
         dest = src / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["cp", "-r", str(ROOT / name), str(dest)], check=True)
-    build = python("-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(tmp_path / "dist"),
-                   str(src), cwd=tmp_path)  # fmt: skip
+    pip = ["-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index"]
+    build = python(*pip, "-w", str(tmp_path / "dist"), str(src), cwd=tmp_path)
     if build.returncode and "No module named" in build.stderr:
         pytest.skip(f"cannot build a wheel here: {build.stderr.strip().splitlines()[-1]}")
     assert build.returncode == 0, build.stderr
