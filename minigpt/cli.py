@@ -29,6 +29,10 @@ from minigpt import shipped
 
 T = TypeVar("T")
 
+COMMAND: str | None = None
+"""While `minigpt COMMAND` runs a tool (minigpt/commands.py), e.g. "minigpt train": usage lines and errors name
+it instead of the tool's script (prog)."""
+
 
 class ConfigError(ValueError):
     """A bad config file, key or value; the message is one line that names the key and the fix."""
@@ -195,7 +199,7 @@ def parse(cls: type[T], argv: Sequence[str], *, prog: str, base: Mapping[str, An
           base_name: str = "", ignore: Sequence[str] = ()) -> T:  # fmt: skip
     """Defaults < base < CONFIG file (a positional .toml/.json argument) < --section.key flags.
     ignore: tables of CONFIG this tool does not use (e.g. [train] when it reads only [model])."""
-    argv = list(argv)
+    argv, prog = list(argv), COMMAND or prog
     layers, where = [base or {}], [f" in {base_name}" if base_name else ""]
     leaves = _leaves(cls)
     # the flag each argument follows, so that `--json out.json` is a value, not a config file

@@ -69,7 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     prepare_threads_env(command)
     module = importlib.import_module(COMMANDS[command][0])
-    return module.main(rest)
+    from minigpt import cli  # after torch's settings above: the tool's module has imported it anyway
+
+    cli.COMMAND = f"minigpt {command}"  # its --help and errors name the command that was typed
+    try:
+        return module.main(rest)
+    finally:
+        cli.COMMAND = None
 
 
 if __name__ == "__main__":

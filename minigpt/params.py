@@ -169,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             model = hf.with_shape(model, crop=False)
             stored = hf.stored_params(hf.find(model.init_from))
         table = format_param_table(model, cfg.batch_size, cfg.seq_len)
+    except BrokenPipeError:  # `python -m minigpt.params --help | head -1`
+        return cli.reader_left()
     except ValueError as e:  # cli.ConfigError and hf.HFError included
         print(f"error: {e}", file=sys.stderr)
         return 2

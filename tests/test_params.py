@@ -174,3 +174,11 @@ def test_module_entry_point_prints_no_traceback():
     proc = subprocess.run(argv, capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+
+
+@pytest.mark.parametrize("argv", [["--help"], [], ["--model.preset", "gpt2"]])
+def test_a_reader_that_leaves_gets_no_traceback(argv):
+    command = [sys.executable, "-m", "minigpt.params", *argv]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # no reader at all: the first write fails
+    assert proc.wait() == 0 and proc.stderr.read() == ""
