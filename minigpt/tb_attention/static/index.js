@@ -248,7 +248,8 @@ button:hover { background: var(--panel); }
 #play { width: 34px; }
 #step-label { min-width: 150px; font-variant-numeric: tabular-nums; }
 #status { color: var(--muted); font-size: 12px; }
-.main { flex: 1; display: grid; grid-template-columns: minmax(360px, 1fr) auto 330px; min-height: 0; }
+.main { flex: 1; display: grid; grid-template-columns: minmax(300px, 1fr) auto minmax(280px, 330px);
+  min-height: 0; }
 .panel { padding: 10px 14px; min-height: 0; overflow: auto; border-right: 1px solid var(--line); }
 .panel:last-child { border-right: none; }
 h2 { font-size: 13px; font-weight: 500; margin: 0 0 6px; color: var(--fg); display: flex; align-items: center;
@@ -273,7 +274,7 @@ h2 .hint { font-weight: 400; color: var(--muted); font-size: 12px; }
   margin-right: 3px; }
 .scale { display: inline-block; width: 90px; height: 10px; vertical-align: -1px; margin: 0 4px; }
 
-.headview-controls { display: flex; flex-wrap: wrap; gap: 3px; margin-bottom: 6px; max-width: 380px;
+.headview-controls { display: flex; flex-wrap: wrap; gap: 3px; margin-bottom: 6px; max-width: 330px;
   align-items: center; }
 .headchip { display: inline-block; min-width: 24px; padding: 0 4px; border: 2px solid var(--c); border-radius: 3px;
   background: var(--c); color: #fff; font-size: 11px; line-height: 16px; text-align: center; cursor: pointer;
@@ -289,7 +290,6 @@ h2 .hint { font-weight: 400; color: var(--muted); font-size: 12px; }
 .column.queries .tok { text-align: right; cursor: pointer; }
 .tok.active { background: #ffe0b2; outline: 1px solid var(--accent); }
 .tok.locked { background: #ffcc80; }
-.tok .pos { color: var(--faint); font-size: 9px; margin: 0 3px; }
 #lines { display: block; }
 
 .weights-list { font-size: 12px; margin-bottom: 10px; }
@@ -320,7 +320,11 @@ function buildPage(root) {
     showStep(Number(el.slider.value));
   });
   el.stepLabel = h("span", { id: "step-label" });
-  el.reload = h("button", { id: "reload", title: "Look for new runs and steps", onclick: () => loadRuns(true) }, "\u21bb");
+  el.reload = h("button", { id: "reload", title: "Look for new runs and steps, and read every step again" }, "\u21bb");
+  el.reload.addEventListener("click", () => {
+    cache.clear(); // a run restarted in the same folder has new weights under the same steps
+    loadRuns(true);
+  });
   el.status = h("span", { id: "status" });
   el.controls = h(
     "div",
@@ -384,8 +388,8 @@ function buildPage(root) {
   document.addEventListener("keydown", onKey);
   window.addEventListener("resize", () => {
     if (!state.weights) return;
-    fitGrid();
     buildHeadView();
+    fitGrid();
     drawAll();
   });
 }
@@ -550,22 +554,20 @@ async function selectProbe(name) {
     return;
   }
   showMain();
+  buildHeadView(); // first: the model view takes the width the head view leaves
   buildGrid();
-  buildHeadView();
   await showStep(state.stepIndex);
 }
 
 async function loadRoles() {
   // Role scores are measured once per evaluation and logged with the text probe (the induction score
   // included); the route answers with those for a probe that has none of its own.
-  state.roles = null;
   try {
     const roles = await getJson("roles", { run: state.run, probe: state.probe.probe });
-    if (roles.roles?.length && roles.steps?.length) {
-      roles.index = new Map(roles.steps.map((step, i) => [step, i]));
-      state.roles = roles;
-    }
+    roles.index = new Map((roles.steps || []).map((step, i) => [step, i]));
+    state.roles = roles.roles?.length && roles.steps?.length ? roles : null;
   } catch (err) {
+    state.roles = null;
     // without roles the model view shows no badges and the chart says so; the weights still show
     el.status.textContent = `roles: ${err.message}`;
   }
@@ -644,7 +646,7 @@ function cellSize() {
   const height = window.innerHeight - el.main.getBoundingClientRect().top - 72 - GRID.top; // title, legend
   const byWidth = Math.floor(width / nh) - GRID.gap;
   const byHeight = Math.floor(height / nl) - GRID.gap - GRID.badge;
-  return Math.max(28, Math.min(160, byWidth, byHeight));
+  return Math.max(14, Math.min(160, byWidth, byHeight));
 }
 
 function cellOrigin(layer, head) {
@@ -833,8 +835,11 @@ function drawBadges(ctx) {
       const [x, y] = cellOrigin(layer, head);
       ctx.fillStyle = weak ? "#eeeeee" : style.colour;
       ctx.fillRect(x, y + size + 1, size, GRID.badge - 1);
-      ctx.fillStyle = weak ? "#616161" : "#ffffff";
-      ctx.fillText(text, x + size / 2, y + size + 1 + GRID.badge / 2, size - 2);
+      if (size >= 26) {
+        // smaller cells keep the colour only: the text would be squeezed past reading (hover tells)
+        ctx.fillStyle = weak ? "#616161" : "#ffffff";
+        ctx.fillText(text, x + size / 2, y + size + 1 + GRID.badge / 2, size - 2);
+      }
       badges.push(`${layer},${head},${best.role},${best.score.toFixed(3)}`);
     }
   }
@@ -914,7 +919,7 @@ function buildHeadView() {
     });
   });
   const dpr = window.devicePixelRatio || 1;
-  const linesWidth = 150;
+  const linesWidth = window.innerWidth >= 1200 ? 150 : 100; // narrow windows keep room for the grid
   el.lines.width = linesWidth * dpr;
   el.lines.height = T * row * dpr;
   el.lines.style.width = `${linesWidth}px`;
@@ -1117,7 +1122,7 @@ function drawWeightsList(query, heads) {
       );
     }
   }
-  if (!heads.length) rows.push(h("div", { class: "inline-message" }, "No head selected: tick one above the tokens."));
+  if (!heads.length) rows.push(h("div", { class: "inline-message" }, "No head selected: choose one above the tokens."));
   el.weightsList.replaceChildren(...rows);
 }
 
@@ -1139,8 +1144,10 @@ function drawChart() {
     el.chartLegend.append(h("div", { class: "inline-message" }, "No role scores in this run (trained with --log.no_head_roles?)."));
     return;
   }
-  el.chart.setAttribute("height", String(H));
   const steps = roles.steps;
+  // one logged step (a prompt from sample.py --attention) has scores but no curve: the legend lists them
+  el.chart.setAttribute("height", steps.length > 1 ? String(H) : "0");
+  if (steps.length < 2) el.chartTitle.replaceChildren(`Roles of L${layer} H${head}`, h("span", { class: "hint" }, `at step ${formatStep(steps[0])}`));
   const loss = (roles.second_copy_loss || []).filter(([, v]) => finite(v));
   const firstLoss = (roles.first_copy_loss || []).filter(([, v]) => finite(v));
   const allSteps = steps.concat(loss.map(([s]) => s));
@@ -1225,7 +1232,7 @@ function drawChart() {
 function niceTicks(lo, hi, count) {
   const raw = (hi - lo) / count;
   const power = 10 ** Math.floor(Math.log10(raw));
-  const spacing = [1, 2, 5, 10].map((f) => f * power).find((d) => d >= raw);
+  const spacing = Math.max(1, [1, 2, 5, 10].map((f) => f * power).find((d) => d >= raw)); // steps are whole
   const ticks = [];
   for (let t = Math.ceil(lo / spacing) * spacing; t <= hi; t += spacing) ticks.push(t);
   return ticks;
@@ -1284,7 +1291,8 @@ function stopPlay() {
 }
 
 function onKey(event) {
-  if (!state.probe || event.target.tagName === "SELECT" || event.target.tagName === "INPUT") return;
+  // the controls keep their own keys (a focused button takes space as a click)
+  if (!state.probe || ["SELECT", "INPUT", "BUTTON"].includes(event.target.tagName)) return;
   if (event.key === "ArrowRight" || event.key === "ArrowLeft") {
     const next = state.stepIndex + (event.key === "ArrowRight" ? 1 : -1);
     if (next >= 0 && next < state.probe.steps.length) {
