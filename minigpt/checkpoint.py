@@ -248,6 +248,18 @@ def check_resumable(ckpt: dict[str, Any], path: str | Path) -> None:
             f"{path} has no {', '.join(missing)}, so training cannot continue from it; "
             "sample from it, or start a new run"
         )
+    step = ckpt["iter"]
+    kinds = {  # as the trainer writes them: a hand-edited value would fail deep inside the restore
+        "iter": isinstance(step, int) and not isinstance(step, bool) and step >= 0,
+        "best_val_loss": isinstance(ckpt["best_val_loss"], (int, float)),
+        "sampler": isinstance(ckpt["sampler"], dict) and isinstance(ckpt["sampler"].get("step"), int),
+        "rng": _is_rng_state(ckpt["rng"]),
+    }
+    if bad := [key for key, ok in kinds.items() if not ok]:
+        raise CheckpointError(
+            f"{path}: its {' and '.join(bad)} is not what minigpt's trainer writes; the file was damaged or "
+            "edited, start a new run or resume another checkpoint"
+        )
     optimizer = ckpt["optimizer"]
     moments = optimizer.get("state") if isinstance(optimizer, dict) else None
     if not isinstance(moments, dict) or not isinstance(optimizer.get("param_groups"), list):
@@ -261,6 +273,15 @@ def check_resumable(ckpt: dict[str, Any], path: str | Path) -> None:
                     f"{path}: the optimizer's {key} of {name} does not fit the weights; the file was damaged "
                     "or edited, start a new run or resume another checkpoint"
                 )
+
+
+def _is_rng_state(state: Any) -> bool:
+    """Whether state is what rng_state() returns, so that set_rng_state takes it."""
+    if not isinstance(state, dict) or not isinstance(state.get("torch"), torch.Tensor):
+        return False
+    python = state.get("python")
+    python_ok = isinstance(python, list) and len(python) == 3 and isinstance(python[1], list)
+    return python_ok and state["torch"].dtype == torch.uint8 and state["torch"].shape == torch.get_rng_state().shape
 
 
 def rng_state() -> dict[str, Any]:

@@ -176,6 +176,10 @@ def drop_sampler(ckpt):
     del ckpt["sampler"]
 
 
+def text_iter(ckpt):
+    ckpt["iter"] = "4"
+
+
 @pytest.mark.parametrize(
     "edit, fragments",
     [
@@ -183,6 +187,7 @@ def drop_sampler(ckpt):
         (set_nan, ["its weights are broken: h.1.ln_2.bias holds NaN or inf"]),
         (shrink_moment, ["the optimizer's exp_avg of wpe.weight does not fit the weights"]),
         (drop_sampler, ["has no sampler, so training cannot continue from it"]),
+        (text_iter, ["its iter is not what minigpt's trainer writes"]),
     ],
 )
 def test_resume_from_a_checkpoint_that_does_not_fit_is_one_line(run_dir, corpus, tmp_path, capsys, edit, fragments):
@@ -252,6 +257,15 @@ def test_the_memory_check_counts_what_generate_allocates(monkeypatch):
         generate.generate(model, [1, 2], 5, num_samples=3)
     monkeypatch.setattr(generate, "memory_free", lambda device: need)
     assert len(list(generate.generate(model, [1, 2], 5, num_samples=3))) == 5
+
+
+def test_a_model_whose_scores_overflow_is_one_error_not_a_sampling_crash():
+    model = GPT(ModelConfig(vocab_size=9, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    with torch.no_grad():
+        model.wte.weight.fill_(1e37)  # finite, but the tied head's scores overflow to inf, softmax's to NaN
+    tokens = generate.generate(model, [1, 2], 3, temperature=1.0)
+    with pytest.raises(ValueError, match="the model's scores for the prompt are NaN or inf"):
+        next(tokens)
 
 
 def test_weights_too_big_for_float16_are_refused_not_sampled_as_nan():
