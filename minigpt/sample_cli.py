@@ -193,13 +193,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = torch.get_num_threads()
     try:
         cfg = cli.parse(SampleConfig, sys.argv[1:] if argv is None else argv, prog="python sample.py")
-        # A decoding step is many tiny ops; each multi-threaded op waits for every thread, so when
-        # another job holds a core, 2 threads can run 100x slower than 1 (docs/benchmarks.md).
         if cfg.threads > (cores := os.cpu_count() or 1):  # torch would take any number, up to an overflow
             raise ValueError(
                 f"threads={cfg.threads} is more than the {cores} CPU cores of this machine; use 1 to {cores} "
                 "(1 is fastest on a shared machine)"
             )
+        # A decoding step is many tiny ops; each multi-threaded op waits for every thread, so when
+        # another job holds a core, 2 threads can run 100x slower than 1 (docs/benchmarks.md).
         torch.set_num_threads(cfg.threads)
         run(cfg, out, err, stats)
         return 0
