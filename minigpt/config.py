@@ -144,10 +144,10 @@ class DataConfig:
     workers: int = 0  # Processes that tokenize a large corpus (over 64M characters); 0 means one per CPU core.
 
     def __post_init__(self) -> None:
-        _check_fields(self, "data.")
         if self.tokenizer not in TOKENIZERS:
             choices = ", ".join(TOKENIZERS)
             raise ValueError(f"data.tokenizer={self.tokenizer!r} is not a tokenizer; choose one of {choices}")
+        _check_fields(self, "data.")
         if not isinstance(self.val_fraction, (int, float)) or not 0.0 < self.val_fraction < 1.0:
             raise ValueError(
                 f"data.val_fraction={self.val_fraction!r} must be between 0 and 1 (exclusive); try data.val_fraction=0.1"
