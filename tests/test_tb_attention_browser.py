@@ -81,14 +81,18 @@ def logged(folder: Path, tag: str) -> dict[int, np.ndarray]:
 
 
 def expected_badges(scores: np.ndarray) -> str:
-    """Each head's strongest role (furthest above uniform attention) and its score, as the model view draws them."""
-    uniform = np.array([UNIFORM.get(role, 0.0) for role in ROLES])[:, None, None]
-    best = (scores - uniform).argmax(0)  # (n_layer, n_head)
-    return ";".join(
-        f"{layer},{head},{ROLES[best[layer, head]]},{scores[best[layer, head], layer, head]:.3f}"
-        for layer in range(N_LAYER)
-        for head in range(N_HEAD)
-    )
+    """Each head's badge as the model view draws it: the role furthest above uniform attention, where
+    first_token (the attention sink) counts only if no other role is 0.1 above uniform; and its score."""
+    lift = scores - np.array([UNIFORM.get(role, 0.0) for role in ROLES])[:, None, None]
+    badges = []
+    for layer in range(N_LAYER):
+        for head in range(N_HEAD):
+            others = [r for r in range(len(ROLES)) if ROLES[r] != "first_token"]
+            best = max(others, key=lambda r: lift[r, layer, head])
+            if lift[best, layer, head] < 0.1:
+                best = int(lift[:, layer, head].argmax())
+            badges.append(f"{layer},{head},{ROLES[best]},{scores[best, layer, head]:.3f}")
+    return ";".join(badges)
 
 
 def free_port() -> int:

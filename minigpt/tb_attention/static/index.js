@@ -210,6 +210,31 @@ const PIXEL_TABLE = (() => {
 })();
 const MASKED_PIXEL = new Uint32Array(new Uint8Array([...MASKED_RGB, 255]).buffer)[0];
 
+function cssColour(name) {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+}
+
+// TensorBoard marks its dark mode with a class on its own <body>; this frame shares its origin, so it
+// can follow along (and falls back to the browser's setting when it cannot see the parent).
+function followDarkMode() {
+  const media = window.matchMedia("(prefers-color-scheme: dark)");
+  let parentBody = null;
+  try {
+    parentBody = window.parent !== window ? window.parent.document.body : null;
+  } catch (err) {
+    parentBody = null; // another origin
+  }
+  const apply = () => {
+    const dark = parentBody ? parentBody.classList.contains("dark-mode") : media.matches;
+    if (dark === document.documentElement.classList.contains("dark")) return;
+    document.documentElement.classList.toggle("dark", dark);
+    if (state.weights) drawAll(); // canvas and chart colours are read when drawn
+  };
+  if (parentBody) new MutationObserver(apply).observe(parentBody, { attributes: true, attributeFilter: ["class"] });
+  else media.addEventListener("change", apply);
+  apply();
+}
+
 function formatStep(step) {
   return step.toLocaleString("en-US");
 }
@@ -228,8 +253,13 @@ function finite(value) {
 const STYLE = `
 :root {
   --fg: #212121; --muted: #616161; --faint: #9e9e9e; --line: #e0e0e0; --bg: #fff; --panel: #f5f5f5;
-  --accent: #f57c00; --focus: #1976d2;
+  --accent: #f57c00; --focus: #1976d2; --control: #bdbdbd; --gridline: #eeeeee; --query: #ffe0b2; --locked: #ffcc80;
   --mono: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, "Liberation Mono", monospace;
+}
+/* TensorBoard's dark mode (its toggle, or the browser's setting), followed from the parent page */
+:root.dark {
+  --fg: #e0e0e0; --muted: #b0b0b0; --faint: #808080; --line: #4a4a4a; --bg: #303030; --panel: #3a3a3a;
+  --control: #6a6a6a; --gridline: #444444; --query: #7a4a12; --locked: #9a5c10; --focus: #64b5f6;
 }
 * { box-sizing: border-box; }
 html, body { margin: 0; height: 100%; }
@@ -240,8 +270,9 @@ body { font: 13px/1.35 Roboto, "Helvetica Neue", Arial, sans-serif; color: var(-
 .controls { display: flex; align-items: center; gap: 14px; flex: 1; flex-wrap: wrap; }
 .toolbar label { color: var(--muted); display: flex; align-items: center; gap: 6px; }
 select, button { font: inherit; color: var(--fg); }
-select { padding: 2px 4px; border: 1px solid #bdbdbd; border-radius: 3px; background: #fff; max-width: 260px; }
-button { border: 1px solid #bdbdbd; background: #fff; border-radius: 3px; padding: 2px 8px; cursor: pointer; }
+select { padding: 2px 4px; border: 1px solid var(--control); border-radius: 3px; background: var(--bg);
+  max-width: 260px; }
+button { border: 1px solid var(--control); background: var(--bg); border-radius: 3px; padding: 2px 8px; cursor: pointer; }
 button:hover { background: var(--panel); }
 .steps { display: flex; align-items: center; gap: 8px; flex: 1 1 320px; min-width: 260px; }
 .steps input[type=range] { flex: 1; accent-color: var(--accent); }
@@ -258,7 +289,7 @@ h2 .hint { font-weight: 400; color: var(--muted); font-size: 12px; }
 .message { margin: 40px auto; max-width: 640px; padding: 16px 20px; border: 1px solid var(--line);
   border-radius: 4px; background: var(--panel); line-height: 1.5; }
 .message h1 { font-size: 15px; font-weight: 500; margin: 0 0 8px; }
-.message code { font-family: var(--mono); font-size: 12px; background: #fff; padding: 1px 4px; }
+.message code { font-family: var(--mono); font-size: 12px; background: var(--bg); padding: 1px 4px; }
 .error { color: #b71c1c; }
 .inline-message { color: var(--muted); padding: 12px 0; }
 
@@ -279,7 +310,7 @@ h2 .hint { font-weight: 400; color: var(--muted); font-size: 12px; }
 .headchip { display: inline-block; min-width: 24px; padding: 0 4px; border: 2px solid var(--c); border-radius: 3px;
   background: var(--c); color: #fff; font-size: 11px; line-height: 16px; text-align: center; cursor: pointer;
   user-select: none; font-variant-numeric: tabular-nums; }
-.headchip.off { background: #fff; color: var(--muted); border-color: #d0d0d0; }
+.headchip.off { background: var(--bg); color: var(--muted); border-color: var(--control); }
 .headview-controls button { font-size: 11px; padding: 0 6px; line-height: 16px; }
 #head-view { display: flex; flex-direction: column; }
 .tokens-scroll { flex: 1; min-height: 0; overflow-y: auto; overflow-x: hidden; }
@@ -288,8 +319,8 @@ h2 .hint { font-weight: 400; color: var(--muted); font-size: 12px; }
 .tok { font-family: var(--mono); white-space: pre; padding: 0 6px; border-radius: 2px; cursor: default;
   overflow: hidden; }
 .column.queries .tok { text-align: right; cursor: pointer; }
-.tok.active { background: #ffe0b2; outline: 1px solid var(--accent); }
-.tok.locked { background: #ffcc80; }
+.tok.active { background: var(--query); outline: 1px solid var(--accent); }
+.tok.locked { background: var(--locked); }
 #lines { display: block; }
 
 .weights-list { font-size: 12px; margin-bottom: 10px; }
@@ -766,7 +797,7 @@ function paintGrid() {
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, el.gridCanvas.width, el.gridCanvas.height);
   ctx.font = "11px Roboto, Arial, sans-serif";
-  ctx.fillStyle = "#616161";
+  ctx.fillStyle = cssColour("--muted");
   ctx.textAlign = "center";
   ctx.textBaseline = "middle";
   for (let head = 0; head < nh; head++) ctx.fillText(`H${head}`, cellOrigin(0, head)[0] + size / 2, GRID.top / 2);
@@ -808,19 +839,26 @@ function headRoles(layer, head) {
   }));
 }
 
+// The role a head's badge names: the one furthest above uniform attention. The first token is where a
+// head parks attention it does not need (the "attention sink"), so it names a head only when no other
+// role stands out: an induction head that also parks on the first token is still an induction head.
 function strongestRole(scores) {
-  let best = null;
-  for (const entry of scores) {
-    if (!finite(entry.score)) continue;
-    if (!best || entry.score - entry.uniform > best.score - best.uniform) best = entry;
-  }
-  return best;
+  const best = (entries) => {
+    let top = null;
+    for (const entry of entries) {
+      if (finite(entry.score) && (!top || entry.score - entry.uniform > top.score - top.uniform)) top = entry;
+    }
+    return top;
+  };
+  const other = best(scores.filter((entry) => entry.role !== "first_token"));
+  return other && other.score - other.uniform >= ROLE_MARGIN ? other : best(scores);
 }
 
 function drawBadges(ctx) {
   const { n_layer: nl, n_head: nh } = state.probe;
   const size = el.cellSize;
   const badges = [];
+  const [weakFill, weakText] = [cssColour("--panel"), cssColour("--muted")];
   ctx.font = "10px Roboto, Arial, sans-serif";
   ctx.textAlign = "center";
   ctx.textBaseline = "middle";
@@ -833,11 +871,11 @@ function drawBadges(ctx) {
       const weak = best.score - best.uniform < ROLE_MARGIN;
       const text = `${style.short} ${best.score.toFixed(2).replace(/^0/, "")}`;
       const [x, y] = cellOrigin(layer, head);
-      ctx.fillStyle = weak ? "#eeeeee" : style.colour;
+      ctx.fillStyle = weak ? weakFill : style.colour;
       ctx.fillRect(x, y + size + 1, size, GRID.badge - 1);
       if (size >= 26) {
         // smaller cells keep the colour only: the text would be squeezed past reading (hover tells)
-        ctx.fillStyle = weak ? "#616161" : "#ffffff";
+        ctx.fillStyle = weak ? weakText : "#ffffff";
         ctx.fillText(text, x + size / 2, y + size + 1 + GRID.badge / 2, size - 2);
       }
       badges.push(`${layer},${head},${best.role},${best.score.toFixed(3)}`);
@@ -1163,11 +1201,11 @@ function drawChart() {
   };
   add("text", { x: 2, y: 9 }, "score");
   for (const v of [0, 0.5, 1]) {
-    add("line", { x1: m.left, x2: W - m.right, y1: y(v), y2: y(v), stroke: "#eeeeee" });
+    add("line", { x1: m.left, x2: W - m.right, y1: y(v), y2: y(v), stroke: cssColour("--gridline") });
     add("text", { x: m.left - 4, y: y(v) + 3, "text-anchor": "end" }, v.toFixed(1));
   }
   for (const step of niceTicks(x0, x1, 4)) {
-    add("line", { x1: x(step), x2: x(step), y1: H - m.bottom, y2: H - m.bottom + 3, stroke: "#9e9e9e" });
+    add("line", { x1: x(step), x2: x(step), y1: H - m.bottom, y2: H - m.bottom + 3, stroke: cssColour("--faint") });
     add("text", { x: x(step), y: H - 5, "text-anchor": "middle" }, formatStep(step));
   }
   const marker = add("line", {
@@ -1208,8 +1246,8 @@ function drawChart() {
         h("span", { class: "v" }, at ? at[1].toFixed(3) : "\u2013"),
       );
     };
-    if (firstLoss.length) lossLine(firstLoss, "1 3", "#9e9e9e", "first-copy loss (right axis)");
-    lossLine(loss, "4 3", "#212121", "second-copy loss (right axis)");
+    if (firstLoss.length) lossLine(firstLoss, "1 3", cssColour("--faint"), "first-copy loss (right axis)");
+    lossLine(loss, "4 3", cssColour("--fg"), "second-copy loss (right axis)");
     add("text", { x: W - 2, y: 9, "text-anchor": "end" }, "loss");
     add("text", { x: W - m.right + 4, y: yl(hi) + 3 }, hi.toFixed(2));
     add("text", { x: W - m.right + 4, y: yl(lo) + 3 }, lo.toFixed(2));
@@ -1310,6 +1348,7 @@ function onKey(event) {
 
 export async function render() {
   buildPage(document.body);
+  followDarkMode();
   await loadRuns(false);
   // a run still training gains steps: look again now and then while the tab is visible
   setInterval(() => {
