@@ -34,6 +34,14 @@ COMMAND: str | None = None
 it instead of the tool's script (prog)."""
 
 
+def how_to_run(tool: str) -> str:
+    """How the user starts a tool, for the commands a tool prints: `minigpt sample` under the installed
+    command, `python sample.py` in the repository."""
+    if COMMAND is not None:
+        return f"minigpt {tool}"
+    return {"train": "python train.py", "sample": "python sample.py"}.get(tool, f"python -m minigpt.{tool}")
+
+
 class ConfigError(ValueError):
     """A bad config file, key or value; the message is one line that names the key and the fix."""
 

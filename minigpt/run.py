@@ -350,7 +350,7 @@ def train(cfg: RunConfig, ckpt: dict[str, Any] | None = None, ckpt_path: Path | 
             raise RunFolderLost(f"the run folder {run_dir} was deleted or moved during training; nothing more "
                                 "could be saved; start the run again") from None
         last = run_dir / CHECKPOINT_LATEST
-        then = f"the last good checkpoint {last} is untouched; then: python train.py --resume {run_dir}"
+        then = f"the last good checkpoint {last} is untouched; then: {cli.how_to_run('train')} --resume {run_dir}"
         fix = "free some space" if write_failure(e) == "the disk is full" else "make the run folder writable"
         raise CheckpointError(
             f"could not write TensorBoard events in {run_dir}: {write_failure(e)}; {fix} or "
@@ -367,7 +367,7 @@ def report(result: dict[str, Any]) -> str:
     run_dir = result["run_dir"]
     if result["stopped_by"]:
         return (f"\nstopped by {result['stopped_by']} at iter {result['iter']}; checkpoint saved to "
-                f"{run_dir / CHECKPOINT_LATEST}\ncontinue with: python train.py --resume {run_dir}")  # fmt: skip
+                f"{run_dir / CHECKPOINT_LATEST}\ncontinue with: {cli.how_to_run('train')} --resume {run_dir}")  # fmt: skip
     return "\n".join([
         "",
         f"done: {result['iter']} iters in {result['seconds']:.0f} s; val loss "
@@ -378,7 +378,7 @@ def report(result: dict[str, Any]) -> str:
         "",
         f"checkpoints: {run_dir / CHECKPOINT_BEST}, {run_dir / CHECKPOINT_LATEST}",
         f"TensorBoard: tensorboard --logdir {run_dir.parent} --samples_per_plugin images=0   (0: every step)",
-        f"sample more: python sample.py --run {run_dir}",
+        f"sample more: {cli.how_to_run('sample')} --run {run_dir}",
     ])  # fmt: skip
 
 

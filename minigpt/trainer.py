@@ -268,7 +268,7 @@ class Trainer:
             pass
         raise RunFolderLost(
             f"the run folder {self.run_dir} was deleted or moved during training; {saved}; "
-            f"continue with: python train.py --resume {self.run_dir}"
+            f"continue it with --resume {self.run_dir}"
         )
 
     def _evaluate_and_save(self, bar: tqdm, start: float) -> dict[str, float]:
