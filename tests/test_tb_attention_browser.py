@@ -22,10 +22,8 @@ import pytest
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
 
-CHROMIUM = next(
-    (path for path in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")) if path and os.path.exists(path)),
-    None,
-)
+CANDIDATES = (os.environ.get("CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"))
+CHROMIUM = next((path for path in CANDIDATES if path and os.path.exists(path)), None)
 if CHROMIUM is None:
     pytest.skip("no Chromium found (apt-get install chromium, or set CHROMIUM=/path)", allow_module_level=True)
 
@@ -60,6 +58,10 @@ def causal_softmax(scores: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
+def scalar(tag: str, value: float) -> summary_pb2.Summary:
+    return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=value)])
+
+
 def write_run(folder: Path) -> None:
     """Three evaluations of attention and role scores, and the induction probe's second-copy loss."""
     writer = EventFileWriter(str(folder))
@@ -67,7 +69,7 @@ def write_run(folder: Path) -> None:
     for step in STEPS:
         weights = causal_softmax(3 * rng.standard_normal((N_LAYER, N_HEAD, T, T)))
         scores = {role: rng.random((N_LAYER, N_HEAD)) for role in ROLES}
-        loss = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="loss/induction_second_copy", simple_value=4.0 - step / 10)])
+        loss = scalar("loss/induction_second_copy", 4.0 - step / 10)
         for summary in (attention_summary(weights, TOKENS, list(range(T))), roles_summary(scores, UNIFORM), loss):
             writer.add_event(event_pb2.Event(step=step, wall_time=time.time(), summary=summary))
     writer.close()
@@ -107,9 +109,7 @@ def tensorboard(tmp_path_factory):
     write_run(logdir / "tiny")
     (logdir / "no_attention").mkdir()
     writer = EventFileWriter(str(logdir / "no_attention"))
-    writer.add_event(
-        event_pb2.Event(step=0, summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="loss/val", simple_value=1.0)]))
-    )
+    writer.add_event(event_pb2.Event(step=0, summary=scalar("loss/val", 1.0)))
     writer.close()
     port = free_port()
     process = subprocess.Popen(

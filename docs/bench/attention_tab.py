@@ -43,6 +43,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+TAB_PAGE = "data/plugin_entry.html?name=minigpt_attention"  # the page TensorBoard puts in the tab's frame
 ROLES = ("previous_token", "first_token", "self", "duplicate_token", "induction")
 
 
@@ -97,7 +98,7 @@ def load_times(browser, url: str, inside_tensorboard: bool, n: int) -> tuple[lis
     from_top, from_frame, before_frame = [], [], []
     for _ in range(n):
         page = browser.new_page(viewport={"width": 1280, "height": 800})
-        target = f"{url}/#minigpt_attention" if inside_tensorboard else f"{url}/data/plugin_entry.html?name=minigpt_attention"
+        target = f"{url}/#minigpt_attention" if inside_tensorboard else f"{url}/{TAB_PAGE}"
         page.goto(target, wait_until="commit")
         frame = tab_frame(page, inside_tensorboard)
         frame.wait_for_function("window.minigptAttention?.marks.modelViewDrawn != null", timeout=60000, polling=10)
@@ -129,7 +130,7 @@ SLIDER = """async () => {
 
 def slider_times(browser, url: str) -> list[tuple[float, float]]:
     page = browser.new_page(viewport={"width": 1280, "height": 800})
-    page.goto(f"{url}/data/plugin_entry.html?name=minigpt_attention")
+    page.goto(f"{url}/{TAB_PAGE}")
     page.wait_for_function("window.minigptAttention?.marks.modelViewDrawn != null", timeout=60000)
     # the page prefetches every step after the first draw; wait until it has
     page.wait_for_function(
@@ -164,15 +165,17 @@ def main() -> None:
             write_run(Path(tmp) / args.run, args.steps, args.layers, args.heads, args.tokens)
         process, url, probe = start_tensorboard(logdir, args.run)
         try:
-            print(f"run {args.run}: {probe['n_layer']} x {probe['n_head']} heads, {probe['T']} tokens, {len(probe['steps'])} steps")
+            shape = f"{probe['n_layer']} x {probe['n_head']} heads, {probe['T']} tokens"
+            print(f"run {args.run}: {shape}, {len(probe['steps'])} steps")
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
                 for inside, name in ((False, "the tab's page alone"), (True, "TensorBoard with the tab open")):
                     from_top, from_frame, before_frame = load_times(browser, url, inside, 1 + args.loads)
-                    print(f"{name}, navigation -> model view drawn: first {from_top[0]:.0f} ms; then " + summary("", from_top[1:])[2:])
+                    print(f"{name}, navigation -> model view drawn: first {from_top[0]:.0f} ms; then", end=" ")
+                    print(summary("", from_top[1:])[2:])
                     if inside:
-                        print("  TensorBoard's own start, until it opens the tab's frame: " + summary("", before_frame[1:])[2:])
-                        print("  the tab's frame, its own navigation -> drawn: " + summary("", from_frame[1:])[2:])
+                        print(summary("  TensorBoard's own start, until it opens the tab's frame", before_frame[1:]))
+                        print(summary("  the tab's frame, its own navigation -> drawn", from_frame[1:]))
                 moves = slider_times(browser, url)
                 print(summary(f"slider, one step ({len(moves)} moves), redrawn", [a for a, _ in moves]))
                 print(summary("  to the next painted frame", [b for _, b in moves]))

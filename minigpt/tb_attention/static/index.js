@@ -272,7 +272,8 @@ body { font: 13px/1.35 Roboto, "Helvetica Neue", Arial, sans-serif; color: var(-
 select, button { font: inherit; color: var(--fg); }
 select { padding: 2px 4px; border: 1px solid var(--control); border-radius: 3px; background: var(--bg);
   max-width: 260px; }
-button { border: 1px solid var(--control); background: var(--bg); border-radius: 3px; padding: 2px 8px; cursor: pointer; }
+button { border: 1px solid var(--control); background: var(--bg); border-radius: 3px; padding: 2px 8px;
+  cursor: pointer; }
 button:hover { background: var(--panel); }
 .steps { display: flex; align-items: center; gap: 8px; flex: 1 1 320px; min-width: 260px; }
 .steps input[type=range] { flex: 1; accent-color: var(--accent); }
@@ -334,6 +335,8 @@ h2 .hint { font-weight: 400; color: var(--muted); font-size: 12px; }
 #chart { display: block; }
 #chart text { font-size: 10px; fill: var(--muted); }
 .chart-legend { display: grid; grid-template-columns: 1fr auto; gap: 1px 8px; font-size: 11px; margin-top: 4px; }
+.line-chip { display: inline-block; width: 12px; border-top: 3px solid; vertical-align: 3px; margin-right: 4px; }
+.line-chip.dashed { border-top: 2px dashed; }
 .chart-legend .v { font-variant-numeric: tabular-nums; text-align: right; color: var(--muted); }
 .tooltip { position: fixed; pointer-events: none; background: rgba(33, 33, 33, 0.92); color: #fff;
   font-size: 12px; padding: 5px 8px; border-radius: 3px; z-index: 10; max-width: 320px; display: none;
@@ -755,9 +758,12 @@ function buildGridLegend() {
     // each head's badge: its strongest role, that is the one furthest above uniform attention
     const roles = state.roles.roles.map((role) => {
       const style = ROLE_STYLE[role] || { short: role, colour: "#555", name: role };
-      return h("span", { title: style.name }, h("span", { class: "chip", style: `background:${style.colour}` }), style.short === style.name ? style.name : `${style.short} ${style.name}`);
+      const chip = h("span", { class: "chip", style: `background:${style.colour}` });
+      const label = style.short === style.name ? style.name : `${style.short} ${style.name}`;
+      return h("span", { title: style.name }, chip, label);
     });
-    items.push(h("span", { title: `faded: less than ${ROLE_MARGIN} above uniform attention` }, "badges, the strongest role:"), ...roles);
+    const faded = `faded: less than ${ROLE_MARGIN} above uniform attention`;
+    items.push(h("span", { title: faded }, "badges, the strongest role:"), ...roles);
   } else {
     items.push(h("span", {}, "no role scores in this run"));
   }
@@ -801,7 +807,9 @@ function paintGrid() {
   ctx.textAlign = "center";
   ctx.textBaseline = "middle";
   for (let head = 0; head < nh; head++) ctx.fillText(`H${head}`, cellOrigin(0, head)[0] + size / 2, GRID.top / 2);
-  for (let layer = 0; layer < nl; layer++) ctx.fillText(`L${layer}`, GRID.left / 2 - 2, cellOrigin(layer, 0)[1] + size / 2);
+  for (let layer = 0; layer < nl; layer++) {
+    ctx.fillText(`L${layer}`, GRID.left / 2 - 2, cellOrigin(layer, 0)[1] + size / 2);
+  }
   // enlarging keeps each weight a sharp square; shrinking (64 tokens in a small cell) averages
   ctx.imageSmoothingEnabled = size * dpr < T;
   ctx.imageSmoothingQuality = "medium";
@@ -1131,7 +1139,7 @@ function drawWeightsList(query, heads) {
   }
   el.weightsTitle.replaceChildren(
     `Weights of query ${query} `,
-    h("span", { class: "hint" }, `${displayToken(state.tokens[query])}${state.locked === query ? " (locked: click to release)" : ""}`),
+    h("span", { class: "hint" }, displayToken(state.tokens[query]) + (state.locked === query ? " (locked: click again)" : "")),
   );
   const perHead = Math.max(3, Math.min(8, Math.floor(24 / Math.max(1, heads.length))));
   const rows = [];
@@ -1152,7 +1160,12 @@ function drawWeightsList(query, heads) {
       rows.push(
         h(
           "div",
-          { class: "row", "data-head": String(head), "data-key": String(k), title: `key ${k}: ${JSON.stringify(state.tokens[k])}` },
+          {
+            class: "row",
+            "data-head": String(head),
+            "data-key": String(k),
+            title: `key ${k}: ${JSON.stringify(state.tokens[k])}`,
+          },
           h("span", { class: "key" }, h("span", { class: "idx" }, `${k} `), shortToken(state.tokens[k], 10)),
           h("span", { class: "bar", style: `width:${Math.max(1, w * 100)}%;background:${headColour(head)}` }),
           h("span", { class: "value" }, w.toFixed(3)),
@@ -1179,13 +1192,17 @@ function drawChart() {
   el.chartTitle.replaceChildren(`Roles of L${layer} H${head}`, h("span", { class: "hint" }, "over training"));
   if (!roles) {
     el.chart.setAttribute("height", "0");
-    el.chartLegend.append(h("div", { class: "inline-message" }, "No role scores in this run (trained with --log.no_head_roles?)."));
+    const text = "No role scores in this run (trained with --log.no_head_roles?).";
+    el.chartLegend.append(h("div", { class: "inline-message" }, text));
     return;
   }
   const steps = roles.steps;
   // one logged step (a prompt from sample.py --attention) has scores but no curve: the legend lists them
   el.chart.setAttribute("height", steps.length > 1 ? String(H) : "0");
-  if (steps.length < 2) el.chartTitle.replaceChildren(`Roles of L${layer} H${head}`, h("span", { class: "hint" }, `at step ${formatStep(steps[0])}`));
+  if (steps.length < 2) {
+    const hint = h("span", { class: "hint" }, `at step ${formatStep(steps[0])}`);
+    el.chartTitle.replaceChildren(`Roles of L${layer} H${head}`, hint);
+  }
   const loss = (roles.second_copy_loss || []).filter(([, v]) => finite(v));
   const firstLoss = (roles.first_copy_loss || []).filter(([, v]) => finite(v));
   const allSteps = steps.concat(loss.map(([s]) => s));
@@ -1220,12 +1237,14 @@ function drawChart() {
       .filter(([, v]) => finite(v))
       .map(([step, v]) => `${x(step).toFixed(1)},${y(v).toFixed(1)}`);
     if (points.length) {
-      add("polyline", { points: points.join(" "), fill: "none", stroke: style.colour, "stroke-width": role === "induction" ? 2 : 1.3 });
+      const width = role === "induction" ? 2 : 1.3;
+      add("polyline", { points: points.join(" "), fill: "none", stroke: style.colour, "stroke-width": width });
     }
     const value = i === undefined ? null : roles.scores[i][r][layer][head];
+    const uniform = roles.uniform?.[role] ?? 0;
     el.chartLegend.append(
-      h("span", {}, h("span", { class: "chip", style: `display:inline-block;width:10px;height:3px;vertical-align:3px;margin-right:4px;background:${style.colour}` }), style.name),
-      h("span", { class: "v" }, `${finite(value) ? value.toFixed(3) : "\u2013"}  (uniform ${(roles.uniform?.[role] ?? 0).toFixed(2)})`),
+      h("span", {}, h("span", { class: "line-chip", style: `border-top-color:${style.colour}` }), style.name),
+      h("span", { class: "v" }, `${finite(value) ? value.toFixed(3) : "\u2013"}  (uniform ${uniform.toFixed(2)})`),
     );
   });
   if (loss.length) {
@@ -1242,7 +1261,7 @@ function drawChart() {
       });
       const at = series.find(([s]) => s === currentStep());
       el.chartLegend.append(
-        h("span", {}, h("span", { class: "chip", style: `display:inline-block;width:10px;height:0;border-top:2px dashed ${colour};vertical-align:3px;margin-right:4px` }), name),
+        h("span", {}, h("span", { class: "line-chip dashed", style: `border-top-color:${colour}` }), name),
         h("span", { class: "v" }, at ? at[1].toFixed(3) : "\u2013"),
       );
     };
@@ -1296,7 +1315,8 @@ function showTooltip(event, text) {
   el.tooltip.style.display = "block";
   const box = el.tooltip.getBoundingClientRect();
   const left = Math.min(event.clientX + 14, window.innerWidth - box.width - 4);
-  const top = event.clientY + 16 + box.height > window.innerHeight ? event.clientY - box.height - 8 : event.clientY + 16;
+  const below = event.clientY + 16 + box.height <= window.innerHeight;
+  const top = below ? event.clientY + 16 : event.clientY - box.height - 8;
   el.tooltip.style.left = `${Math.max(4, left)}px`;
   el.tooltip.style.top = `${Math.max(4, top)}px`;
 }
