@@ -7,6 +7,7 @@ Python package and a Chromium (Debian's `chromium`; Playwright's own browser dow
 offline) and skips, saying which is missing, without them.
 """
 
+import contextlib
 import os
 import shutil
 import socket
@@ -62,11 +63,11 @@ def scalar(tag: str, value: float) -> summary_pb2.Summary:
     return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=value)])
 
 
-def write_run(folder: Path) -> None:
-    """Three evaluations of attention and role scores, and the induction probe's second-copy loss."""
+def write_run(folder: Path, steps: list[int] = STEPS) -> None:
+    """Evaluations of attention and role scores, and the induction probe's second-copy loss."""
     writer = EventFileWriter(str(folder))
     rng = np.random.default_rng(0)
-    for step in STEPS:
+    for step in steps:
         weights = causal_softmax(3 * rng.standard_normal((N_LAYER, N_HEAD, T, T)))
         scores = {role: rng.random((N_LAYER, N_HEAD)) for role in ROLES}
         loss = scalar("loss/induction_second_copy", 4.0 - step / 10)
@@ -103,39 +104,49 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def tensorboard(tmp_path_factory):
-    logdir = tmp_path_factory.mktemp("runs")
-    write_run(logdir / "tiny")
-    (logdir / "no_attention").mkdir()
-    writer = EventFileWriter(str(logdir / "no_attention"))
-    writer.add_event(event_pb2.Event(step=0, summary=scalar("loss/val", 1.0)))
-    writer.close()
+@contextlib.contextmanager
+def tensorboard_on(logdir: Path, ready: bytes):
+    """TensorBoard on a free port, once its runs route answers with `ready` in it; yields its URL."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1"]
+    # --reload_interval 1: a step written during a test is read within a second, not five
+    command += ["--port", str(port), "--reload_interval", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 30
-        while True:  # until TensorBoard answers and has read the run
+        while True:
             if process.poll() is not None:
                 pytest.fail(f"TensorBoard exited: {process.stderr.read().decode()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{url}/data/plugin/minigpt_attention/runs", timeout=2) as response:
-                    if b'"tiny"' in response.read():
+                    if ready in response.read():
                         break
             except (urllib.error.URLError, ConnectionError):
                 pass
             if time.time() > deadline:
-                pytest.fail("TensorBoard did not list the run within 30 s")
+                pytest.fail("TensorBoard did not list the runs within 30 s")
             time.sleep(0.3)
-        yield url, logged(logdir / "tiny", TAG), logged(logdir / "tiny", "minigpt_attention_roles/text")
+        yield url
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def write_run_without_attention(folder: Path) -> None:
+    writer = EventFileWriter(str(folder))
+    writer.add_event(event_pb2.Event(step=0, summary=scalar("loss/val", 1.0)))
+    writer.close()
+
+
+@pytest.fixture(scope="module")
+def tensorboard(tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("runs")
+    write_run(logdir / "tiny")
+    write_run(logdir / "written_now")  # gains a step during a test
+    write_run_without_attention(logdir / "no_attention")
+    with tensorboard_on(logdir, b'"written_now"') as url:
+        yield url, logdir, logged(logdir / "tiny", TAG), logged(logdir / "tiny", "minigpt_attention_roles/text")
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +193,7 @@ def assert_weights_match(shown, logged: np.ndarray, layer: int, query: int, head
 
 
 def test_attention_tab_shows_the_logged_weights_and_follows_the_slider_and_the_grid(tensorboard, browser):
-    url, logged, roles = tensorboard
+    url, _, logged, roles = tensorboard
     assert sorted(logged) == sorted(roles) == STEPS
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     errors = []
@@ -190,7 +201,8 @@ def test_attention_tab_shows_the_logged_weights_and_follows_the_slider_and_the_g
     page.goto(f"{url}/#minigpt_attention")
     frame = plugin_frame(page)
 
-    # the newest step first, with every logged step on the slider and the tokens readable
+    # the first run's newest step first, with every logged step on the slider and the tokens readable
+    assert frame.locator("#run").input_value() == "tiny"
     assert frame.evaluate("document.body.dataset.step") == "20"
     assert frame.locator("#step").get_attribute("max") == str(len(STEPS) - 1)
     queries = frame.locator("#queries .tok").all_text_contents()
@@ -222,3 +234,44 @@ def test_attention_tab_shows_the_logged_weights_and_follows_the_slider_and_the_g
     assert_weights_match(shown_weights(frame, query), logged[10], layer=1, query=query, heads={0, 1})
     assert errors == []
     page.close()
+
+
+def test_play_runs_through_the_steps_and_reload_picks_up_a_new_one(tensorboard, browser):
+    url, logdir, _, _ = tensorboard
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(f"{url}/#minigpt_attention")
+    frame = plugin_frame(page)
+    frame.select_option("#run", "written_now")
+    frame.wait_for_function("document.body.dataset.step === '20'")
+    frame.locator("#step").fill("0")
+    frame.wait_for_function("document.body.dataset.step === '0'")
+    frame.click("#play")
+    frame.wait_for_function("document.body.dataset.step === '20'", timeout=10000)
+    assert frame.locator("#play").text_content() == "\u25b6"  # stopped at the newest step
+
+    # the run gains an evaluation while the tab is open: the reload button shows it, and moves there
+    write_run(logdir / "written_now", [30])
+    deadline = time.time() + 15
+    while frame.locator("#step").get_attribute("max") != str(len(STEPS)):
+        assert time.time() < deadline, "the new step did not appear"
+        frame.click("#reload")
+        page.wait_for_timeout(500)
+    frame.wait_for_function("document.body.dataset.step === '30'")
+    assert "(4 / 4)" in frame.locator("#step-label").text_content()
+    page.close()
+
+
+def test_a_logdir_without_attention_says_so_and_how_to_fix_it(tmp_path, browser):
+    write_run_without_attention(tmp_path / "old_run")
+    with tensorboard_on(tmp_path, b'"old_run"') as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"{url}/data/plugin_entry.html?name=minigpt_attention")  # the tab's own page
+        message = page.locator("#message")
+        message.get_by_text("No attention tensors in these runs").wait_for()
+        assert "old_run" in message.text_content()
+        assert "python train.py" in message.text_content()
+        assert page.locator("#main, .main").is_hidden()
+        assert errors == []
+        page.close()

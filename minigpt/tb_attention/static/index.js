@@ -1334,11 +1334,9 @@ function togglePlay() {
   if (state.stepIndex >= state.probe.steps.length - 1) showStep(0); // from the start again
   el.play.textContent = "\u275a\u275a";
   state.playing = setInterval(() => {
-    if (state.stepIndex >= state.probe.steps.length - 1) {
-      stopPlay();
-      return;
-    }
-    showStep(state.stepIndex + 1);
+    const next = Math.min(state.stepIndex + 1, state.probe.steps.length - 1);
+    if (next === state.probe.steps.length - 1) stopPlay(); // the newest step ends the film
+    showStep(next);
   }, PLAY_INTERVAL_MS);
 }
 
