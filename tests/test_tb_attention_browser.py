@@ -1,10 +1,11 @@
 """The Attention tab in a real browser: TensorBoard with the plugin, driven by headless Chromium.
 
-The test writes a tiny run (2 layers x 2 heads, 8 tokens, 3 steps), starts TensorBoard on it, opens the
-tab, and checks what a learner sees against the tensors in the event file: the weights listed for a
-hovered token, after moving the step slider, and after clicking a model-view cell. It needs Playwright's
-Python package and a Chromium (Debian's `chromium`; Playwright's own browser download is not reachable
-offline) and skips, saying which is missing, without them.
+The tests write tiny runs (2 layers x 2 heads, 8 tokens, 3 steps), start TensorBoard on them, open the
+tab, and check what a learner sees against the tensors in the event file: the weights listed for a
+hovered token, after moving the step slider and after clicking a model-view cell, the role badges, play,
+a step written while the tab is open, and the message for runs without attention. They need
+Playwright's Python package and a Chromium (Debian's `chromium`; Playwright's own browser download is
+not reachable offline) and skip, saying which is missing, without them.
 """
 
 import contextlib
