@@ -57,8 +57,14 @@ def read_file(path: str | Path) -> dict[str, Any]:
         data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder; pass a .toml or .json file") from None
+    except OSError as e:  # unreadable (permissions), a device, ...
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}; check its permissions") from None
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} is not valid {path.suffix[1:].upper()}: {e}") from None
+    except RecursionError:  # tables nested thousands deep
+        raise ConfigError(f"config file {path} nests its tables too deeply to be a minigpt config") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold tables of keys, got {type(data).__name__}")
     return data

@@ -143,3 +143,27 @@ def test_torchrun_with_default_settings_trains_and_errors_print_once(corpus, tmp
     bad = subprocess.run([*torchrun, *tiny_args(corpus, tmp_path / "b", "--train.batch_size=3")], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
     assert bad.returncode != 0 and bad.stderr.count("error: train.grad_accum=1 x train.batch_size=3") == 1
+
+
+def test_an_unreadable_config_file_is_a_read_error_not_a_write_error(corpus, tmp_path):
+    from tests.test_data import _as_plain_user
+
+    config = tmp_path / "run.toml"
+    config.write_text("[train]\nmax_iters = 2\n")
+    config.chmod(0)
+    done = subprocess.run(_as_plain_user([sys.executable, "train.py", str(config)]), cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"cannot read config file {config}: Permission denied" in done.stderr and "write" not in done.stderr
+
+
+@pytest.mark.parametrize("content, problem", [("[" * 100_000, "nests its tables too deeply"), (None, "is a folder")])
+def test_odd_config_files_are_one_line(tmp_path, content, problem):
+    config = tmp_path / "run.json"
+    if content is None:
+        config.mkdir()
+    else:
+        config.write_text(content)
+    done = subprocess.run([sys.executable, "train.py", str(config)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and problem in done.stderr, done.stderr
