@@ -1299,14 +1299,10 @@ function niceTicks(lo, hi, count) {
 // tying it together
 
 function drawAll() {
-  const t0 = performance.now();
   updateHeadChips();
   drawGrid();
-  const t1 = performance.now();
   drawHeadView();
-  const t2 = performance.now();
   drawChart();
-  marks.parts = { grid: t1 - t0, head: t2 - t1, chart: performance.now() - t2 };
 }
 
 
