@@ -8,6 +8,9 @@ import os
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +62,8 @@ class Board:
         ingester = data_ingester.LocalDataIngester(tb.flags)
         self.multiplexer = ingester.deprecated_multiplexer
         self.reload()
-        app = application.TensorBoardWSGIApp(tb.flags, tb.plugin_loaders, ingester.data_provider, None, self.multiplexer)
-        self.client = Client(app)
+        provider, loaders = ingester.data_provider, tb.plugin_loaders
+        self.client = Client(application.TensorBoardWSGIApp(tb.flags, loaders, provider, None, self.multiplexer))
 
     def reload(self) -> None:
         self.multiplexer.AddRunsFromDirectory(str(self.logdir))
@@ -106,8 +109,8 @@ def test_logged_tensors_round_trip_through_the_event_file(tmp_path):
     np.testing.assert_allclose(got, weights.numpy(), rtol=1e-3, atol=1e-4)
     meta = acc.SummaryMetadata(f"{PLUGIN_NAME}/text")
     assert meta.plugin_data.plugin_name == PLUGIN_NAME
-    assert json.loads(meta.plugin_data.content) == {"version": 1, "kind": "attention", "tokens": TOKENS,
-                                                    "ids": [5, 6, 7, 8, 9, 10]}  # fmt: skip
+    content = json.loads(meta.plugin_data.content)
+    assert content == {"version": 1, "kind": "attention", "tokens": TOKENS, "ids": [5, 6, 7, 8, 9, 10]}
     [event] = acc.Tensors(f"{PLUGIN_NAME}_roles/text")
     roles = tensor_util.make_ndarray(event.tensor_proto)
     assert roles.shape == (len(ROLES), 2, 3) and np.isnan(roles[ROLES.index("duplicate_token"), 0, 1])
@@ -295,6 +298,42 @@ def test_the_plugin_opens_no_socket(tmp_path, monkeypatch):
     assert board.get("/index.js").status_code in (200, 404)
 
 
+def test_tensorboard_itself_serves_all_31_steps(tmp_path):
+    """`tensorboard --logdir`, as users start it: the plugin found through its entry point, the data read
+    by TensorBoard's default reader (its Rust data server where it runs, else Python)."""
+    steps = list(range(0, 310, 10))
+    logged = write_run(tmp_path / "logs/long", steps, n_layer=1, n_head=2)
+    with socket.socket() as s:  # a free port for TensorBoard to bind
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    logdir = str(tmp_path / "logs")
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--host", "127.0.0.1", "--port", str(port)]
+    # started outside the repository, so the installed package (and its entry point) is what it finds
+    server = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}{ROUTES}"
+    try:
+        deadline, runs = time.monotonic() + 90, None
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                runs = json.load(urllib.request.urlopen(url + "/runs", timeout=10))
+                if runs["runs"]:
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.5)
+        assert runs and runs["runs"], server.stderr.read1().decode() if server.poll() is not None else "no answer"
+        assert probes_of(runs, "long")["text"]["steps"] == steps
+        with urllib.request.urlopen(url + "/attention?run=long&probe=text&step=300", timeout=10) as answer:
+            got = np.frombuffer(answer.read(), dtype="<f2").reshape(1, 2, len(TOKENS), len(TOKENS))
+        np.testing.assert_array_equal(got, logged[300].half().numpy())
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            urllib.request.urlopen(url + "/attention?run=long&probe=text&step=ten", timeout=10)
+        assert bad.value.code == 400 and bad.value.read().decode() == "step='ten' is not an integer"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 # -- installing and importing ----------------------------------------------------------------------
 
 
@@ -322,13 +361,11 @@ def test_a_training_run_logs_the_text_and_induction_probes(tmp_path):
 
     corpus = tmp_path / "small.txt"
     corpus.write_text((ROOT / "data/shakespeare/input.txt").read_text()[:20_000])
-    args = [
-        f"--data.path={corpus}", f"--data.cache_dir={tmp_path / 'cache'}", f"--train.out_dir={tmp_path / 'runs'}",
-        "--train.run_name=r", "--model.n_layer=2", "--model.n_head=2", "--model.n_embd=16", "--model.block_size=16",
-        "--train.batch_size=2", "--train.max_iters=4", "--train.eval_interval=2", "--train.eval_iters=1",
-        "--log.sample_tokens=0", "--log.no_progress", "--train.device=cpu",
-    ]  # fmt: skip
-    cfg, _, _ = resolve(args)
+    places = [f"--data.path={corpus}", f"--data.cache_dir={tmp_path / 'cache'}", f"--train.out_dir={tmp_path / 'runs'}"]
+    model = ["--model.n_layer=2", "--model.n_head=2", "--model.n_embd=16", "--model.block_size=16"]
+    steps = ["--train.batch_size=2", "--train.max_iters=4", "--train.eval_interval=2", "--train.eval_iters=1"]
+    log = ["--train.run_name=r", "--log.sample_tokens=0", "--log.no_progress", "--train.device=cpu"]
+    cfg, _, _ = resolve([*places, *model, *steps, *log])
     train(cfg, out=io.StringIO())
     board = Board(tmp_path / "runs")
     probes = probes_of(board.json("/runs"), "r")
@@ -355,7 +392,8 @@ def test_sample_attention_writes_a_probe_per_text(tmp_path, capsys):
     cfg = ModelConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=32)
     write_checkpoint(tmp_path / "runs/r/ckpt_best.pt", cfg, tok)
     for text in ("First Citizen", "Before we"):
-        assert sample_cli.main(["--run", str(tmp_path / "runs/r"), "--attention", "--prompt", text]) == 0, capsys.readouterr()
+        code = sample_cli.main(["--run", str(tmp_path / "runs/r"), "--attention", "--prompt", text])
+        assert code == 0, capsys.readouterr()
     board = Board(tmp_path / "runs")
     probes = probes_of(board.json("/runs"), "r/attention_probe")
     assert list(probes) == ["prompt_0", "prompt_1"] and probes["prompt_1"]["steps"] == [1]
@@ -370,7 +408,7 @@ def test_sample_hf_attention_writes_the_same_probe(tmp_path, capsys):
     from minigpt.tokenizer import GPT2Tokenizer
     from tests.test_hf import hf_gpt2
 
-    shape = dict(n_embd=24, n_head=3, n_layer=2, n_positions=32, vocab_size=GPT2Tokenizer().vocab_size)
+    shape = {"n_embd": 24, "n_head": 3, "n_layer": 2, "n_positions": 32, "vocab_size": GPT2Tokenizer().vocab_size}
     hf_gpt2(shape, tmp_path / "tiny-gpt2")
     text = "Mr and Mrs Dursley, of number four"
     argv = ["--hf", str(tmp_path / "tiny-gpt2"), "--attention", "--prompt", text, "--runs_dir", str(tmp_path / "runs")]
