@@ -273,6 +273,18 @@ def test_a_run_being_written_updates_on_reload(tmp_path):
     np.testing.assert_array_equal(board.attention("live", "text", 30), logged[30].half().numpy())
 
 
+def test_steps_of_another_probe_length_are_left_out(tmp_path):
+    """A resume may change log.probe_tokens; TensorBoard keeps the tokens of a tag's first record only, so the
+    steps that those tokens do not describe are not served."""
+    logged = write_run(tmp_path / "a", [0, 10])
+    write_run(tmp_path / "a", [20], tokens=TOKENS[:4])
+    board = Board(tmp_path)
+    probe = probes_of(board.json("/runs"), "a")["text"]
+    assert probe["steps"] == [0, 10] and probe["T"] == 6
+    np.testing.assert_array_equal(board.attention("a", "text", 10), logged[10].half().numpy())
+    assert board.get("/attention", run="a", probe="text", step=20).status_code == 400
+
+
 def test_the_es_module_is_served_from_the_package(tmp_path, monkeypatch):
     board = Board(tmp_path)
     response = board.get("/index.js")

@@ -181,9 +181,10 @@ class AttentionPlugin(base_plugin.TBPlugin):
         data = self._provider.read_tensors(
             ctx, experiment_id=eid, plugin_name=PLUGIN_NAME, downsample=MAX_POINTS, run_tag_filter=only
         )
-        want = 4 if tag.startswith(ATTENTION_TAG) else 3  # (n_layer, n_head, T, T) or (n_roles, n_layer, n_head)
-        # a later record of a step wins (a resumed run logs its steps again); a malformed one is left out
-        steps = {d.step: d.numpy for d in data.get(run, {}).get(tag, []) if np.ndim(d.numpy) == want}
+        content = parse_content(series.plugin_content)  # TensorBoard keeps the metadata of a tag's first record
+        # a later record of a step wins (a resumed run logs its steps again); one that does not fit the metadata
+        # is left out (a malformed record, or a resume that changed log.probe_tokens: its tokens are not known)
+        steps = {d.step: d.numpy for d in data.get(run, {}).get(tag, []) if _fits(d.numpy, content)}
         with self._lock:
             self._cache[key] = (version, steps)
         return steps
@@ -212,6 +213,15 @@ class AttentionLoader(base_plugin.TBLoader):
     def load(self, context: base_plugin.TBContext) -> AttentionPlugin | None:
         # TensorBoard's legacy modes have no data provider: then the tab is left out, not broken
         return AttentionPlugin(context) if context.data_provider is not None else None
+
+
+def _fits(values: np.ndarray, content: dict[str, Any]) -> bool:
+    """Whether a record has the shape its metadata describes: (n_layer, n_head, T, T) for T tokens, or
+    (n_roles, n_layer, n_head) for the roles named."""
+    shape = np.shape(values)
+    if content.get("kind") == "roles":
+        return len(shape) == 3 and shape[0] == len(content.get("roles", []))
+    return len(shape) == 4 and shape[2] == shape[3] == len(content.get("tokens", []))
 
 
 def _context(request: wrappers.Request) -> tuple[Any, str]:
