@@ -153,7 +153,7 @@ def test_routes_serve_what_was_logged(tmp_path):
         for step in (0, 10):
             scores = {role: torch.full((2, 3), 0.1 * step + i / 10) for i, role in enumerate(ROLES)}
             scores["duplicate_token"][1, 2] = float("nan")
-            logger.roles(scores, step, {role: 0.05 for role in ROLES})
+            logger.roles(scores, step, {role: 0.05 for role in ROLES} | {"duplicate_token": float("nan")})
             logger.scalars({"loss/induction_first_copy": 4.0, "loss/induction_second_copy": 4.0 - step / 10}, step)
     board = Board(tmp_path)
     runs = board.json("/runs")
@@ -164,7 +164,7 @@ def test_routes_serve_what_was_logged(tmp_path):
         np.testing.assert_array_equal(board.attention("a", "text", step), weights.half().numpy())
     roles = board.json("/roles", run="a", probe="text")
     assert roles["roles"] == list(ROLES) and roles["steps"] == [0, 10] and roles["probe"] == "text"
-    assert roles["uniform"] == {role: pytest.approx(0.05) for role in ROLES}
+    assert roles["uniform"] == {role: pytest.approx(0.05) for role in ROLES} | {"duplicate_token": None}
     assert np.array(roles["scores"], dtype=float).shape == (2, len(ROLES), 2, 3)
     assert roles["scores"][1][ROLES.index("induction")][0][0] == pytest.approx(1.0 + 0.4)
     assert roles["scores"][0][ROLES.index("duplicate_token")][1][2] is None  # NaN is not JSON: null

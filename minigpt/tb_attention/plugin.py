@@ -148,7 +148,9 @@ class AttentionPlugin(base_plugin.TBPlugin):
             series = tags[ROLES_TAG + source]
             content = parse_content(series.plugin_content)
             steps = self._steps(ctx, eid, run, ROLES_TAG + source, series)
-            answer["roles"], answer["uniform"] = content.get("roles", []), content.get("uniform", {})
+            uniform = content.get("uniform", {})  # NaN where the probe text has no repeated token: null
+            answer["roles"] = content.get("roles", [])
+            answer["uniform"] = {role: _finite([value])[0] for role, value in uniform.items()}
             answer["steps"] = sorted(steps)
             answer["scores"] = [_finite(steps[s]) for s in answer["steps"]]
         answer |= self._copy_losses(ctx, eid, run)
