@@ -887,13 +887,12 @@ def test_glob_picks_the_files_of_a_folder_and_skips_binary_ones(tmp_path):
         prepare(_cfg(tmp_path, folder, glob="/etc/*"), progress=False)
 
 
-def test_prepare_py_says_what_it_skipped(tmp_path):
+def test_prepare_py_says_what_it_skipped(tmp_path, capsys):
+    from minigpt.prepare_cli import main  # data/prepare.py's main
+
     folder = tmp_path / "docs"
     _write(folder / "a.md", "# Title\n\nSome text.\n" * 30)
     (folder / "logo.md").write_bytes(b"\x89PNG\0\0" * 20)
-    args = [f"--data.path={folder}", "--data.glob=*.md", f"--data.cache_dir={tmp_path}"]
-    command = [sys.executable, str(PREPARE), *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    assert main([f"--data.path={folder}", "--data.glob=*.md", f"--data.cache_dir={tmp_path}"]) == 0
     note = f"skipped 1 of 2 files of {folder} that are not UTF-8 text (binary, or another encoding), e.g. logo.md"
-    assert f"\n  {note}\n" in done.stdout
+    assert f"\n  {note}\n" in capsys.readouterr().out
