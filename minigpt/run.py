@@ -329,7 +329,7 @@ def train(cfg: RunConfig, ckpt: dict[str, Any] | None = None, ckpt_path: Path | 
                 logger = trainer.logger = TensorBoardLogger(
                     run_dir, purge_step=ckpt["iter"] + 1 if ckpt else None, attention_tensors=log.attention_tensors
                 )
-            notes += [w] if (w := vocabulary_warning(cfg)) else []
+            notes += [note for note in (data.skipped_note(), vocabulary_warning(cfg)) if note]
             print(header(cfg, data, rt, run_dir, trainer.iter if ckpt else None), *notes, sep="\n", file=out, flush=True)
             if ckpt is None:
                 logger.text("params", format_param_table(cfg.model, t.batch_size), 0)

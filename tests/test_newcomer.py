@@ -35,3 +35,16 @@ def test_a_small_model_under_gpt2_bpe_is_warned_about():
     assert warning is not None and "89% of this model's 7.23M parameters" in warning and "x the FLOPs" in warning
     assert vocabulary_warning(RunConfig(model=ModelConfig.from_preset("nano", vocab_size=65))) is None
     assert vocabulary_warning(RunConfig(model=ModelConfig.from_preset("gpt2", vocab_size=50257))) is None
+
+
+def test_train_py_says_which_files_of_a_folder_it_skipped(tmp_path):
+    folder = tmp_path / "code"
+    for i in range(3):
+        (folder / f"m{i}.py").parent.mkdir(parents=True, exist_ok=True)
+        (folder / f"m{i}.py").write_text(f"def f{i}(x):\n    return x + {i}\n" * 300)
+    (folder / "blob.py").write_bytes(b"\x00\x01binary" * 50)
+    args = tiny_args(folder, tmp_path, "--data.glob=*.py", "--train.max_iters=1", "--log.no_head_roles")
+    cfg, ckpt, path = resolve(args)
+    out = io.StringIO()
+    train(cfg, ckpt, path, out=out)
+    assert f"skipped 1 of 4 files of {folder} that are not UTF-8 text" in out.getvalue()
