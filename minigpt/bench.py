@@ -40,6 +40,7 @@ from minigpt.attention import CausalSelfAttention
 from minigpt.checkpoint import find_checkpoint, load_checkpoint, load_model
 from minigpt.config import BenchConfig, DataConfig, ModelConfig, TrainConfig
 from minigpt.data import prepare
+from minigpt.errors import Fault, UserError
 from minigpt.generate import GenerationStats, for_decoding, generate_ids
 from minigpt.model import GPT
 from minigpt.params import TRAIN_ONLY_TABLES, flops_per_token, human, text_table
@@ -144,7 +145,7 @@ def dtype_quality(model: GPT, low: GPT, tokens: Sequence[int], positions: int = 
     T = model.config.block_size
     n = -(-positions // T)  # windows
     if len(tokens) < n * T + 1:
-        raise ValueError(f"dtypes needs {n * T + 1} tokens of validation text, the corpus has {len(tokens)}")
+        raise UserError(f"dtypes needs {n * T + 1} tokens of validation text, the corpus has {len(tokens)}")
     worst, agree, loss, low_loss = 0.0, 0, 0.0, 0.0
     with torch.no_grad():
         for i in range(n):
@@ -355,7 +356,7 @@ def bench_prepare(cfg: BenchConfig) -> Rows:
                 time.sleep(0.05)
             wall = time.perf_counter() - start
             if child.returncode:
-                raise ValueError(f"preparing the {gb} GB corpus failed (exit code {child.returncode}); see its error above")
+                raise Fault(f"preparing the {gb} GB corpus failed (exit code {child.returncode}); see its error above")
             max_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # the largest process so far
             meta = json.loads(next((folder / "cache").glob("*/meta.json")).read_text())
             tokens = meta["train_tokens"] + meta["val_tokens"]

@@ -21,6 +21,7 @@ import torch
 
 from minigpt import cli
 from minigpt.config import ModelConfig
+from minigpt.errors import UserError
 from minigpt.model import GPT
 from minigpt.tokenizer import Tokenizer, tokenizer_from_dict
 
@@ -31,7 +32,7 @@ CHECKPOINT_BEST = "ckpt_best.pt"
 CHECKPOINT_LATEST = "ckpt_latest.pt"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that is missing, truncated, not ours, or does not fit the run."""
 
 

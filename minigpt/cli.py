@@ -26,6 +26,7 @@ import tomli_w
 import tyro
 
 from minigpt import shipped
+from minigpt.errors import UserError
 
 T = TypeVar("T")
 
@@ -42,7 +43,7 @@ def how_to_run(tool: str) -> str:
     return {"train": "python train.py", "sample": "python sample.py"}.get(tool, f"python -m minigpt.{tool}")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A bad config file, key or value; the message is one line that names the key and the fix."""
 
 

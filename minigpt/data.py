@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minigpt.config import DataConfig
+from minigpt.errors import UserError
 from minigpt.runtime import lock_folder
 from minigpt.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer, TokenizerError, tokenizer_from_dict
 
@@ -51,7 +52,7 @@ _SNIFF_BYTES = 8192  # a NUL byte among a folder file's first bytes marks it bin
 _CHECK_TOKENS = 1 << 24  # token ids are checked against the vocabulary this many at a time (32 MB of uint16)
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad data input; the message is one line naming the problem and the fix."""
 
 

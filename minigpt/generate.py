@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from minigpt.errors import UserError
 from minigpt.model import GPT
 
 
@@ -92,7 +93,7 @@ def for_decoding(model: GPT, dtype: torch.dtype = torch.float32) -> GPT:
     for name, p in model.named_parameters() if narrower else []:  # finite in float32 (checked on load)
         if not bool(torch.isfinite(p.sum(dtype=torch.float32))) and not bool(torch.isfinite(p).all()):
             dtype_name = str(dtype).removeprefix("torch.")
-            raise ValueError(
+            raise UserError(
                 f"the weights do not fit in {dtype_name}: {name} holds values beyond its largest, "
                 f"{torch.finfo(dtype).max:g}; sample with dtype float32"
             )
@@ -204,35 +205,35 @@ def generate(
     vocab_size, block_size = model.config.vocab_size, model.config.block_size
     slide = max(1, block_size // 2) if slide is None else slide
     if not (math.isfinite(temperature) and temperature >= 0):  # NaN fails both
-        raise ValueError(
+        raise UserError(
             f"temperature must be a finite number >= 0 (got {temperature}); "
             "use 0 for greedy decoding, 1 for plain sampling"
         )
     if top_k is not None and not 1 <= top_k <= vocab_size:
-        raise ValueError(
+        raise UserError(
             f"top_k must be between 1 and the vocabulary size {vocab_size} (got {top_k}); "
             f"leave it unset to sample from every token"
         )
     if top_p is not None and not 0 < top_p <= 1:  # NaN fails the comparison too
-        raise ValueError(f"top_p must be in (0, 1] (got {top_p}); e.g. 0.9, or 1 to keep every token")
+        raise UserError(f"top_p must be in (0, 1] (got {top_p}); e.g. 0.9, or 1 to keep every token")
     if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1 (got {max_new_tokens}); ask for 1 or more tokens")
+        raise UserError(f"max_new_tokens must be at least 1 (got {max_new_tokens}); ask for 1 or more tokens")
     if num_samples < 1:
-        raise ValueError(f"num_samples must be at least 1 (got {num_samples})")
+        raise UserError(f"num_samples must be at least 1 (got {num_samples})")
     if not 1 <= slide <= block_size:
-        raise ValueError(
+        raise UserError(
             f"slide must be between 1 and block_size={block_size} (got {slide}); "
             f"1 crops to the last block_size tokens every step"
         )
     if seed is not None and generator is not None:
-        raise ValueError("give either seed or generator, not both; a seed builds the generator for you")
+        raise UserError("give either seed or generator, not both; a seed builds the generator for you")
     if seed is not None and not -(2**63) <= seed < 2**64:  # what torch.Generator.manual_seed takes
-        raise ValueError(f"seed must be in [0, 2**64) (got {seed})")
+        raise UserError(f"seed must be in [0, 2**64) (got {seed})")
     idx = _as_batch(prompt, model.wte.weight.device)  # (B, T)
     if idx.size(1) == 0:
-        raise ValueError("prompt is empty; give at least one token (e.g. a newline) to start from")
+        raise UserError("prompt is empty; give at least one token (e.g. a newline) to start from")
     if idx.min() < 0 or idx.max() >= vocab_size:
-        raise ValueError(
+        raise UserError(
             f"prompt has token ids outside [0, {vocab_size}); "
             "encode it with the tokenizer the model was trained with"
         )
@@ -241,7 +242,7 @@ def generate(
     need = memory_needed(model, idx.size(0) * num_samples, idx.size(1), max_new_tokens, use_cache)
     free = memory_free(idx.device)
     if free is not None and need > free:
-        raise ValueError(
+        raise UserError(
             f"{idx.size(0) * num_samples} sample(s) of {idx.size(1)} prompt + {max_new_tokens} new tokens need about "
             f"{_bytes(need)} of memory, and this machine has {_bytes(free)} free ({idx.device.type}); ask for fewer "
             "samples (num_samples) or tokens (max_new_tokens)"
@@ -306,7 +307,7 @@ def _stream(decoder: _Decoder, sampling: dict, eos_id: int | None, on_logits: Ca
             with torch.inference_mode():
                 logits = decoder.next_logits()  # (B, vocab)
                 if step == 0 and not bool(torch.isfinite(logits).all()):  # checked once: a check per step costs
-                    raise ValueError(
+                    raise UserError(
                         "the model's scores for the prompt are NaN or inf: its weights overflow (a run that "
                         "diverged?); sample from an earlier checkpoint, or with dtype float32"
                     )

@@ -35,6 +35,7 @@ from minigpt.checkpoint import (
     weights_mismatch,
 )
 from minigpt.config import ExportConfig, ModelConfig
+from minigpt.errors import UserError
 from minigpt.model import GPT
 from minigpt.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer
 
@@ -43,7 +44,7 @@ _BUFFERS = (".attn.bias", ".attn.masked_bias")
 _ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
 
 
-class HFError(ValueError):
+class HFError(UserError):
     """A Hugging Face source or export that minigpt cannot use; the message says why and what to do."""
 
 

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from minigpt.errors import UserError
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -38,7 +40,7 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
     if preference == "auto":
         preference = next(kind for kind, ok in available.items() if ok)
     if not available[preference]:
-        raise ValueError(f"device={preference} is not available on this machine; use device auto or cpu")
+        raise UserError(f"device={preference} is not available on this machine; use device auto or cpu")
     return torch.device("cuda", local_rank) if preference == "cuda" else torch.device(preference)
 
 
@@ -63,7 +65,7 @@ def setup(device_preference: str, dtype_preference: str) -> Runtime:
         torch.backends.cudnn.allow_tf32 = True
     amp_dtype = resolve_dtype(dtype_preference, device)
     if device.type == "cpu" and amp_dtype is not None and not cpu_has_native(amp_dtype):
-        raise ValueError(
+        raise UserError(
             f"dtype={dtype_preference} on this CPU has no native {dtype_preference} instructions, which makes "
             "training steps many times slower (19x measured on AVX2); use dtype float32"
         )

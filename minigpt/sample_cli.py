@@ -19,6 +19,7 @@ import torch
 from minigpt import cli, hf, runtime
 from minigpt.checkpoint import find_checkpoint, load_model  # noqa: F401  (also sample.py's API)
 from minigpt.config import SampleConfig
+from minigpt.errors import UserError
 from minigpt.generate import GenerationStats, for_decoding, generate
 from minigpt.metrics import TensorBoardLogger, save_attention_pngs
 from minigpt.model import GPT
@@ -42,21 +43,21 @@ def read_prompt(cfg: SampleConfig, tokenizer: Tokenizer) -> tuple[str, list[int]
             with open(cfg.prompt_file, encoding="utf-8") as f:
                 text = f.read(PROMPT_FILE_LIMIT + 1)
         except FileNotFoundError:
-            raise ValueError(f"{flag}: no such file") from None
+            raise UserError(f"{flag}: no such file") from None
         except OSError as e:  # a folder, no permission: the user's file to fix, so bad input (exit 2)
-            raise ValueError(f"{flag}: cannot read it ({e.strerror or e})") from None
+            raise UserError(f"{flag}: cannot read it ({e.strerror or e})") from None
         except UnicodeDecodeError:
-            raise ValueError(f"{flag} is not UTF-8 text; save it as UTF-8") from None
+            raise UserError(f"{flag} is not UTF-8 text; save it as UTF-8") from None
         if len(text) > PROMPT_FILE_LIMIT:
-            raise ValueError(
+            raise UserError(
                 f"{flag} holds more than {PROMPT_FILE_LIMIT:,} characters; the model sees only its last "
                 "block_size tokens, so give the end of it"
             )
     if not text:
-        raise ValueError(f"{flag} is empty; give some text to start from, or leave it out to start from a newline")
+        raise UserError(f"{flag} is empty; give some text to start from, or leave it out to start from a newline")
     if isinstance(tokenizer, CharTokenizer) and (unknown := sorted(set(text) - set(tokenizer.chars))):
-        raise ValueError(f"{flag} has {len(unknown)} character(s) this char-level checkpoint never saw in training: "
-                         f"{preview(unknown, 10)}; remove or replace them")
+        raise UserError(f"{flag} has {len(unknown)} character(s) this char-level checkpoint never saw in training: "
+                        f"{preview(unknown, 10)}; remove or replace them")
     parts = text.split(GPT2_EOT) if tokenizer.eot_id is not None else [text]
     ids = tokenizer.encode(parts[0])
     for part in parts[1:]:
@@ -143,8 +144,8 @@ def weights_dtype(preference: str, device: torch.device) -> torch.dtype:
     float16 weights (half the bytes) decode faster on a CPU too; bfloat16 only where the CPU has it natively."""
     dtype = runtime.resolve_dtype(preference, device) or torch.float32
     if device.type == "cpu" and dtype == torch.bfloat16 and not runtime.cpu_has_native(dtype):
-        raise ValueError("dtype=bfloat16 on this CPU has no native bfloat16 instructions (slower than float32); "
-                         "use dtype float16 or float32")  # fmt: skip
+        raise UserError("dtype=bfloat16 on this CPU has no native bfloat16 instructions (slower than float32); "
+                        "use dtype float16 or float32")  # fmt: skip
     return dtype
 
 
@@ -194,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = cli.parse(SampleConfig, sys.argv[1:] if argv is None else argv, prog="python sample.py")
         if cfg.threads > (cores := os.cpu_count() or 1):  # torch would take any number, up to an overflow
-            raise ValueError(
+            raise UserError(
                 f"threads={cfg.threads} is more than the {cores} CPU cores of this machine; use 1 to {cores} "
                 "(1 is fastest on a shared machine)"
             )

@@ -15,6 +15,8 @@ from typing import Any
 import tiktoken
 import tiktoken.load
 
+from minigpt.errors import UserError
+
 # GPT-2 BPE as tiktoken's r50k_base encoding defines it. The ranks file holds one line per mergeable
 # token, "<base64 of its bytes> <rank>", for ranks 0..50255; the sha256 pins it to that exact table.
 # The pattern is GPT-2's pre-tokenization regex, and <|endoftext|> is the one special token, id 50256.
@@ -23,7 +25,7 @@ GPT2_PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|
 GPT2_EOT = "<|endoftext|>"
 
 
-class TokenizerError(ValueError):
+class TokenizerError(UserError):
     """Bad input to a tokenizer (unknown character, id out of range, bad saved dict)."""
 
 

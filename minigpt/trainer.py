@@ -25,6 +25,7 @@ from tqdm import tqdm
 from minigpt import runtime
 from minigpt.checkpoint import CHECKPOINT_BEST, CHECKPOINT_LATEST, rng_state, save_checkpoint, set_rng_state
 from minigpt.config import LogConfig, TrainConfig
+from minigpt.errors import Fault, UserError
 from minigpt.metrics import MetricsLogger
 
 
@@ -55,11 +56,11 @@ def configure_optimizer(model: nn.Module, cfg: TrainConfig, device_type: str) ->
                              foreach=None if fused else True)  # fmt: skip
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The loss or the weights became NaN or infinite: the run diverged."""
 
 
-class RunFolderLost(RuntimeError):
+class RunFolderLost(Fault):
     """The run folder was deleted or moved while the run was training."""
 
 
