@@ -205,7 +205,7 @@ def bad_values(state: dict[str, torch.Tensor]) -> str | None:
     for key, value in state.items():
         if not value.is_floating_point():
             return f"{key} holds {str(value.dtype).removeprefix('torch.')} numbers, not floating point weights"
-        # a sum is NaN or inf when a term is (or when huge terms overflow), and is ~10x faster than
+        # a sum is NaN or inf when a term is (or when huge terms overflow), and is much cheaper than
         # isfinite().all() on a CPU: the exact test runs only where the sum is not finite
         if not bool(torch.isfinite(value.sum())) and not bool(torch.isfinite(value).all()):
             return f"{key} holds NaN or inf"

@@ -335,7 +335,7 @@ class _Heatmaps:
             ax.set_xticks(range(0, self.T, x_stride), self.labels[::x_stride], rotation=self.rotation)
             ax.set_yticks(range(0, self.T, y_stride), self.labels[::y_stride])
         # Blitting, matplotlib's fast redraw: labels and colorbar are drawn once, as a background;
-        # draw() repaints only the heatmaps, titles and frames on top of it (10x faster).
+        # draw() repaints only the heatmaps, titles and frames on top of it, far less than a full draw.
         texts = [suptitle, *(ax.title for ax in axes[:n])]
         for artist in [*images, *texts, *(spine for ax in axes[:n] for spine in ax.spines.values())]:
             artist.set_animated(True)  # left out of full draws

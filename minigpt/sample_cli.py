@@ -200,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "(1 is fastest on a shared machine)"
             )
         # A decoding step is many tiny ops; each multi-threaded op waits for every thread, so when
-        # another job holds a core, 2 threads can run 100x slower than 1 (docs/benchmarks.md).
+        # another job holds a core, 2 threads can run far slower than 1
+        # (docs/benchmarks.md, "Threads on a shared CPU").
         torch.set_num_threads(cfg.threads)
         run(cfg, out, err, stats)
         return 0

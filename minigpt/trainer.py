@@ -49,8 +49,8 @@ def configure_optimizer(model: nn.Module, cfg: TrainConfig, device_type: str) ->
         if p.requires_grad:
             (decay if p.dim() >= 2 and id(p) not in embeddings else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # the fused kernel updates all parameters in one pass (on this 2-core CPU: 0.65 ms instead of
-    # 1.9 ms per step for the nano model, see docs/benchmarks.md); foreach is the portable fallback
+    # the fused kernel updates all parameters in one pass, faster than foreach on the CPU too
+    # (docs/benchmarks.md, "Options measured for the training step"); foreach is the portable fallback
     fused = device_type in ("cuda", "cpu")
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused,
                              foreach=None if fused else True)  # fmt: skip
