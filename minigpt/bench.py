@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from minigpt import cli
+from minigpt import cli, entry
 from minigpt.attention import CausalSelfAttention
 from minigpt.checkpoint import find_checkpoint, load_checkpoint, load_model
 from minigpt.config import BenchConfig, DataConfig, ModelConfig, TrainConfig
@@ -43,8 +43,9 @@ from minigpt.data import prepare
 from minigpt.errors import Fault, UserError
 from minigpt.generate import GenerationStats, for_decoding, generate_ids
 from minigpt.model import GPT
-from minigpt.params import TRAIN_ONLY_TABLES, flops_per_token, human, text_table
+from minigpt.params import TRAIN_ONLY_TABLES, flops_per_token
 from minigpt.runtime import Runtime, cpu_has_native, measure_peak_flops, resolve_device, resolve_dtype
+from minigpt.tables import human, text_table
 from minigpt.trainer import Trainer
 
 PROG = "python -m minigpt.bench"
@@ -426,14 +427,12 @@ def run(cfg: BenchConfig) -> dict[str, Rows]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        run(cli.parse(BenchConfig, sys.argv[1:] if argv is None else argv, prog=PROG, ignore=TRAIN_ONLY_TABLES))
-    except BrokenPipeError:  # `... | head`
-        return cli.reader_left()
-    except (ValueError, OSError) as e:  # cli.ConfigError included; OSError: an unwritable --json path
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    argv = sys.argv[1:] if argv is None else argv
+
+    def body() -> None:
+        run(cli.parse(BenchConfig, argv, prog=PROG, ignore=TRAIN_ONLY_TABLES))
+
+    return entry.run(body)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ COMMANDS = {
     "train": ("minigpt.run", "train a GPT (as python train.py)"),
     "sample": ("minigpt.sample_cli", "generate text, or probe attention, from a run or GPT-2 (as python sample.py)"),
     "prepare": ("minigpt.prepare_cli", "tokenize a corpus into data/cache/ ahead of training (as data/prepare.py)"),
-    "params": ("minigpt.params", "count parameters, FLOPs and memory from a config (python -m minigpt.params)"),
+    "params": ("minigpt.params_cli", "count parameters, FLOPs and memory from a config (python -m minigpt.params)"),
     "bench": ("minigpt.bench", "benchmarks: training step, attention, generation (python -m minigpt.bench)"),
     "export": ("minigpt.hf", "export a run as a Hugging Face GPT-2 folder (python -m minigpt.hf)"),
 }

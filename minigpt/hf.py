@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from minigpt import cli
+from minigpt import cli, entry
 from minigpt.checkpoint import (
     CheckpointError,
     bad_values,
@@ -431,20 +431,16 @@ def gpt2_vocab_and_merges() -> tuple[dict[str, int], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        cfg = cli.parse(ExportConfig, sys.argv[1:] if argv is None else argv, prog="python -m minigpt.hf")
+    argv = sys.argv[1:] if argv is None else argv
+
+    def body() -> None:
+        cfg = cli.parse(ExportConfig, argv, prog="python -m minigpt.hf")
         path, _ = find_checkpoint(cfg.ckpt, cfg.run)
         model, tokenizer, _ = load_model(path, "cpu")
         out = export(model, tokenizer, cfg.out or path.parent / "hf")
-    except SystemExit as e:
-        return e.code or 0
-    except BrokenPipeError:
-        return cli.reader_left()
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})")
-    return 0
+        print(f"wrote {out}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})")
+
+    return entry.run(body)
 
 
 if __name__ == "__main__":

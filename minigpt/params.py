@@ -1,4 +1,5 @@
-"""Parameter, FLOP and memory accounting from a ModelConfig alone (nothing is allocated).
+"""Parameter, FLOP and memory accounting from a ModelConfig alone (nothing is allocated). Its command line,
+minigpt/params_cli.py, reads the config (and a real GPT-2's files):
 
     python -m minigpt.params --model.preset gpt3-175b [--batch_size 8]   # or configs/gpt2.toml, or --model.* flags
     python -m minigpt.params                                             # no model: the presets against published sizes
@@ -7,12 +8,10 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
-from minigpt import cli
-from minigpt.config import ModelConfig, ParamsConfig, load_presets
+from minigpt.config import ModelConfig, load_presets
+from minigpt.tables import human, text_table
 
-PROG = "python -m minigpt.params"
 TRAIN_ONLY_TABLES = ("data", "train", "log")  # of a run's config file; params and bench read its [model]
 _LAYER_ROWS = {
     "layer.attn_q": "attention Q", "layer.attn_k": "attention K", "layer.attn_v": "attention V",
@@ -78,30 +77,6 @@ def training_memory(config: ModelConfig, batch_size: int = 1, seq_len: int | Non
     return {name: row | {"total": sum(row.values())} for name, row in rows.items()}
 
 
-def human(n: float, unit: str = "") -> str:
-    """124_439_808 -> '124.44M', 45.25 -> '45.25'; with unit='B', bytes in binary units (GiB)."""
-    if unit == "B":
-        steps, sep, last = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)), " ", f"{n:.0f} B"
-    else:
-        steps, sep, last = (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)), "", f"{n:.4g}"
-    for suffix, size in steps:
-        if abs(n) >= size:
-            return f"{n / size:.2f}{sep}{suffix}"
-    return last
-
-
-def text_table(rows: Sequence[Sequence[str]], align: str = "", markdown: bool = False) -> str:
-    """rows[0] is the header. align: 'l' or 'r' per column (default: first left, rest right)."""
-    if markdown:
-        lines = ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(lines[:1] + ["|" + "---|" * len(rows[0])] + lines[1:])
-    align = align or "l" + "r" * (len(rows[0]) - 1)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, align)).rstrip()
-             for r in rows]  # fmt: skip
-    return "\n".join(lines[:1] + ["  ".join("-" * w for w in widths)] + lines[1:])
-
-
 def format_param_table(config: ModelConfig, batch_size: int = 1, seq_len: int | None = None) -> str:
     """The breakdown as an aligned text table with notes (train.py prints it at start)."""
     c, L = count_params(config), config.n_layer
@@ -148,46 +123,7 @@ def format_preset_table() -> str:
     return text_table(rows)
 
 
-NO_MODEL = "no model given: pick one with --model.preset NAME (a preset above), a CONFIG.toml, or --model.* flags"
+if __name__ == "__main__":  # the command line, `python -m minigpt.params`, lives in minigpt/params_cli.py
+    from minigpt.params_cli import main
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv:  # no model given: rather than a silent default size, the sizes there are to choose from
-        try:
-            print(f"Presets against published sizes (GPT-3: Brown et al. 2020, Table 2.1)\n\n{format_preset_table()}")
-            print(f"\n{NO_MODEL}")
-        except BrokenPipeError:
-            return cli.reader_left()
-        return 0
-    try:
-        cfg = cli.parse(ParamsConfig, argv, prog=PROG, ignore=TRAIN_ONLY_TABLES)
-        model, stored = cfg.model, None
-        if model.init_from:  # a real GPT-2: its config.json gives the shape, its weights file the stored count
-            from minigpt import hf
-
-            model = hf.with_shape(model, crop=False)
-            stored = hf.stored_params(hf.find(model.init_from))
-        table = format_param_table(model, cfg.batch_size, cfg.seq_len)
-    except BrokenPipeError:  # `python -m minigpt.params --help | head -1`
-        return cli.reader_left()
-    except ValueError as e:  # cli.ConfigError and hf.HFError included
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if stored is not None:
-        verdict = "equal" if stored == count_params(model)["total"] else "NOT equal"
-        print(f"{model.init_from}: {stored:,} parameters stored in its weights file, {verdict} to the count below\n")
-    custom = "the default ModelConfig" if model == ModelConfig() else "a custom model"
-    name = model.init_from or model.preset or custom
-    if model.preset and count_params(model) != count_params(ModelConfig.from_preset(model.preset)):
-        name += ", resized"
-    try:
-        print(f"Parameters of {name}\n\n{table}")
-        print(f"\nPresets against published sizes (GPT-3: Brown et al. 2020, Table 2.1)\n\n{format_preset_table()}")
-    except BrokenPipeError:  # `python -m minigpt.params | head`
-        return cli.reader_left()
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -10,14 +10,15 @@ import dataclasses
 import sys
 import time
 
-from minigpt import cli, shipped
+from minigpt import cli, entry, shipped
 from minigpt.config import PrepareConfig
 from minigpt.data import prepare
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else argv
+
+    def body() -> None:
         cfg = cli.parse(PrepareConfig, argv, prog="python data/prepare.py", ignore=("model", "train", "log"))
         # outside the repository the default corpus is the copy that ships with minigpt (minigpt/shipped.py)
         data_cfg = dataclasses.replace(cfg.data, path=str(shipped.find(cfg.data.path)))
@@ -31,19 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         for split in ("train", "val"):
             tokens, chars = meta[f"{split}_tokens"], meta[f"{split}_chars"]
             print(f"  {data.dir / f'{split}.bin'}: {tokens:,} tokens ({chars:,} characters)")
-        print(f"  {data.dir / 'meta.json'}", flush=True)  # flushed here, so a reader that left is caught below
-        return 0
-    except SystemExit as e:  # --help
-        return e.code or 0
-    except BrokenPipeError:  # `python data/prepare.py | head -1`: the reader left
-        return cli.reader_left()
-    except ValueError as e:  # config and data errors: one line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # data reads and writes raise DataError; this is e.g. a config file that cannot be read
-        print(f"error: {e.filename or 'a file'}: {e.strerror or e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # prepare() removed its unfinished files; earlier complete ones are untouched
-        message = "interrupted: no unfinished token files were kept; run the same command again to start over"
-        print(message, file=sys.stderr)
-        return 130
+        print(f"  {data.dir / 'meta.json'}", flush=True)  # flushed here, so a reader that left is caught by entry.run
+
+    # prepare() removed its unfinished files on Ctrl-C; earlier complete ones are untouched
+    stopped = "interrupted: no unfinished token files were kept; run the same command again to start over"
+    return entry.run(body, interrupted=stopped)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
-from minigpt import cli, hf, runtime, shipped
+from minigpt import cli, entry, hf, runtime, shipped
 from minigpt.checkpoint import (
     CHECKPOINT_BEST, CHECKPOINT_LATEST, CheckpointError, load_checkpoint, remove_stale_temp_files, write_failure,
 )  # fmt: skip
@@ -32,8 +31,8 @@ from minigpt.params import count_params, flops_per_token, format_param_table
 from minigpt.roles import (
     INDUCTION_LENGTH, copy_losses, format_roles, head_roles, induction_probe, strongest_heads, uniform_scores,
 )
-from minigpt.tokenizer import Tokenizer, TokenizerError, default_prompt
-from minigpt.trainer import NonFiniteLossError, RunFolderLost, Trainer
+from minigpt.tokenizer import Tokenizer, default_prompt
+from minigpt.trainer import RunFolderLost, Trainer
 
 # the repository's configs/, or their copies inside an installed package (minigpt/shipped.py)
 DEFAULT_RUNS = {"cpu": shipped.path("configs/shakespeare-char-cpu.toml"), "gpu": shipped.path("configs/baby-gpt.toml")}
@@ -388,34 +387,15 @@ STOP_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
 
 def main(argv: list[str] | None = None) -> int:
-    is_main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 prints errors
-    try:
-        cfg, ckpt, path = resolve(list(sys.argv[1:] if argv is None else argv))
-        result = train(cfg, ckpt, path)
+    argv = list(sys.argv[1:] if argv is None else argv)
+
+    def body() -> int:
+        result = train(*from_argv(argv))  # train finalizes the settings
         if result["is_main"]:
             print(report(result), flush=True)
         return STOP_EXIT_CODES.get(result["stopped_by"], 1) if result["stopped_by"] else 0
-    except SystemExit as e:  # --help
-        if e.code == 0:
-            with contextlib.suppress(BrokenPipeError):
-                print(USAGE_EXTRA)
-        return e.code or 0
-    except BrokenPipeError:  # `python train.py ... | head`: the reader left
-        return cli.reader_left()
-    except (cli.ConfigError, DataError, CheckpointError, TokenizerError, NonFiniteLossError, ValueError) as e:
-        if is_main:
-            print(f"error: {e}", file=sys.stderr)
-        return 2
-    except RunFolderLost as e:
-        if is_main:
-            print(f"error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:  # reads and writes the messages above do not cover
-        if is_main:
-            print(f"error: {e.filename or 'a file of the run'}: {write_failure(e)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+
+    try:
+        return entry.run(body, after_help=USAGE_EXTRA)
     finally:
         runtime.teardown()

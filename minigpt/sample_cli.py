@@ -16,7 +16,7 @@ from typing import TextIO
 
 import torch
 
-from minigpt import cli, hf, runtime
+from minigpt import cli, entry, hf, runtime
 from minigpt.checkpoint import find_checkpoint, load_model  # noqa: F401  (also sample.py's API)
 from minigpt.config import SampleConfig
 from minigpt.errors import UserError
@@ -189,11 +189,13 @@ def run(cfg: SampleConfig, out: TextIO, err: TextIO, stats: GenerationStats) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     out, err = sys.stdout, sys.stderr
     stats = GenerationStats()
     threads = torch.get_num_threads()
-    try:
-        cfg = cli.parse(SampleConfig, sys.argv[1:] if argv is None else argv, prog="python sample.py")
+
+    def body() -> None:
+        cfg = cli.parse(SampleConfig, argv, prog="python sample.py")
         if cfg.threads > (cores := os.cpu_count() or 1):  # torch would take any number, up to an overflow
             raise UserError(
                 f"threads={cfg.threads} is more than the {cores} CPU cores of this machine; use 1 to {cores} "
@@ -204,17 +206,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # (docs/benchmarks.md, "Threads on a shared CPU").
         torch.set_num_threads(cfg.threads)
         run(cfg, out, err, stats)
-        return 0
-    except SystemExit as e:  # --help
-        return int(e.code or 0)
-    except BrokenPipeError:  # `python sample.py | head`: the reader left; stop quietly
-        return cli.reader_left()
-    except (ValueError, OSError) as e:  # bad input (Config/Checkpoint/TokenizerError); an unwritable folder
-        print(f"error: {e}", file=err)
-        return 2 if isinstance(e, ValueError) else 1
-    except KeyboardInterrupt:
+
+    def interrupted() -> str:  # end the half-written line; say how far it got
         out.write("\n")
-        print(format_stats(stats, "interrupted") if stats.steps else "interrupted", file=err)
-        return 130
+        return format_stats(stats, "interrupted") if stats.steps else "interrupted"
+
+    try:
+        return entry.run(body, interrupted=interrupted)
     finally:
         torch.set_num_threads(threads)  # main() may be called in-process (tests): leave it as found

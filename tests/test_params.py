@@ -8,7 +8,9 @@ import pytest
 from minigpt import cli
 from minigpt.config import RunConfig
 from minigpt.model import GPT, ModelConfig, load_presets
-from minigpt.params import count_params, flops_per_token, format_param_table, human, main, text_table, training_memory
+from minigpt.params import count_params, flops_per_token, format_param_table, training_memory
+from minigpt.params_cli import main
+from minigpt.tables import human, text_table
 
 CONFIGS = [
     ModelConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16),
