@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from minigpt import cli
 from minigpt.config import ModelConfig
 from minigpt.errors import UserError
 from minigpt.model import GPT
@@ -217,7 +216,7 @@ def check_model_state(ckpt: dict[str, Any], path: str | Path) -> tuple[ModelConf
     each other; a part that does not fit raises CheckpointError. sample.py and train.py --resume both check."""
     if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["config"].get("model"), dict):
         raise CheckpointError(f"{path} has no [model] config; it was not written by minigpt's trainer")
-    config = cli.from_dict(ModelConfig, ckpt["config"]["model"], where=[f" in {path}"])
+    config = from_dict(ModelConfig, ckpt["config"]["model"], where=[f" in {path}"])
     tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
     if tokenizer.vocab_size != config.vocab_size:
         raise CheckpointError(
@@ -314,39 +313,30 @@ def find_checkpoint(ckpt: str | None = None, run: str | None = None, runs_dir: s
         return found, "--run"
     root = Path(runs_dir)
     try:
-        runs = [c for d in sorted(root.iterdir()) if (c := _run_checkpoint(d))] if root.is_dir() else []
+        newest, count = newest_run(root)
     except OSError as e:  # a folder it may not list
         reason = e.strerror or e
         raise CheckpointError(f"cannot look for runs in {root}/: {reason}; pass --ckpt PATH or --run DIR") from None
-    if not runs:
-        raise CheckpointError(f"no checkpoint found under {root}/; train a model first with `python train.py` "
-                              "(or point to one with --ckpt PATH or --run DIR)")
+    if newest is None:
+        raise CheckpointError(
+            f"no checkpoint found under {root}/; train a model first with `python train.py` "
+            "(or point to one with --ckpt PATH or --run DIR)"
+        )
+    return _run_checkpoint(newest), f"the newest of {count} run(s) under {root}/"
+
+
+def newest_run(runs_dir: Path) -> tuple[Path | None, int]:
+    """The run folder under runs_dir that saved a checkpoint last, and how many run folders (with a checkpoint)
+    it holds: the one meaning of "the newest run", for sampling, exporting and train.py --resume. A folder
+    that cannot be listed raises OSError."""
+    runs = [d for d in sorted(runs_dir.iterdir()) if _run_checkpoint(d)] if runs_dir.is_dir() else []
     # ckpt_latest.pt is rewritten at every evaluation: the newest run saved last
-    newest = max(runs, key=lambda c: max(f.stat().st_mtime for f in c.parent.glob("ckpt_*.pt")))
-    return newest, f"the newest of {len(runs)} run(s) under {root}/"
+    newest = max(runs, key=lambda d: max(f.stat().st_mtime for f in d.glob("ckpt_*.pt")), default=None)
+    return newest, len(runs)
 
 
 def _run_checkpoint(run_dir: Path) -> Path | None:
     return next((run_dir / n for n in (CHECKPOINT_BEST, CHECKPOINT_LATEST) if (run_dir / n).is_file()), None)
-
-
-def empty_model(config: ModelConfig) -> GPT:
-    """A GPT of config's shape with no weights yet (meta tensors), for load_state_dict(state, assign=True).
-
-    Nothing is drawn at random for weights about to be replaced: that took 0.16 s for the baby-GPT and
-    1.1 s for GPT-2 small. torch.nn.init is switched off while it is built, as on meta tensors its first
-    random fill imports torch._dynamo (about 1 s).
-    """
-    fills = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_")
-    saved = {name: getattr(torch.nn.init, name) for name in fills}
-    try:
-        for name in fills:
-            setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
-        with torch.device("meta"):
-            return GPT(config)
-    finally:
-        for name, fill in saved.items():
-            setattr(torch.nn.init, name, fill)
 
 
 def load_model(path: str | Path, device: torch.device | str) -> tuple[GPT, Tokenizer, str]:

@@ -11,7 +11,6 @@ differs, so the conversion is a key-for-key copy with three rules:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -174,27 +173,32 @@ def _brief(value: Any) -> str:
 
 def with_shape(cfg: ModelConfig, *, crop: bool = True) -> ModelConfig:
     """cfg with the shape of the GPT-2 that cfg.init_from names; with crop, cfg.block_size crops its context."""
-    folder = find(str(cfg.init_from))
-    full = model_config(folder)
-    block_size = min(cfg.block_size, full.block_size) if crop else None
-    shape = model_config(folder, block_size=block_size, dropout=cfg.dropout, attn_impl=cfg.attn_impl)
-    return ModelConfig(**{**dataclasses.asdict(shape), "init_from": cfg.init_from})
+    return _reshaped(cfg, model_config(find(str(cfg.init_from))), crop)
+
+
+def _reshaped(cfg: ModelConfig, full: ModelConfig, crop: bool) -> ModelConfig:
+    """full (a config.json's shape) with cfg's dropout, attention path and init_from; with crop, cfg.block_size
+    crops its context."""
+    block_size = min(cfg.block_size, full.block_size) if crop else full.block_size
+    return full.replace(block_size=block_size, dropout=cfg.dropout, attn_impl=cfg.attn_impl, init_from=cfg.init_from)
 
 
 def fine_tune_config(cfg: ModelConfig) -> ModelConfig:
     """with_shape(cfg), for train.py: before any data or model is built, the GPT-2 that cfg.init_from names
     must have weights that fit its config.json (read from the file's header where it has one) and GPT-2's
-    vocabulary, as fine-tuning reads text with GPT-2's tokenizer."""
-    shaped, folder = with_shape(cfg), find(str(cfg.init_from))
-    check_weights(folder, model_config(folder), stored_shapes(folder))
-    check_gpt2_vocab(folder, "model.init_from")
-    return shaped
+    vocabulary, as fine-tuning reads text with GPT-2's tokenizer. config.json is read once."""
+    folder = find(str(cfg.init_from))
+    full = model_config(folder)
+    check_weights(folder, full, stored_shapes(folder))
+    check_gpt2_vocab(folder, "model.init_from", full.vocab_size)
+    return _reshaped(cfg, full, crop=True)
 
 
-def check_gpt2_vocab(folder: Path, flag: str) -> None:
+def check_gpt2_vocab(folder: Path, flag: str, vocab_size: int | None = None) -> None:
     """Refuse a folder whose vocabulary is not GPT-2's (text is read with GPT-2's tokenizer), saying where it
-    came from when it is a char-level minigpt run's export."""
-    vocab_size = model_config(folder).vocab_size
+    came from when it is a char-level minigpt run's export. vocab_size: its config.json's, if already read."""
+    if vocab_size is None:
+        vocab_size = model_config(folder).vocab_size
     if vocab_size == GPT2Tokenizer.vocab_size:
         return
     fix = "give a GPT-2 with GPT-2's vocabulary"

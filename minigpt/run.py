@@ -20,8 +20,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from minigpt import cli, entry, hf, runtime, shipped
 from minigpt.checkpoint import (
-    CHECKPOINT_BEST, CHECKPOINT_LATEST, CheckpointError, load_checkpoint, remove_stale_temp_files, write_failure,
-)  # fmt: skip
+    CHECKPOINT_BEST,
+    CHECKPOINT_LATEST,
+    CheckpointError,
+    load_checkpoint,
+    newest_run,
+    remove_stale_temp_files,
+    write_failure,
+)
 from minigpt.config import DataConfig, RunConfig
 from minigpt.data import BatchSampler, DataError, PreparedData, eval_batches, prepare
 from minigpt.generate import generate_ids
@@ -46,7 +52,9 @@ USAGE_EXTRA = """
 
 
 def split_resume(argv: list[str]) -> tuple[list[str], str | None, bool]:
-    """Take `--resume [TARGET]` out of argv: (the rest, TARGET or None, whether --resume was given)."""
+    """Take `--resume [TARGET]` out of argv: (the rest, TARGET or None, whether --resume was given).
+    Done by hand, here only: tyro has no flag whose value may be left out, and RunConfig has no field for it
+    (it is how a run starts, not a setting saved with it)."""
     if "--resume" not in argv:
         if any(a.startswith("--resume=") for a in argv):
             raise cli.ConfigError("write --resume RUN_DIR (with a space), or --resume alone for the newest run")
@@ -56,31 +64,20 @@ def split_resume(argv: list[str]) -> tuple[list[str], str | None, bool]:
     return argv[:i] + argv[i + 1 + (target is not None) :], target, True
 
 
-def resolve(argv: list[str]) -> tuple[RunConfig, dict[str, Any] | None, Path | None]:
-    """Settings from defaults < default run (or checkpoint) < CONFIG file < flags; when resuming, the
-    checkpoint (loaded once: a file, a run folder's latest, or the newest run's latest) and its path."""
+def from_argv(argv: list[str]) -> tuple[RunConfig, dict[str, Any] | None, Path | None]:
+    """The settings of `python train.py ARGV`, before `finalize`: defaults < the default run (or the checkpoint
+    resumed) < CONFIG file < flags, with argv parsed once. When resuming, also the checkpoint (loaded once: a
+    file, a run folder's latest, or the newest run's latest) and its path; else None, None."""
     argv, target, resuming = split_resume(argv)
-    has_file = any(a.lower().endswith((".toml", ".json")) and not a.startswith("-") for a in argv)
-
-    def parse(base: Path | None) -> RunConfig:
-        return cli.parse(RunConfig, argv, prog="python train.py", base=cli.read_file(base) if base else None,
-                         base_name=str(base or ""))  # fmt: skip
-
-    cfg = parse(None if has_file else DEFAULT_RUNS["cpu"])
-    if not has_file and runtime.resolve_device(cfg.train.device).type != "cpu":
-        cfg = parse(DEFAULT_RUNS["gpu"])
+    args = cli.parse_args(RunConfig, argv, prog="python train.py", default_file=DEFAULT_RUNS["cpu"])
+    cfg = args.config
+    if args.file is None and runtime.resolve_device(cfg.train.device).type != "cpu":
+        cfg = args.over(cli.read_file(DEFAULT_RUNS["gpu"]), str(DEFAULT_RUNS["gpu"]))
     if not resuming:
-        if cfg.model.init_from:  # GPT-2's own shape and tokenizer (docs/gpt2.md)
-            cfg = dataclasses.replace(cfg, model=hf.fine_tune_config(cfg.model), data=dataclasses.replace(cfg.data, tokenizer="gpt2"))
-        return shipped_corpus(cfg), None, None
-    if target:  # load_checkpoint tells when there is none
-        path = Path(target) / CHECKPOINT_LATEST if Path(target).is_dir() else Path(target)
-    else:
-        path = max(Path(cfg.train.out_dir).glob(f"*/{CHECKPOINT_LATEST}"), key=lambda p: p.stat().st_mtime, default=None)
-        if path is None:
-            raise CheckpointError(f"no run to resume under {cfg.train.out_dir}/; start one with `python train.py`")
+        return cfg, None, None
+    path = checkpoint_to_resume(target, Path(cfg.train.out_dir))
     ckpt = load_checkpoint(path, resume=True)  # its weights and training state fit its config
-    cfg = cli.parse(RunConfig, argv, prog="python train.py", base=ckpt["config"], base_name=str(path))
+    cfg = args.over(ckpt["config"], str(path))
     saved = cli.from_dict(RunConfig, ckpt["config"])
     for section in ("model", "data"):
         new, old = dataclasses.asdict(getattr(cfg, section)), dataclasses.asdict(getattr(saved, section))
@@ -89,7 +86,44 @@ def resolve(argv: list[str]) -> tuple[RunConfig, dict[str, Any] | None, Path | N
                 f"cannot resume {path}: {section}.{key} is {old[key]!r} in the checkpoint but {new[key]!r} "
                 "now; drop the override or start a new run"
             )
-    return shipped_corpus(cfg), ckpt, path
+    return cfg, ckpt, path
+
+
+def checkpoint_to_resume(target: str | None, out_dir: Path) -> Path:
+    """--resume TARGET: a checkpoint file, or a run folder's latest; --resume alone: the newest run's latest
+    (load_checkpoint says when the file is not there)."""
+    if target:
+        return Path(target) / CHECKPOINT_LATEST if Path(target).is_dir() else Path(target)
+    try:
+        run, _ = newest_run(out_dir)
+    except OSError as e:  # a folder it may not list
+        raise CheckpointError(
+            f"cannot look for runs in {out_dir}/: {e.strerror or e}; pass --resume RUN_DIR"
+        ) from None
+    if run is None:
+        raise CheckpointError(f"no run to resume under {out_dir}/; start one with `python train.py`")
+    return run / CHECKPOINT_LATEST
+
+
+def finalize(cfg: RunConfig, resuming: bool = False) -> RunConfig:
+    """A run's final settings, decided here only (train calls it, so train(cfg) from Python gets the same run as
+    train.py); running it again changes nothing.
+    - model.init_from, on a new run: GPT-2's shape from its config.json, cropped to model.block_size, and
+      GPT-2's tokenizer (docs/gpt2.md). A resumed run has both in its checkpoint.
+    - data.path: the copy that ships with minigpt, outside the repository (minigpt/shipped.py).
+    model.vocab_size alone is set later, by train once the data is prepared: a char vocabulary is the
+    corpus's own characters, known only after reading it."""
+    if cfg.model.init_from and not resuming:
+        data = dataclasses.replace(cfg.data, tokenizer="gpt2")
+        cfg = dataclasses.replace(cfg, model=hf.fine_tune_config(cfg.model), data=data)
+    return shipped_corpus(cfg)
+
+
+def resolve(argv: list[str]) -> tuple[RunConfig, dict[str, Any] | None, Path | None]:
+    """The final settings of `python train.py ARGV`, to look at before training: finalize(from_argv(argv)),
+    with the checkpoint resumed and its path."""
+    cfg, ckpt, path = from_argv(argv)
+    return finalize(cfg, resuming=ckpt is not None), ckpt, path
 
 
 def shipped_corpus(cfg: RunConfig) -> RunConfig:
@@ -233,13 +267,16 @@ def vocabulary_warning(cfg: RunConfig) -> str | None:
             f"for a small model, --data.tokenizer char trains far faster (or pick a wider --model.preset)")
 
 
-def header(cfg: RunConfig, data: PreparedData, rt: runtime.Runtime, run_dir: Path, resumed_at: int | None) -> str:
+def header(
+    cfg: RunConfig, data: PreparedData, rt: runtime.Runtime, run_dir: Path, resumed_at: int | None, table: str
+) -> str:
+    """What train.py prints before the first step; table: format_param_table's, for this model and batch."""
     meta, tok, t = data.meta, data.tokenizer, cfg.train
     return "\n".join([
         f"minigpt: training a {count_params(cfg.model)['total'] / 1e6:.2f}M-parameter GPT"
         + (f" from {cfg.model.init_from}'s weights" if cfg.model.init_from else "") + ". Where the parameters are:",
         "",
-        format_param_table(cfg.model, t.batch_size),
+        table,
         "",
         f"data:      {data.dir}  ({tok.kind} tokenizer, vocab {tok.vocab_size}, "
         f"{meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens)",
@@ -255,16 +292,26 @@ def header(cfg: RunConfig, data: PreparedData, rt: runtime.Runtime, run_dir: Pat
     ])  # fmt: skip
 
 
-def train(cfg: RunConfig, ckpt: dict[str, Any] | None = None, ckpt_path: Path | None = None, *,
-          stop_at: int | None = None, out=sys.stdout) -> dict[str, Any]:  # fmt: skip
+def train(
+    cfg: RunConfig,
+    ckpt: dict[str, Any] | None = None,
+    ckpt_path: Path | None = None,
+    *,
+    stop_at: int | None = None,
+    out=sys.stdout,
+) -> dict[str, Any]:
     """Run one training job to the end (or until stopped, or to step stop_at); returns the
-    Trainer's result plus the run folder and the final sample."""
+    Trainer's result plus the run folder and the final sample. cfg is finalized first, as train.py's is:
+    train(cli.parse(RunConfig, [...])) works with every setting, and train(*from_argv([..., "--resume"]))
+    resumes as train.py does (docs/training.md)."""
+    cfg = finalize(cfg, resuming=ckpt is not None)
     rt = runtime.setup(cfg.train.device, cfg.train.dtype)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
     data = prepare_data(cfg.data, rt)
     tok = data.tokenizer
+    # the one setting finalize leaves: the vocabulary, known once the corpus is read (finalize says why)
     cfg = dataclasses.replace(cfg, model=cfg.model.replace(vocab_size=tok.vocab_size))
     t, T, log = cfg.train, cfg.model.block_size, cfg.log
     notes = []
@@ -329,9 +376,11 @@ def train(cfg: RunConfig, ckpt: dict[str, Any] | None = None, ckpt_path: Path | 
                     run_dir, purge_step=ckpt["iter"] + 1 if ckpt else None, attention_tensors=log.attention_tensors
                 )
             notes += [note for note in (data.skipped_note(), vocabulary_warning(cfg)) if note]
-            print(header(cfg, data, rt, run_dir, trainer.iter if ckpt else None), *notes, sep="\n", file=out, flush=True)
+            table = format_param_table(cfg.model, t.batch_size)  # printed, and logged once for a new run
+            resumed_at = trainer.iter if ckpt else None
+            print(header(cfg, data, rt, run_dir, resumed_at, table), *notes, sep="\n", file=out, flush=True)
             if ckpt is None:
-                logger.text("params", format_param_table(cfg.model, t.batch_size), 0)
+                logger.text("params", table, 0)
                 logger.text("config", cli.to_toml(cfg), 0)
         result = trainer.fit(stop_at)
         # every rank samples (in lockstep under FSDP); rank 0 reports
