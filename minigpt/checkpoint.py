@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from minigpt.config import ModelConfig
+from minigpt.config_io import from_dict
 from minigpt.errors import UserError
 from minigpt.model import GPT
 from minigpt.tokenizer import Tokenizer, tokenizer_from_dict
