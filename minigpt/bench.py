@@ -388,7 +388,10 @@ def run(cfg: BenchConfig) -> dict[str, Rows]:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     for attn in cfg.attn:  # a bad pair (additive scores have no sdpa kernel) fails before any timing
-        cfg.model.replace(attn_impl=attn)
+        try:
+            cfg.model.replace(attn_impl=attn)
+        except ValueError as e:  # ModelConfig's own check, which names the settings
+            raise UserError(str(e)) from None
     if cfg.json:
         open(cfg.json, "w").close()  # so does an unwritable path
     cpu = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"

@@ -68,13 +68,18 @@ def test_format_rows_text_and_markdown():
         (["train", "--model.preset", "nope"], "valid presets"),
         (["train", "--model.attn_score", "additive", "--attn", "sdpa"], "no fused kernel"),
         (["nope"], "invalid choice"),
-        (["train", *TINY, "--json=/nonexistent/dir/bench.json"], "/nonexistent/dir/bench.json"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_an_unwritable_json_path_is_a_runtime_fault(capsys):
+    assert main(["train", *TINY, "--json=/nonexistent/dir/bench.json"]) == 1  # an OSError, as in every tool
+    err = capsys.readouterr().err.strip()
+    assert err == "error: /nonexistent/dir/bench.json: No such file or directory; check the path"
 
 
 def test_module_entry_point_prints_no_traceback():
