@@ -156,11 +156,11 @@ def format_roles(scores: dict[str, torch.Tensor], reference: dict[str, float] | 
 
 
 def strongest_heads(scores: dict[str, torch.Tensor], roles: tuple[str, ...] = ("previous_token", "induction")) -> str:
-    """The strongest head of each role in a few characters, for a progress line: `prev L0H1 0.62 ind L1H3 0.41`."""
+    """The strongest head of each role in a few characters, for a progress line: `top heads: prev L0H1 0.62, ind L1H3 0.41`."""
     short = {"previous_token": "prev", "first_token": "first", "self": "self", "duplicate_token": "dup", "induction": "ind"}
     cells = []
     for role in roles:
         s = torch.nan_to_num(scores[role], nan=-1.0)
         layer, head = divmod(int(s.argmax()), s.shape[-1])
         cells.append(f"{short[role]} L{layer}H{head} {float(s[layer, head]):.2f}")
-    return " ".join(cells)
+    return "top heads: " + ", ".join(cells)
