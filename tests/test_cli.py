@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from minigpt import cli
-from minigpt.cli import ConfigError
+from minigpt import cli, config_io
+from minigpt.config_io import ConfigError
 from minigpt.config import (
     BenchConfig, ExportConfig, ModelConfig, ParamsConfig, PrepareConfig, RunConfig, SampleConfig, TrainConfig,
 )
@@ -112,7 +112,7 @@ def test_file_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match="is not valid JSON"):
         parse([write(tmp_path, "{", "c.json")])
     with pytest.raises(ConfigError, match="must end in .toml or .json"):
-        cli.read_file(tmp_path / "c.yaml")
+        config_io.read_file(tmp_path / "c.yaml")
     with pytest.raises(ConfigError, match="give one config file"):
         parse([write(tmp_path, ""), write(tmp_path, "", "d.toml")])
 
@@ -132,9 +132,9 @@ def test_preset_flag_replaces_lower_layers_but_keeps_later_flags(tmp_path):
 
 def test_saved_config_reloads_equal(tmp_path):
     cfg = parse(["--model.preset=gpt3-small", "--model.attn_window=128", "--train.lr=1e-4", "--train.min_lr=1e-5"])
-    path = cli.save(cfg, tmp_path / "config.toml")
+    path = config_io.save(cfg, tmp_path / "config.toml")
     assert parse([str(path)]) == cfg
-    assert cli.from_dict(RunConfig, cli.read_file(path)) == cfg
+    assert config_io.from_dict(RunConfig, config_io.read_file(path)) == cfg
     assert 'd_ff = "none"' in path.read_text()  # TOML has no null
 
 
@@ -198,11 +198,14 @@ def test_none_round_trips_through_config_toml_even_over_a_preset(tmp_path):
     # gpt3-small's preset sets d_head = 64: leaving the key out would bring it back, "none" keeps it unset
     cfg = parse(["--model.preset=gpt3-small", "--model.d_head=none", "--data.hf_config=none"])
     assert cfg.model.d_head is None and cfg.model.preset == "gpt3-small"
-    text = cli.save(cfg, tmp_path / "config.toml").read_text()
-    assert text.startswith(cli.NONE_NOTE) and text.splitlines()[0].startswith("# ")
+    text = config_io.save(cfg, tmp_path / "config.toml").read_text()
+    assert text.startswith(config_io.NONE_NOTE) and text.splitlines()[0].startswith("# ")
     assert 'd_head = "none"' in text and 'hf_config = "none"' in text
     assert parse([str(tmp_path / "config.toml")]) == cfg
-    assert cli.from_dict(RunConfig, cli.read_file(tmp_path / "config.toml")).model.d_head is None
+    assert config_io.from_dict(RunConfig, config_io.read_file(tmp_path / "config.toml")).model.d_head is None
+    # after a config file too: the file is taken out of argv before each value is matched to its flag
+    cfg = parse([str(tmp_path / "config.toml"), "--data.hf_dataset", "x/y", "--data.hf_config", "none"])
+    assert cfg.data.hf_config is None and cfg.data.hf_dataset == "x/y"
 
 
 def test_gpt2_doc_names_the_context_the_default_runs_crop_to():
@@ -210,5 +213,20 @@ def test_gpt2_doc_names_the_context_the_default_runs_crop_to():
     from minigpt.run import DEFAULT_RUNS
 
     doc = " ".join((ROOT / "docs/gpt2.md").read_text().split())
-    cpu, gpu = (parse([], base=cli.read_file(DEFAULT_RUNS[kind])).model.block_size for kind in ("cpu", "gpu"))
+    cpu, gpu = (parse([], base=config_io.read_file(DEFAULT_RUNS[kind])).model.block_size for kind in ("cpu", "gpu"))
     assert f"the default run's own context: {cpu} on a CPU, {gpu} with a GPU" in doc
+
+
+def test_parsed_flags_lay_over_another_base_as_typed(tmp_path):
+    """parse_args keeps the file and the flags as layers: over another base (a checkpoint's settings), the
+    flags typed win even where they equal the first base, and a preset flag starts its section over."""
+    path = write(tmp_path, "[train]\nlr = 2e-3\n")
+    argv = [path, "--train.batch_size=32", "--model.no_bias", "--model.preset=micro", "--model.n_layer=3"]
+    args = cli.parse_args(RunConfig, argv, prog="test")
+    assert args.file == path and args.config == parse(argv)
+    other = {"model": {"n_embd": 64, "bias": True}, "train": {"batch_size": 8, "lr": 5e-3, "max_iters": 9}}
+    cfg = args.over(other, "other.toml")
+    assert (cfg.train.batch_size, cfg.train.lr, cfg.train.max_iters) == (32, 2e-3, 9)  # flag, file, base
+    assert cfg.model == ModelConfig.from_preset("micro", n_layer=3, bias=False)
+    with pytest.raises(ConfigError, match=r"train.min_lr must be in \[0, train.lr=0.0001\]"):
+        cli.parse_args(RunConfig, ["--train.min_lr=5e-4"], prog="test").over({"train": {"lr": 1e-4}}, "x")
