@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from minigpt.config import ModelConfig
 
 
 def causal_mask(t_q: int, t_k: int, *, window: int | None = None, device=None) -> torch.Tensor:
@@ -160,11 +161,9 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        dtype = q.dtype
         if kv_cache is not None:
             # Generation: keep this step's keys/values and attend over all cached ones.
             k, v = kv_cache.update(k, v)  # (B, nh, T_k, hs), T_k >= T
-            q = q.to(k.dtype)  # a CPU cache stays float32 under half-precision weights (minigpt.generate)
 
         if self.impl == "sdpa" and not need_weights:
             y, weights = self._fused(q, k, v), None
@@ -179,7 +178,7 @@ class CausalSelfAttention(nn.Module):
             if not need_weights:
                 weights = None
 
-        y = y.transpose(1, 2).contiguous().view(B, T, nh * hs).to(dtype)  # heads side by side: (B, T, nh*hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, nh * hs)  # heads side by side: (B, T, nh*hs)
         y = self.resid_dropout(self.c_proj(y))  # (B, T, C)
         return y, weights
 

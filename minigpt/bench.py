@@ -41,7 +41,7 @@ from minigpt.checkpoint import find_checkpoint, load_checkpoint, load_model
 from minigpt.config import BenchConfig, DataConfig, ModelConfig, TrainConfig
 from minigpt.data import prepare
 from minigpt.errors import Fault, UserError
-from minigpt.generate import GenerationStats, for_decoding, generate_ids
+from minigpt.generate import GenerationStats, generate_ids
 from minigpt.model import GPT
 from minigpt.params import TRAIN_ONLY_TABLES, flops_per_token
 from minigpt.runtime import Runtime, cpu_has_native, measure_peak_flops, resolve_device, resolve_dtype
@@ -169,7 +169,7 @@ def bench_dtypes(cfg: BenchConfig, device: torch.device) -> Rows:
     dtypes = [torch.float32, torch.float16] + [torch.bfloat16] * (device.type != "cpu" or cpu_has_native(torch.bfloat16))
     rows = []
     for dtype in dtypes:
-        low = for_decoding(copy.deepcopy(model), dtype)  # as sample.py runs it
+        low = copy.deepcopy(model).for_decoding(dtype)  # as sample.py runs it
         row = dtype_quality(model, low, val)
         for n in cfg.new_tokens:
             sec = _median_time(partial(generate_ids, low, [0], n, temperature=0.0), device, 1, 1, cfg.repeats)
@@ -199,7 +199,7 @@ def bench_decode(cfg: BenchConfig, device: torch.device) -> tuple[Rows, Rows]:
     models = {}
     for name in cfg.weights:
         dtype = getattr(torch, name)
-        before, lean = copy.deepcopy(fp32).to(dtype), for_decoding(copy.deepcopy(fp32), dtype)
+        before, lean = copy.deepcopy(fp32).to(dtype), copy.deepcopy(fp32).for_decoding(dtype)
         models[name] = {"read": lambda: [w.sum() for w in fp32_weights], "products": _products(lean, dtype),
                         "products_before": _products(before, dtype), "before": before, "lean": lean}
         if cfg.compile != "off":

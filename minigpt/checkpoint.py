@@ -175,7 +175,7 @@ def weights_mismatch(
     if layers != list(range(config.n_layer)):
         held = f"h.0 to h.{layers[-1]}" if layers == list(range(len(layers))) and layers else str(len(layers))
         return f"it holds layers {held} but the config says n_layer={config.n_layer}"
-    expected = {k: tuple(v.shape) for k, v in empty_model(config).state_dict().items()}
+    expected = {k: tuple(v.shape) for k, v in GPT.empty(config).state_dict().items()}
     expected = {k: shape[::-1] if k.endswith(transposed) else shape for k, shape in expected.items()}
     if missing := [k for k in expected if k not in shapes]:
         return f"it lacks {len(missing)} of the model's tensors ({_some(missing)})"
@@ -344,10 +344,9 @@ def load_model(path: str | Path, device: torch.device | str) -> tuple[GPT, Token
     """The GPT (eval mode, on device), its tokenizer, and how far it was trained, from a checkpoint."""
     ckpt = load_checkpoint(path, map_location="cpu", mmap=True)
     config, tokenizer = check_model_state(ckpt, path)
-    model = empty_model(config)
+    model = GPT.empty(config)
     model.load_state_dict(ckpt["model"], assign=True)
-    if config.tie_weights:
-        model.lm_head.weight = model.wte.weight  # assign=True gave the head a Parameter of its own
+    model.tie_head()  # assign=True gave the head a Parameter of its own
     trained = f"iter {ckpt.get('iter', '?')}"
     if isinstance(best := ckpt.get("best_val_loss"), (int, float)) and math.isfinite(best):
         trained += f", best val loss {best:.4f}"

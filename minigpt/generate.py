@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 
 from minigpt.errors import UserError
 from minigpt.model import GPT
@@ -61,58 +60,17 @@ class KVCache:
 def make_caches(model: GPT, batch: int, max_len: int | None = None) -> list[KVCache]:
     """One empty KVCache per layer of `model`, on its device (max_len defaults to block_size).
 
-    The cache takes the weights' dtype, except on a CPU, where it stays float32: there, attention over
-    a float16 or bfloat16 cache runs 2-7x slower than over a float32 one (docs/benchmarks.md), and the
-    cache is small next to the weights, so half-precision weights attend in float32.
+    The cache takes the dtype the model's attention works in: the weights', except in a CPU decoding copy
+    with half-precision weights, which attends in float32 (GPT.for_decoding).
     """
     config = model.config
     max_len = config.block_size if max_len is None else max_len
     if not 1 <= max_len <= config.block_size:
         raise ValueError(f"max_len must be in [1, block_size={config.block_size}] (got {max_len})")
     p = model.wte.weight
-    dtype = torch.float32 if p.device.type == "cpu" else p.dtype
+    dtype = model.attention_dtype or p.dtype
     return [KVCache(batch, config.n_head, max_len, config.head_size, p.device, dtype)
             for _ in range(config.n_layer)]  # fmt: skip
-
-
-def for_decoding(model: GPT, dtype: torch.dtype = torch.float32) -> GPT:
-    """Make `model` the sampler's (in place, and returned): weights in `dtype`, in eval mode, with the lean step.
-
-    At batch 1 a decoding step reads every weight once, in one matrix-vector product per linear layer, so
-    how the weights lie in memory sets the speed. On a CPU, PyTorch's float32 product runs 1.6-1.7x faster
-    over a weight stored transposed, (in, out) row-major (same values, swapped strides; `F.linear` takes
-    it as is), while float16 and bfloat16 run up to 20x slower that way, so they are made (out, in)
-    row-major (docs/benchmarks.md, "Decoding at the speed of memory"). Dropout layers, which do nothing
-    in eval mode, go. Attention switches to the fused kernel, proven equal to the hand-written math
-    (tests/test_generate.py); asking for the weights (attention maps) still runs the hand-written path.
-    With the KV cache, attention runs in float32 on a CPU whatever the weights (make_caches). Only the
-    sampler's copy changes: checkpoints and training never see it, and it is not meant to be trained.
-    """
-    model.to(dtype).eval()
-    narrower = torch.finfo(dtype).max < torch.finfo(torch.float32).max  # float16: a diverged weight overflows
-    for name, p in model.named_parameters() if narrower else []:  # finite in float32 (checked on load)
-        if not bool(torch.isfinite(p.sum(dtype=torch.float32))) and not bool(torch.isfinite(p).all()):
-            dtype_name = str(dtype).removeprefix("torch.")
-            raise UserError(
-                f"the weights do not fit in {dtype_name}: {name} holds values beyond its largest, "
-                f"{torch.finfo(dtype).max:g}; sample with dtype float32"
-            )
-    for module in list(model.modules()):  # dropout does nothing in eval mode but still costs a call
-        for name, child in module.named_children():
-            if isinstance(child, nn.Dropout):
-                setattr(module, name, nn.Identity())
-    for block in model.h:
-        if block.attn.score != "additive":  # additive scores have no fused kernel
-            block.attn.impl = "sdpa"
-    transposed = model.wte.weight.device.type == "cpu" and dtype == torch.float32
-    for module in model.modules():
-        if isinstance(module, nn.Linear):  # either layout may come in: GPT-2's weights arrive transposed
-            w = module.weight.detach()
-            w = w.t().contiguous().t() if transposed else w.contiguous()  # no copy when already so
-            module.weight = nn.Parameter(w, requires_grad=module.weight.requires_grad)
-    if model.config.tie_weights:
-        model.wte.weight = model.lm_head.weight  # still one matrix; a lookup reads a row either way
-    return model
 
 
 def context_start(length: int, block_size: int, slide: int) -> int:

@@ -26,7 +26,6 @@ from minigpt import cli, entry
 from minigpt.checkpoint import (
     CheckpointError,
     bad_values,
-    empty_model,
     find_checkpoint,
     is_state_dict,
     load_model,
@@ -314,10 +313,9 @@ def load(source: str, *, block_size: int | None = None, dropout: float = 0.0, at
     """A Hugging Face GPT-2 (hub name or folder) as minigpt's GPT, in eval mode."""
     folder = find(source)
     config = model_config(folder, block_size=block_size, dropout=dropout, attn_impl=attn_impl)
-    model = empty_model(config)  # no time spent on a random init that the weights replace
+    model = GPT.empty(config)  # no time spent on a random init that the weights replace
     model.load_state_dict(from_hf_state(read_weights(folder), config), assign=True)  # every name and shape checked
-    if config.tie_weights:
-        model.lm_head.weight = model.wte.weight
+    model.tie_head()
     return model.to(device).eval()
 
 

@@ -17,9 +17,29 @@ from typing import Any, Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 from minigpt.attention import CausalSelfAttention
 from minigpt.config import ModelConfig, load_presets  # noqa: F401  (re-exported)
+from minigpt.errors import UserError
+
+
+class _SkipInit(TorchFunctionMode):
+    """Inside it, torch.nn.init's fills return their tensor untouched; outside, nothing changes."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
+
+
+def _output_in_float32(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    return output.float()
+
+
+def _input_in_weights_dtype(module: nn.Module, args: tuple) -> tuple:
+    return (args[0].to(module.weight.dtype),)
 
 
 class MLP(nn.Module):
@@ -67,15 +87,84 @@ class GPT(nn.Module):
         self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        if config.tie_weights:
-            # One matrix both reads tokens in and scores them out (Press & Wolf, 2017).
-            self.lm_head.weight = self.wte.weight
+        self.tie_head()
+        # The dtype attention works in, and so the KV cache's; None: the weights' (see for_decoding).
+        self.attention_dtype: torch.dtype | None = None
         self.apply(self._init_weights)
         # GPT-2 scales the init of projections that write into the residual stream by
         # 1/sqrt(2 * n_layer): each block adds two of them, so the sum keeps its scale.
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @classmethod
+    def empty(cls, config: ModelConfig) -> GPT:
+        """A GPT of config's shape with no weights yet (meta tensors), for load_state_dict(state, assign=True).
+
+        Nothing is drawn at random for weights about to be replaced, and torch.nn.init is left alone: the
+        fills are skipped only inside this call (_SkipInit). Skipping them also keeps start-up short, as a
+        random fill of a meta tensor imports torch._dynamo (docs/benchmarks.md, "GPT-2 from Hugging Face").
+        """
+        with torch.device("meta"), _SkipInit():
+            return cls(config)
+
+    def tie_head(self) -> None:
+        """With config.tie_weights, make the LM head read the token embedding's matrix: one matrix both
+        reads tokens in and scores them out (Press & Wolf, 2017). Call again after anything that gives
+        either its own Parameter (load_state_dict(assign=True), a change of layout)."""
+        if self.config.tie_weights:
+            self.lm_head.weight = self.wte.weight
+
+    @torch.no_grad()
+    def for_decoding(self, dtype: torch.dtype = torch.float32) -> GPT:
+        """Make this model the sampler's copy (in place, and returned): weights in `dtype`, eval mode, a lean step.
+
+        Only the sampler's copy changes: checkpoints and training never see it, and it is not meant to be
+        trained. What changes, and why (docs/benchmarks.md, "Decoding at the speed of memory"):
+        - Weight layout. At batch 1 a decoding step reads every weight once, in one matrix-vector product
+          per linear layer, so how the weights lie in memory sets the speed. On a CPU, PyTorch's float32
+          product runs faster over a weight stored transposed, (in, out) row-major (same values, swapped
+          strides; F.linear takes it as is), while float16 and bfloat16 run far slower that way, so they are
+          made (out, in) row-major.
+        - Dropout layers, which do nothing in eval mode but still cost a call, go.
+        - Attention switches to the fused kernel, proven equal to the hand-written math
+          (tests/test_generate.py); asking for the weights (attention maps) still runs the hand-written path.
+        - On a CPU attention works in float32 whatever the weights: there, attention over half-precision
+          keys runs several times slower, and the keys are small next to the weights. The query, key and
+          value projection hands on float32, and the output projection takes its input back in its dtype.
+        """
+        self.to(dtype).eval()
+        if torch.finfo(dtype).max < torch.finfo(torch.float32).max:  # float16: a diverged weight overflows
+            for name, p in self.named_parameters():  # finite in float32 (checked on load)
+                if not bool(torch.isfinite(p.sum(dtype=torch.float32))) and not bool(torch.isfinite(p).all()):
+                    dtype_name = str(dtype).removeprefix("torch.")
+                    raise UserError(
+                        f"the weights do not fit in {dtype_name}: {name} holds values beyond its largest, "
+                        f"{torch.finfo(dtype).max:g}; sample with dtype float32"
+                    )
+        for module in list(self.modules()):
+            for name, child in module.named_children():
+                if isinstance(child, nn.Dropout):
+                    setattr(module, name, nn.Identity())
+        for block in self.h:
+            if block.attn.score != "additive":  # additive scores have no fused kernel
+                block.attn.impl = "sdpa"
+        on_cpu = self.wte.weight.device.type == "cpu"
+        transposed = on_cpu and dtype == torch.float32
+        layers = [m for m in self.modules() if isinstance(m, nn.Linear)]
+        if self.config.tie_weights:  # the head is wte's matrix: lay it out there (a lookup reads a row either way)
+            layers = [self.wte if m is self.lm_head else m for m in layers]
+        for module in layers:  # either layout may come in: GPT-2's weights arrive transposed
+            w = module.weight.detach()
+            w = w.t().contiguous().t() if transposed else w.contiguous()  # no copy when already so
+            module.weight = nn.Parameter(w, requires_grad=module.weight.requires_grad)
+        self.tie_head()
+        self.attention_dtype = torch.float32 if on_cpu and dtype != torch.float32 else None
+        if self.attention_dtype is not None:
+            for block in self.h:
+                block.attn.c_attn.register_forward_hook(_output_in_float32)  # q, k, v
+                block.attn.c_proj.register_forward_pre_hook(_input_in_weights_dtype)  # the heads, merged
+        return self
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

@@ -20,7 +20,7 @@ from minigpt import cli, entry, hf, runtime
 from minigpt.checkpoint import find_checkpoint, load_model  # noqa: F401  (also sample.py's API)
 from minigpt.config import SampleConfig
 from minigpt.errors import UserError
-from minigpt.generate import GenerationStats, for_decoding, generate
+from minigpt.generate import GenerationStats, generate
 from minigpt.metrics import TensorBoardLogger, save_attention_pngs
 from minigpt.model import GPT
 from minigpt.roles import INDUCTION_LENGTH, format_roles, head_roles, induction_probe, uniform_scores
@@ -163,7 +163,7 @@ def run(cfg: SampleConfig, out: TextIO, err: TextIO, stats: GenerationStats) -> 
         source, why = find_checkpoint(cfg.ckpt, cfg.run, cfg.runs_dir)
         model, tokenizer, trained = load_model(source, device)
         run_dir, about = source.parent, f"{source.name}, {trained}"
-    model = for_decoding(model, dtype)  # the checkpoint stays as it is; only the sampler's copy changes
+    model = model.for_decoding(dtype)  # the checkpoint stays as it is; only the sampler's copy changes
     prompt, ids = read_prompt(cfg, tokenizer)
     max_new = cfg.attention_generate if cfg.attention else cfg.max_new_tokens
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31)

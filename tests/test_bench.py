@@ -95,7 +95,6 @@ def test_json_value_is_not_a_config_file(tmp_path):
 
 def test_float16_sampling_weights_cost_little_on_a_trained_model(tmp_path):
     from minigpt.bench import dtype_quality
-    from minigpt.generate import for_decoding
     from minigpt.checkpoint import load_model
     from minigpt.data import prepare
     from minigpt.config import DataConfig
@@ -106,7 +105,7 @@ def test_float16_sampling_weights_cost_little_on_a_trained_model(tmp_path):
     run(corpus, tmp_path, "--train.max_iters=40", "--train.eval_interval=20", "--model.dropout=0")
     model, _, _ = load_model(tmp_path / "runs/r/ckpt_latest.pt", "cpu")
     val = prepare(DataConfig(path=str(corpus), cache_dir=str(tmp_path / "cache")), progress=False).load_split("val")
-    row = dtype_quality(model, for_decoding(copy.deepcopy(model), torch.float16), val, positions=2_000)
+    row = dtype_quality(model, copy.deepcopy(model).for_decoding(torch.float16), val, positions=2_000)
     assert row["positions"] >= 2_000 and row["val_loss_fp32"] < 3.5  # it did learn something
     assert 0 < row["max_logit_diff"] < 0.05  # float16 really ran, and stayed close
     assert abs(row["loss_cost"]) < 0.002 and row["top1_agreement"] > 0.99

@@ -273,7 +273,7 @@ def test_weights_too_big_for_float16_are_refused_not_sampled_as_nan():
     with torch.no_grad():
         model.h[0].mlp.c_fc.weight[0, 0] = 1e6  # a diverged run's weight: finite in float32, inf in float16
     with pytest.raises(ValueError, match="the weights do not fit in float16: h.0.mlp.c_fc.weight holds values"):
-        generate.for_decoding(model, torch.float16)
+        model.for_decoding(torch.float16)
 
 
 def test_prompt_files_that_cannot_be_read_are_bad_input(ckpt, tmp_path, capsys, monkeypatch):

@@ -7,7 +7,6 @@ from minigpt.generate import (
     GenerationStats,
     KVCache,
     context_start,
-    for_decoding,
     generate,
     generate_ids,
     make_caches,
@@ -73,12 +72,12 @@ def test_cached_forward_matches_full_forward_position_by_position():
     torch.testing.assert_close(torch.cat([first, *steps], dim=1), full)
 
 
-# --- the sampler's lean copy (for_decoding) ----------------------------------------
+# --- the sampler's lean copy (GPT.for_decoding) ----------------------------------------
 
 
 def test_for_decoding_keeps_every_value_and_stores_float32_weights_transposed():
     plain = tiny_model()
-    lean = for_decoding(tiny_model())
+    lean = tiny_model().for_decoding()
     for (name, p), q in zip(plain.named_parameters(), lean.parameters()):
         assert torch.equal(p, q), name
     fc = lean.h[0].mlp.c_fc.weight
@@ -86,13 +85,14 @@ def test_for_decoding_keeps_every_value_and_stores_float32_weights_transposed():
     assert lean.wte.weight is lean.lm_head.weight  # still tied: one matrix
     assert all(block.attn.impl == "sdpa" for block in lean.h) and not lean.training
     assert not any(isinstance(m, torch.nn.Dropout) for m in lean.modules())
-    half = for_decoding(tiny_model(), torch.float16)
+    half = tiny_model().for_decoding(torch.float16)
     assert half.h[0].mlp.c_fc.weight.is_contiguous() and half.wte.weight.dtype == torch.float16
     arrived_transposed = tiny_model()  # as hf.load gives GPT-2's Conv1D weights: transposed views
     fc = arrived_transposed.h[0].mlp.c_fc
     fc.weight = torch.nn.Parameter(fc.weight.detach().t().contiguous().t())
-    assert for_decoding(arrived_transposed, torch.float16).h[0].mlp.c_fc.weight.is_contiguous()
-    assert make_caches(half, 1)[0].k.dtype == torch.float32  # CPU attention over the cache stays float32
+    assert arrived_transposed.for_decoding(torch.float16).h[0].mlp.c_fc.weight.is_contiguous()
+    assert make_caches(half, 1)[0].k.dtype == torch.float32  # the copy attends in float32 on a CPU
+    assert make_caches(tiny_model().half(), 1)[0].k.dtype == torch.float16  # a plain model, in its weights' dtype
 
 
 @pytest.mark.parametrize(
@@ -102,7 +102,7 @@ def test_for_decoding_keeps_every_value_and_stores_float32_weights_transposed():
     ids=["manual", "banded", "additive", "untied-nobias"],
 )  # fmt: skip
 def test_lean_decoding_gives_the_plain_models_text_past_block_size(config):
-    plain, lean = tiny_model(config, seed=8), for_decoding(tiny_model(config, seed=8))
+    plain, lean = tiny_model(config, seed=8), tiny_model(config, seed=8).for_decoding()
     prompt = torch.tensor([[1, 2, 3], [4, 5, 6]])
     want, want_logits = run(plain, prompt, 3 * 8, temperature=0, slide=3, use_cache=False)
     got, got_logits = run(lean, prompt, 3 * 8, temperature=0, slide=3)
@@ -115,11 +115,11 @@ def test_lean_decoding_gives_the_plain_models_text_past_block_size(config):
 
 def test_lean_copy_still_draws_attention_maps_by_hand():
     ids = [1, 2, 3, 4, 5, 6]
-    torch.testing.assert_close(for_decoding(tiny_model()).attention_maps(ids), tiny_model().attention_maps(ids))
+    torch.testing.assert_close(tiny_model().for_decoding().attention_maps(ids), tiny_model().attention_maps(ids))
 
 
 def test_half_precision_weights_decode_the_same_text_on_this_tiny_model():
-    plain, half = tiny_model(seed=8), for_decoding(tiny_model(seed=8), torch.float16)
+    plain, half = tiny_model(seed=8), tiny_model(seed=8).for_decoding(torch.float16)
     want, want_logits = run(plain, [1, 2, 3], 20, temperature=0, slide=4)
     got, got_logits = run(half, [1, 2, 3], 20, temperature=0, slide=4)
     assert torch.equal(got, want)
@@ -302,7 +302,7 @@ def test_num_samples_run_as_one_batch_not_a_loop_per_sample():
     handle = model.register_forward_pre_hook(lambda module, args: batches.append(args[0].size(0)))
     try:
         stats = GenerationStats()
-        list(generate(for_decoding(model), [1, 2], 5, seed=0, num_samples=8, stats=stats))
+        list(generate(model.for_decoding(), [1, 2], 5, seed=0, num_samples=8, stats=stats))
     finally:
         handle.remove()
     assert batches == [8] * 5  # one forward per step, all 8 samples in it
@@ -329,12 +329,15 @@ def test_eos_stops_a_row_and_ends_when_all_rows_have():
     model = tiny_model()
     first = generate_ids(model, [1, 2, 3], 1, temperature=0)[0, -1].item()
     assert generate_ids(model, [1, 2, 3], 10, temperature=0, eos_id=first).shape == (1, 4)
-    ids = generate_ids(model, [5], 40, seed=3, num_samples=4, eos_id=2)
-    for row in ids[:, 1:].tolist():
-        if 2 in row:
-            assert all(t == 2 for t in row[row.index(2) :])  # eos repeats once reached
-    if ids.size(1) < 41:
-        assert (ids[:, 1:] == 2).any(dim=1).all()
+    free = generate_ids(model, [5], 40, seed=3, num_samples=4)[:, 1:].tolist()  # the same draws, without eos
+    eos = 2
+    firsts = [row.index(eos) for row in free]  # each row reaches it, at different steps
+    assert len(set(firsts)) > 1 and max(firsts) < 39
+    ids = generate_ids(model, [5], 40, seed=3, num_samples=4, eos_id=eos)
+    assert ids.size(1) == 1 + max(firsts) + 1  # ends at the step the last row reached eos
+    for row, free_row, first in zip(ids[:, 1:].tolist(), free, firsts):
+        assert row[:first] == free_row[:first]  # the text before eos is unchanged
+        assert set(row[first:]) == {eos}  # eos repeats once reached
 
 
 # --- errors ---------------------------------------------------------------------------

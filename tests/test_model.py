@@ -55,6 +55,33 @@ def test_lm_head_tied_or_not():
     assert untied.num_params() - tied.num_params() == 11 * 16
 
 
+def test_empty_builds_without_weights_or_random_fills_and_loads_the_same_model(monkeypatch):
+    from minigpt import model as model_module
+
+    cfg = TINY.replace(attn_score="additive")  # AdditiveScore fills its own parameters too
+    torch.manual_seed(0)
+    source = GPT(cfg).eval()
+    empty = GPT.empty(cfg)
+    assert all(p.is_meta for p in empty.parameters()) and empty.lm_head.weight is empty.wte.weight
+    empty.load_state_dict(source.state_dict(), assign=True)
+    assert empty.lm_head.weight is not empty.wte.weight  # assign=True gives each key its own Parameter
+    empty.tie_head()
+    assert empty.lm_head.weight is empty.wte.weight and empty.num_params() == source.num_params()
+    idx = torch.randint(0, 11, (2, 8))
+    torch.testing.assert_close(empty.eval()(idx)[0], source(idx)[0], rtol=0, atol=0)
+
+    def broken(config, layer_idx):
+        raise RuntimeError("no memory")
+
+    monkeypatch.setattr(model_module, "Block", broken)
+    with pytest.raises(RuntimeError, match="no memory"):  # a failed build leaves nothing switched off
+        GPT.empty(cfg)
+    monkeypatch.undo()
+    normal = GPT(cfg)  # a normal build draws its weights again, on the CPU
+    assert normal.wte.weight.device.type == "cpu" and normal.wte.weight.std() > 0.01
+    assert normal.h[0].attn.additive.w.std() > 0.005
+
+
 def test_gpt2_initialisation():
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=500, block_size=64, n_layer=8, n_head=4, n_embd=256)
