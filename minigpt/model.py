@@ -164,6 +164,8 @@ class GPT(nn.Module):
             for block in self.h:
                 block.attn.c_attn.register_forward_hook(_output_in_float32)  # q, k, v
                 block.attn.c_proj.register_forward_pre_hook(_input_in_weights_dtype)  # the heads, merged
+                if block.attn.additive is not None:  # its scoring network is part of the attention
+                    block.attn.additive.float()
         return self
 
     @staticmethod

@@ -118,8 +118,9 @@ def test_lean_copy_still_draws_attention_maps_by_hand():
     torch.testing.assert_close(tiny_model().for_decoding().attention_maps(ids), tiny_model().attention_maps(ids))
 
 
-def test_half_precision_weights_decode_the_same_text_on_this_tiny_model():
-    plain, half = tiny_model(seed=8), tiny_model(seed=8).for_decoding(torch.float16)
+@pytest.mark.parametrize("config", [TINY, TINY.replace(attn_score="additive")], ids=["dot", "additive"])
+def test_half_precision_weights_decode_the_same_text_on_this_tiny_model(config):
+    plain, half = tiny_model(config, seed=8), tiny_model(config, seed=8).for_decoding(torch.float16)
     want, want_logits = run(plain, [1, 2, 3], 20, temperature=0, slide=4)
     got, got_logits = run(half, [1, 2, 3], 20, temperature=0, slide=4)
     assert torch.equal(got, want)
