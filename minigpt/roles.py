@@ -28,6 +28,9 @@ random model sits near: on T = 32 it scores about 0.1 on previous, first and sel
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -35,6 +38,8 @@ ROLES = ("previous_token", "first_token", "self", "duplicate_token", "induction"
 COMMON_FRACTION = 0.99  # induction tokens come from the most frequent tokens making up this much of a text
 INDUCTION_LENGTH = 32  # tokens per copy of the induction probe (fewer when the context is shorter)
 REFERENCE_TOKENS = 1 << 20  # token frequencies are counted on this many ids of the reference text at most
+MIN_TEXT_TOKENS = 4
+"""Shorter probe texts leave no roles to tell apart: on 3 tokens, query 1's previous token is also its first."""
 
 
 def text_scores(weights: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -96,6 +101,31 @@ def induction_probe(reference: np.ndarray | torch.Tensor | None, vocab_size: int
     rng = np.random.default_rng(seed)
     copies = np.stack([rng.choice(pool, size=length, replace=False) for _ in range(n_seq)])  # (n_seq, length)
     return torch.from_numpy(np.concatenate([copies, copies], axis=1)).long()  # (n_seq, 2 * length)
+
+
+@dataclass(frozen=True)
+class RoleProbes:
+    """What head roles are scored on, for training's evaluations and for sample.py --attention alike."""
+
+    text: torch.Tensor  # (T,) ids: the previous, first, self and duplicate-token roles
+    induction: torch.Tensor  # (n_seq, 2L) ids from induction_probe: the induction role
+    uniform: dict[str, float]  # uniform attention's scores on both: the reference a head is read against
+
+
+def role_probes(
+    text: Sequence[int] | torch.Tensor,
+    reference: np.ndarray | torch.Tensor | Sequence[int] | None,
+    vocab_size: int,
+    block_size: int,
+) -> RoleProbes | None:
+    """The probes for a model of that vocabulary and context: the text, and an induction probe whose tokens
+    are the common ones of `reference` (the training split, or the text itself in sample.py), each copy at
+    most INDUCTION_LENGTH and half the context. None when the text is shorter than MIN_TEXT_TOKENS."""
+    if len(text) < MIN_TEXT_TOKENS:
+        return None
+    text = torch.as_tensor(text)
+    induction = induction_probe(reference, vocab_size, min(INDUCTION_LENGTH, block_size // 2))
+    return RoleProbes(text, induction, uniform_scores(text, induction.size(1) // 2))
 
 
 def head_roles(model: torch.nn.Module, text: torch.Tensor, induction: torch.Tensor) -> dict[str, torch.Tensor]:

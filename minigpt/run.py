@@ -34,9 +34,7 @@ from minigpt.generate import generate_ids
 from minigpt.metrics import MetricsLogger, TensorBoardLogger
 from minigpt.model import GPT
 from minigpt.params import count_params, flops_per_token, format_param_table
-from minigpt.roles import (
-    INDUCTION_LENGTH, copy_losses, format_roles, head_roles, induction_probe, strongest_heads, uniform_scores,
-)
+from minigpt.roles import copy_losses, format_roles, head_roles, role_probes, strongest_heads
 from minigpt.tokenizer import Tokenizer, default_prompt
 from minigpt.trainer import RunFolderLost, Trainer
 
@@ -334,10 +332,8 @@ def train(
         if rt.is_main:
             lock = claim_run_dir(run_dir, new=ckpt is None)
         probe = probe_tokens(data, tok, min(log.probe_tokens, T))
-        score_roles = log.head_roles and len(probe) >= 4  # a shorter context leaves no roles to tell apart
-        if score_roles:  # the induction probe's tokens: the common ones of the training text (minigpt/roles.py)
-            induction = induction_probe(tokens["train"], tok.vocab_size, min(INDUCTION_LENGTH, T // 2))
-            uniform = uniform_scores(probe, induction.size(1) // 2)
+        # the induction probe's tokens: the common ones of the training text (minigpt/roles.py)
+        roles = role_probes(probe, tokens["train"], tok.vocab_size, T) if log.head_roles else None
 
         roles_seen: dict[str, Any] = {}
 
@@ -345,17 +341,18 @@ def train(
             if log.attention_maps:
                 labels = [tok.decode_token(int(i)) for i in probe]
                 logger.attention(model.attention_maps(probe), labels, step, ids=probe.tolist())
-            if log.attention_maps and log.attention_tensors and score_roles:
+            if log.attention_maps and log.attention_tensors and roles is not None:
                 # the Attention tab also shows the induction probe (its first sequence): the induction head shows there
-                first = induction[0]
+                first = roles.induction[0]
                 labels = [tok.decode_token(int(i)) for i in first]
                 logger.attention_tensor(model.attention_maps(first), labels, step, "induction", first.tolist())
             if log.sample_tokens:
                 logger.text("sample", sample_text(model, tok, log.sample_tokens), step)
-            if score_roles:  # the strongest heads end the evaluation's line; the last table ends the run
-                roles_seen["scores"] = head_roles(model, probe, induction)
-                logger.roles(roles_seen["scores"], step, uniform)
-                logger.scalars({f"loss/induction_{k}": v for k, v in copy_losses(model, induction).items()}, step)
+            if roles is not None:  # the strongest heads end the evaluation's line; the last table ends the run
+                roles_seen["scores"] = head_roles(model, roles.text, roles.induction)
+                logger.roles(roles_seen["scores"], step, roles.uniform)
+                by_copy = copy_losses(model, roles.induction)
+                logger.scalars({f"loss/induction_{k}": v for k, v in by_copy.items()}, step)
                 return strongest_heads(roles_seen["scores"])
             return None
 
@@ -388,7 +385,7 @@ def train(
         result["sample"] = sample_text(model, tok, log.sample_tokens, seed=1) if wants_sample else ""
         result |= {"run_dir": run_dir, "is_main": rt.is_main}
         if roles_seen:
-            result["roles"] = format_roles(roles_seen["scores"], uniform)
+            result["roles"] = format_roles(roles_seen["scores"], roles.uniform)
         if rt.is_main and not result["stopped_by"]:
             losses = result["losses"]
             logger.hparams(cli.to_dict(cfg), {k + "_loss": losses.get(k, math.nan) for k in ("val", "train")}, result["iter"])

@@ -23,7 +23,7 @@ from minigpt.errors import UserError
 from minigpt.generate import GenerationStats, generate
 from minigpt.metrics import TensorBoardLogger, save_attention_pngs
 from minigpt.model import GPT
-from minigpt.roles import INDUCTION_LENGTH, format_roles, head_roles, induction_probe, uniform_scores
+from minigpt.roles import format_roles, head_roles, role_probes
 from minigpt.tokenizer import GPT2_EOT, CharTokenizer, GPT2Tokenizer, Tokenizer, default_prompt, preview
 
 PROMPT_FILE_LIMIT = 1 << 24
@@ -118,15 +118,14 @@ def probe_attention(model: GPT, tokenizer: Tokenizer, ids: list[int], run_dir: P
     labels, text = [tokenizer.decode_token(t) for t in ids], tokenizer.decode(ids)
     index = log_dir / "probes.jsonl"  # one line per probe: probe i is step i
     step = index.read_bytes().count(b"\n") if index.is_file() else 0  # counted as bytes: any file counts
-    roles, uniform = None, None
-    if len(ids) >= 2:  # head roles; the induction probe draws the common tokens of this text (minigpt/roles.py)
-        induction = induction_probe(ids, c.vocab_size, min(INDUCTION_LENGTH, c.block_size // 2))
-        roles, uniform = head_roles(model, torch.tensor(ids), induction), uniform_scores(torch.tensor(ids), induction.size(1) // 2)
+    # head roles; the induction probe draws the common tokens of this text (minigpt/roles.py)
+    probes = role_probes(ids, ids, c.vocab_size, c.block_size)
+    roles = head_roles(model, probes.text, probes.induction) if probes is not None else None
     with TensorBoardLogger(log_dir) as logger:
         logger.attention(weights, labels, step, probe=f"prompt_{step}", ids=ids)  # a probe per text: the Attention tab
         logger.text("probe/text", f"{text}\n\n({len(ids)} tokens; {about})", step)
         if roles is not None:
-            logger.roles(roles, step, uniform, probe=f"prompt_{step}")
+            logger.roles(roles, step, probes.uniform, probe=f"prompt_{step}")
     with open(index, "a", encoding="utf-8") as f:
         f.write(json.dumps({"step": step, "text": text, "tokens": len(ids), "model": about}) + "\n")
     pngs = save_attention_pngs(weights, labels, png_dir) if png_dir is not None else []
@@ -135,7 +134,7 @@ def probe_attention(model: GPT, tokenizer: Tokenizer, ids: list[int], run_dir: P
         f"TensorBoard: {log_dir}, step {step} (the probes' texts and steps are listed in {index.name})",
         *([f"PNG: {len(pngs)} files in {png_dir}"] if pngs else []),
         f"view with: tensorboard --logdir {run_dir.parent}",
-        *(["", "head roles (mean attention weight; docs/attention.md):", format_roles(roles, uniform)] if roles else []),
+        *(["", "head roles (mean attention weight; docs/attention.md):", format_roles(roles, probes.uniform)] if roles else []),
     ]
 
 

@@ -216,3 +216,18 @@ def test_copy_losses_show_what_looking_back_buys():
     torch.manual_seed(0)
     fresh = copy_losses(GPT(ModelConfig(vocab_size=V, block_size=2 * L, n_layer=1, n_head=2, n_embd=16)), probe)
     assert abs(fresh["first_copy"] - fresh["second_copy"]) < 0.1  # untrained: no use of the first copy
+
+
+def test_training_and_sampling_set_up_role_scoring_alike():
+    """One rule for both (minigpt/roles.py role_probes): too short a text scores no roles; otherwise copies
+    of at most INDUCTION_LENGTH tokens and half the context, drawn from the reference's common tokens."""
+    from minigpt.roles import INDUCTION_LENGTH, MIN_TEXT_TOKENS, role_probes
+
+    assert role_probes(list(range(MIN_TEXT_TOKENS - 1)), None, 50, 64) is None
+    text = [1, 2, 3, 4, 5] * 2
+    probes = role_probes(text, text, 50, block_size=8)
+    assert probes.text.tolist() == text and probes.induction.shape[1] == 2 * 4  # half of block_size 8
+    assert set(probes.induction.flatten().tolist()) <= set(text)  # the reference's tokens, not all 50
+    assert probes.uniform == uniform_scores(torch.tensor(text), 4)
+    long = role_probes(torch.arange(40), None, 50, block_size=1024)
+    assert long.induction.shape[1] == 2 * INDUCTION_LENGTH
