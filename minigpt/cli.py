@@ -81,7 +81,8 @@ def config_file(cls: type, argv: Sequence[str]) -> str | None:
 @dataclasses.dataclass(frozen=True)
 class Parsed(Generic[T]):
     """A command line parsed once: the config it gives over its base, and the layers above that base (the
-    CONFIG file's tables, then the flags typed), which `over` lays on another base without parsing again."""
+    CONFIG file's tables, then the flags typed), which `over` lays on another base without parsing again.
+    Positional arguments (bench's `what`) are not among the layers: `over` is for configs with flags only."""
 
     config: T
     file: str | None  # the CONFIG file argv names, if any
@@ -155,15 +156,20 @@ def parse_args(
         if e.code in (0, None):
             raise
         raise ConfigError(f"{_one_line(err.getvalue())} (see {prog} --help)") from None
-    # the flags as one more layer, read back from what tyro parsed (its values, typed as to_dict writes them)
-    parsed, flags = to_dict(cfg), {}
-    for key in typed:
+    return Parsed(cfg, file, (*layers, _flag_layer(cfg, typed)), (*where, ""))
+
+
+def _flag_layer(cfg: Any, keys: Sequence[str]) -> dict[str, Any]:
+    """The settings the flags named (dotted keys), read back from what tyro parsed, as nested tables in
+    to_dict's form: a layer that from_dict lays over any base."""
+    parsed, layer = to_dict(cfg), {}
+    for key in keys:
         *sections, last = key.split(".")
-        value, table = parsed, flags
+        value, table = parsed, layer
         for part in sections:
             value, table = value[part], table.setdefault(part, {})
         table[last] = value[last]
-    return Parsed(cfg, file, (*layers, flags), (*where, ""))
+    return layer
 
 
 def parse(
