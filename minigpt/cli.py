@@ -21,10 +21,12 @@ from typing import Any, Generic, TypeVar
 
 import tyro
 
+# NONE_NOTE, save and to_toml are re-exported (cli.save, ...) for the tools and scripts written against them;
+# new code imports them from minigpt.config_io
+from minigpt.config_io import NONE_NOTE as NONE_NOTE
 from minigpt.config_io import ConfigError, field_types, from_dict, leaf_types, read_file, to_dict, unknown_key
-
-# config IO, kept importable from here for the tools and scripts written against cli.save, cli.to_dict, ...
-from minigpt.config_io import NONE_NOTE, save, to_toml  # noqa: F401
+from minigpt.config_io import save as save
+from minigpt.config_io import to_toml as to_toml
 
 T = TypeVar("T")
 

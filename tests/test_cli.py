@@ -6,10 +6,17 @@ from pathlib import Path
 import pytest
 
 from minigpt import cli, config_io
-from minigpt.config_io import ConfigError
 from minigpt.config import (
-    BenchConfig, ExportConfig, ModelConfig, ParamsConfig, PrepareConfig, RunConfig, SampleConfig, TrainConfig,
+    BenchConfig,
+    ExportConfig,
+    ModelConfig,
+    ParamsConfig,
+    PrepareConfig,
+    RunConfig,
+    SampleConfig,
+    TrainConfig,
 )
+from minigpt.config_io import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
