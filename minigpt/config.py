@@ -1,7 +1,8 @@
 """Every setting of minigpt as frozen dataclasses: one per concern, and one per entry point grouping them.
 
 The string under each field is its --help text; each class checks its values in __post_init__ and names
-the field it rejects. minigpt.cli fills them from TOML and flags. This module imports nothing from minigpt.
+the field it rejects. minigpt.config_io reads and writes them as TOML; minigpt.cli fills them from flags.
+This module imports nothing from minigpt.
 """
 
 from __future__ import annotations
