@@ -95,9 +95,7 @@ def checkpoint_to_resume(target: str | None, out_dir: Path) -> Path:
     try:
         run, _ = newest_run(out_dir)
     except OSError as e:  # a folder it may not list
-        raise CheckpointError(
-            f"cannot look for runs in {out_dir}/: {e.strerror or e}; pass --resume RUN_DIR"
-        ) from None
+        raise CheckpointError(f"cannot look for runs in {out_dir}/: {e.strerror or e}; pass --resume RUN_DIR") from None
     if run is None:
         raise CheckpointError(f"no run to resume under {out_dir}/; start one with `python train.py`")
     return run / CHECKPOINT_LATEST
