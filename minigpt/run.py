@@ -164,9 +164,12 @@ def new_run_dir(cfg: RunConfig) -> Path:
     data, p = cfg.data, Path(cfg.data.path)
     corpus = p.parent.name if p.stem in ("input", "train", "data") and p.parent.name else p.stem
     corpus = data.hf_dataset.split("/")[-1] if data.hf_dataset else corpus
-    run_dir = Path(cfg.train.out_dir) / (cfg.train.run_name or f"{corpus}-{data.tokenizer}-{datetime.now():%Y%m%d-%H%M%S}")
+    name = cfg.train.run_name or f"{corpus}-{data.tokenizer}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = Path(cfg.train.out_dir) / name
     if (run_dir / CHECKPOINT_LATEST).exists():
-        raise CheckpointError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another train.run_name")
+        raise CheckpointError(
+            f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another train.run_name"
+        )
     return run_dir
 
 
