@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import os
 import re
-import sys
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,13 +39,6 @@ def how_to_run(tool: str) -> str:
     if COMMAND is not None:
         return f"minigpt {tool}"
     return {"train": "python train.py", "sample": "python sample.py"}.get(tool, f"python -m minigpt.{tool}")
-
-
-def reader_left() -> int:
-    """For `except BrokenPipeError` in an entry point (`python train.py --help | head` stopped reading):
-    send the rest of stdout to /dev/null, so Python's exit flush does not fail again, and succeed."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
 
 
 def _negated(key: str) -> str:

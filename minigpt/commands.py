@@ -18,6 +18,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from minigpt import entry  # no torch: errors only
+
 COMMANDS = {
     "train": ("minigpt.run", "train a GPT (as python train.py)"),
     "sample": ("minigpt.sample_cli", "generate text, or probe attention, from a run or GPT-2 (as python sample.py)"),
@@ -57,9 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             print(usage(), file=sys.stdout if argv else sys.stderr, flush=True)
         except BrokenPipeError:  # `minigpt --help | head -1`: the reader left
-            from minigpt import cli
-
-            return cli.reader_left()
+            return entry.reader_left()
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
