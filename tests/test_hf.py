@@ -161,10 +161,10 @@ def test_foreign_configs_are_refused(tmp_path):
 
 
 def test_params_table_of_a_loaded_gpt2(tmp_path, capsys):
-    from minigpt import params
+    from minigpt import params_cli
 
     hf_gpt2(SHAPES["3 heads"], tmp_path)
-    assert params.main(["--model.init_from", str(tmp_path)]) == 0
+    assert params_cli.main(["--model.init_from", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     stored = sum(p.numel() for p in hf.load(str(tmp_path)).parameters())
     assert f"{tmp_path}: {stored:,} parameters stored in its weights file, equal to the count below" in out
