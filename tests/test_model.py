@@ -1,5 +1,6 @@
 """The GPT decoder: shapes, causality, initialisation, learning, config errors."""
 
+import dataclasses
 import math
 
 import pytest
@@ -153,7 +154,7 @@ def test_presets_by_name():
 
 
 def test_config_is_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         TINY.n_layer = 3  # type: ignore[misc]
 
 
