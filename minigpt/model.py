@@ -6,13 +6,7 @@ next-token logits (and a loss when targets are given).
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import tomllib
-from dataclasses import dataclass
-from functools import cache
-from importlib import resources
-from typing import Any, Literal
 
 import torch
 import torch.nn as nn
