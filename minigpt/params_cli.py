@@ -31,7 +31,9 @@ def report(cfg: ParamsConfig) -> str:
         model = hf.with_shape(model, crop=False)
         stored = hf.stored_params(hf.find(model.init_from))
         verdict = "equal" if stored == count_params(model)["total"] else "NOT equal"
-        lines.append(f"{model.init_from}: {stored:,} parameters stored in its weights file, {verdict} to the count below\n")
+        lines.append(
+            f"{model.init_from}: {stored:,} parameters stored in its weights file, {verdict} to the count below\n"
+        )
     custom = "the default ModelConfig" if model == ModelConfig() else "a custom model"
     name = model.init_from or model.preset or custom
     if model.preset and count_params(model) != count_params(ModelConfig.from_preset(model.preset)):
