@@ -96,8 +96,8 @@ def test_json_value_is_not_a_config_file(tmp_path):
 def test_float16_sampling_weights_cost_little_on_a_trained_model(tmp_path):
     from minigpt.bench import dtype_quality
     from minigpt.checkpoint import load_model
-    from minigpt.data import prepare
     from minigpt.config import DataConfig
+    from minigpt.data import prepare
     from tests.test_run import ROOT, run
 
     corpus = tmp_path / "c.txt"

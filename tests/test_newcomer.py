@@ -5,7 +5,7 @@ import io
 from minigpt.config import ModelConfig, RunConfig
 from minigpt.run import report, resolve, train, vocabulary_warning
 from minigpt.trainer import SlowStepWatch
-from tests.test_run import corpus, tiny_args  # noqa: F401  (fixture)
+from tests.test_run import tiny_args
 
 
 def test_each_evaluation_line_names_the_strongest_heads_and_the_run_ends_with_a_role_table(corpus, tmp_path):

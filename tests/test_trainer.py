@@ -8,7 +8,7 @@ import torch
 
 from minigpt.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from minigpt.model import GPT, ModelConfig
-from minigpt.trainer import NonFiniteLossError, Trainer, TrainConfig, configure_optimizer, get_lr
+from minigpt.trainer import NonFiniteLossError, TrainConfig, Trainer, configure_optimizer, get_lr
 
 TINY = ModelConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
 

@@ -1,8 +1,13 @@
 """One training step of the default run's shape (nano, batch 32 x 64, AdamW) timed N times: python docs/bench/thread_step.py THREADS STEPS."""
-import os, sys, time
+import os
+import sys
+import time
+
 import torch
+
 from minigpt.config import ModelConfig
 from minigpt.model import GPT
+
 n = int(sys.argv[1]); steps = int(sys.argv[2])
 torch.set_num_threads(n)
 torch.manual_seed(0)
