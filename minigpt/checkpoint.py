@@ -21,7 +21,7 @@ import torch
 
 from minigpt.config import ModelConfig
 from minigpt.config_io import from_dict
-from minigpt.errors import UserError
+from minigpt.errors import Fault, UserError
 from minigpt.model import GPT
 from minigpt.tokenizer import Tokenizer, tokenizer_from_dict
 
@@ -34,6 +34,11 @@ CHECKPOINT_LATEST = "ckpt_latest.pt"
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, truncated, not ours, or does not fit the run."""
+
+
+class CheckpointWriteError(Fault):
+    """A checkpoint (or another file of a run) could not be written while the run trained: a full disk, a
+    folder made read-only. A runtime fault (exit 1), not bad input; the last good checkpoint is kept."""
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
@@ -58,7 +63,9 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
         old = f"the last good checkpoint {path} is untouched" if path.exists() else "no older checkpoint exists"
         need = _size(payload)
         reason = write_failure(e, path.parent, need + 2**20)
-        raise CheckpointError(f"could not write {path}: {reason}; it needs about {need / 2**20:.1f} MiB free; {old}") from None
+        raise CheckpointWriteError(
+            f"could not write {path}: {reason}; it needs about {need / 2**20:.1f} MiB free; {old}"
+        ) from None
     dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
     try:
         os.fsync(dir_fd)

@@ -23,6 +23,7 @@ from minigpt.checkpoint import (
     CHECKPOINT_BEST,
     CHECKPOINT_LATEST,
     CheckpointError,
+    CheckpointWriteError,
     load_checkpoint,
     newest_run,
     remove_stale_temp_files,
@@ -398,7 +399,7 @@ def train(
         last = run_dir / CHECKPOINT_LATEST
         then = f"the last good checkpoint {last} is untouched; then: {cli.how_to_run('train')} --resume {run_dir}"
         fix = "free some space" if write_failure(e) == "the disk is full" else "make the run folder writable"
-        raise CheckpointError(
+        raise CheckpointWriteError(
             f"could not write TensorBoard events in {run_dir}: {write_failure(e)}; {fix} or "
             f"turn TensorBoard off with --log.no_tensorboard; " + (then if last.exists() else "no checkpoint was written yet")
         ) from None

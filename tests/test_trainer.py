@@ -6,7 +6,14 @@ import os
 import pytest
 import torch
 
-from minigpt.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from minigpt.checkpoint import (
+    CheckpointError,
+    CheckpointWriteError,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from minigpt.model import GPT, ModelConfig
 from minigpt.trainer import NonFiniteLossError, TrainConfig, Trainer, configure_optimizer, get_lr
 
@@ -102,7 +109,7 @@ def test_failed_write_keeps_old_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(CheckpointError, match="could not write .*disk full.*the last good checkpoint .* is untouched"):
+    with pytest.raises(CheckpointWriteError, match="could not write .*disk full.*the last good checkpoint .* is untouched"):
         save_checkpoint(path, {"model": {"w": torch.ones(2)}, "config": {}, "tokenizer": {}})
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.zeros(2))
