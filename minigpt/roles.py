@@ -48,8 +48,9 @@ def text_scores(weights: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Ten
     weights: (..., T, T) attention probabilities, ids: (T,) the text's token ids -> each score (...)."""
     T = weights.size(-1)
     if weights.dim() < 2 or weights.size(-2) != T or len(ids) != T or T < 2:
-        raise ValueError(f"need (..., T, T) weights for T = len(ids) >= 2 tokens; got {tuple(weights.shape)} "
-                         f"and {len(ids)} ids")  # fmt: skip
+        raise ValueError(
+            f"need (..., T, T) weights for T = len(ids) >= 2 tokens; got {tuple(weights.shape)} and {len(ids)} ids"
+        )
     w = weights.detach().to(torch.float64)[..., 1:, :]  # queries 1..T-1: (..., T-1, T)
     queries = torch.arange(1, T)
     ids = torch.as_tensor(ids).cpu()
@@ -63,9 +64,12 @@ def text_scores(weights: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Ten
         "first_token": w[..., 0].mean(-1),
         "self": w[..., queries - 1, queries].mean(-1),
         # a text without repeated tokens has no duplicate to attend to: NaN, not a misleading 0
-        "duplicate_token": on_duplicates[..., has_duplicate].mean(-1) if has_duplicate.any()
-        else torch.full(w.shape[:-2], float("nan"), dtype=w.dtype),
-    }  # fmt: skip
+        "duplicate_token": (
+            on_duplicates[..., has_duplicate].mean(-1)
+            if has_duplicate.any()
+            else torch.full(w.shape[:-2], float("nan"), dtype=w.dtype)
+        ),
+    }
 
 
 def induction_score(weights: torch.Tensor, length: int) -> torch.Tensor:
@@ -75,18 +79,21 @@ def induction_score(weights: torch.Tensor, length: int) -> torch.Tensor:
     w[i, i - length + 1], the weight on the token that followed the query token last time."""
     T = weights.size(-1)
     if T != 2 * length or weights.size(-2) != T:
-        raise ValueError(f"need (..., {2 * length}, {2 * length}) weights for a copy of {length} tokens; "
-                         f"got {tuple(weights.shape)}")  # fmt: skip
+        raise ValueError(
+            f"need (..., {2 * length}, {2 * length}) weights for a copy of {length} tokens; got {tuple(weights.shape)}"
+        )
     queries = torch.arange(length, T)  # the second copy
     return weights.detach().to(torch.float64)[..., queries, queries - length + 1].mean(-1)
 
 
-def induction_probe(reference: np.ndarray | torch.Tensor | None, vocab_size: int, length: int, n_seq: int = 8,
-                    seed: int = 0) -> torch.Tensor:  # fmt: skip
+def induction_probe(
+    reference: np.ndarray | torch.Tensor | None, vocab_size: int, length: int, n_seq: int = 8, seed: int = 0
+) -> torch.Tensor:
     """n_seq sequences of `length` different random tokens, each repeated twice: (n_seq, 2 * length) ids.
 
     Tokens come from the most frequent ids of `reference` (ids of a text; its first REFERENCE_TOKENS)
-    that make up COMMON_FRACTION of it, or from all of range(vocab_size) when reference is None or has fewer than `length` such ids."""
+    that make up COMMON_FRACTION of it, or from all of range(vocab_size) when reference is None or has
+    fewer than `length` such ids."""
     if length < 1:
         raise ValueError(f"the induction probe needs a copy of at least 1 token (got {length})")
     pool = np.arange(vocab_size)
@@ -128,12 +135,22 @@ def role_probes(
     return RoleProbes(text, induction, uniform_scores(text, induction.size(1) // 2))
 
 
-def head_roles(model: torch.nn.Module, text: torch.Tensor, induction: torch.Tensor) -> dict[str, torch.Tensor]:
+def head_roles(
+    model: torch.nn.Module,
+    text: torch.Tensor,
+    induction: torch.Tensor,
+    *,
+    text_maps: torch.Tensor | None = None,
+    induction_maps: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     """Every role's score for every head: role -> (n_layer, n_head) float64.
 
-    text: (T,) ids of the probe text; induction: (n_seq, 2L) ids from `induction_probe`."""
-    scores = text_scores(model.attention_maps(text), text)  # maps: (n_layer, nh, T, T)
-    weights = model.attention_maps(induction)  # (n_layer, n_seq, nh, 2L, 2L)
+    text: (T,) ids of the probe text; induction: (n_seq, 2L) ids from `induction_probe`. A caller that has
+    already computed the model's maps on them (to log them) passes them in, so they are not computed twice."""
+    maps = model.attention_maps(text) if text_maps is None else text_maps  # (n_layer, nh, T, T)
+    scores = text_scores(maps, text)
+    # (n_layer, n_seq, nh, 2L, 2L)
+    weights = model.attention_maps(induction) if induction_maps is None else induction_maps
     scores["induction"] = induction_score(weights, induction.size(1) // 2).mean(1)  # mean over the sequences
     return {role: scores[role] for role in ROLES}
 
@@ -186,8 +203,15 @@ def format_roles(scores: dict[str, torch.Tensor], reference: dict[str, float] | 
 
 
 def strongest_heads(scores: dict[str, torch.Tensor], roles: tuple[str, ...] = ("previous_token", "induction")) -> str:
-    """The strongest head of each role in a few characters, for a progress line: `top heads: prev L0H1 0.62, ind L1H3 0.41`."""
-    short = {"previous_token": "prev", "first_token": "first", "self": "self", "duplicate_token": "dup", "induction": "ind"}
+    """The strongest head of each role in a few characters, for a progress line:
+    `top heads: prev L0H1 0.62, ind L1H3 0.41`."""
+    short = {
+        "previous_token": "prev",
+        "first_token": "first",
+        "self": "self",
+        "duplicate_token": "dup",
+        "induction": "ind",
+    }
     cells = []
     for role in roles:
         s = torch.nan_to_num(scores[role], nan=-1.0)

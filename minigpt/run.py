@@ -340,18 +340,23 @@ def train(
         roles_seen: dict[str, Any] = {}
 
         def on_eval(step: int) -> str | None:
+            # each probe's maps are computed once per evaluation, for the images, the tab and the roles
+            maps = model.attention_maps(probe) if log.attention_maps or roles is not None else None
+            induction_maps = model.attention_maps(roles.induction) if roles is not None else None
             if log.attention_maps:
                 labels = [tok.decode_token(int(i)) for i in probe]
-                logger.attention(model.attention_maps(probe), labels, step, ids=probe.tolist())
+                logger.attention(maps, labels, step, ids=probe.tolist())
             if log.attention_maps and log.attention_tensors and roles is not None:
                 # the Attention tab also shows the induction probe (its first sequence): the induction head shows there
                 first = roles.induction[0]
                 labels = [tok.decode_token(int(i)) for i in first]
-                logger.attention_tensor(model.attention_maps(first), labels, step, "induction", first.tolist())
+                logger.attention_tensor(induction_maps[:, 0], labels, step, "induction", first.tolist())
             if log.sample_tokens:
                 logger.text("sample", sample_text(model, tok, log.sample_tokens), step)
             if roles is not None:  # the strongest heads end the evaluation's line; the last table ends the run
-                roles_seen["scores"] = head_roles(model, roles.text, roles.induction)
+                roles_seen["scores"] = head_roles(
+                    model, roles.text, roles.induction, text_maps=maps, induction_maps=induction_maps
+                )
                 logger.roles(roles_seen["scores"], step, roles.uniform)
                 by_copy = copy_losses(model, roles.induction)
                 logger.scalars({f"loss/induction_{k}": v for k, v in by_copy.items()}, step)

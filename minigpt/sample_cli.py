@@ -108,8 +108,9 @@ def format_stats(stats: GenerationStats, setup: str) -> str:
             f"{stats.time_to_first_token_s * 1000:.0f} ms (prompt {stats.prompt_tokens} tokens); {setup}")
 
 
-def probe_attention(model: GPT, tokenizer: Tokenizer, ids: list[int], run_dir: Path, about: str,
-                    png_dir: str | None) -> list[str]:  # fmt: skip
+def probe_attention(
+    model: GPT, tokenizer: Tokenizer, ids: list[int], run_dir: Path, about: str, png_dir: str | None
+) -> list[str]:
     """Log every layer's and head's attention map on the last block_size ids to TensorBoard under
     run_dir, at the next free step, and as PNGs into png_dir. Returns what to tell."""
     log_dir, c = run_dir / "attention_probe", model.config  # a TensorBoard run apart from training's
@@ -120,7 +121,7 @@ def probe_attention(model: GPT, tokenizer: Tokenizer, ids: list[int], run_dir: P
     step = index.read_bytes().count(b"\n") if index.is_file() else 0  # counted as bytes: any file counts
     # head roles; the induction probe draws the common tokens of this text (minigpt/roles.py)
     probes = role_probes(ids, ids, c.vocab_size, c.block_size)
-    roles = head_roles(model, probes.text, probes.induction) if probes is not None else None
+    roles = head_roles(model, probes.text, probes.induction, text_maps=weights) if probes is not None else None
     with TensorBoardLogger(log_dir) as logger:
         logger.attention(weights, labels, step, probe=f"prompt_{step}", ids=ids)  # a probe per text: the Attention tab
         logger.text("probe/text", f"{text}\n\n({len(ids)} tokens; {about})", step)
@@ -134,7 +135,11 @@ def probe_attention(model: GPT, tokenizer: Tokenizer, ids: list[int], run_dir: P
         f"TensorBoard: {log_dir}, step {step} (the probes' texts and steps are listed in {index.name})",
         *([f"PNG: {len(pngs)} files in {png_dir}"] if pngs else []),
         f"view with: tensorboard --logdir {run_dir.parent}",
-        *(["", "head roles (mean attention weight; docs/attention.md):", format_roles(roles, probes.uniform)] if roles else []),
+        *(
+            ["", "head roles (mean attention weight; docs/attention.md):", format_roles(roles, probes.uniform)]
+            if roles
+            else []
+        ),
     ]
 
 
@@ -143,8 +148,10 @@ def weights_dtype(preference: str, device: torch.device) -> torch.dtype:
     float16 weights (half the bytes) decode faster on a CPU too; bfloat16 only where the CPU has it natively."""
     dtype = runtime.resolve_dtype(preference, device) or torch.float32
     if device.type == "cpu" and dtype == torch.bfloat16 and not runtime.cpu_has_native(dtype):
-        raise UserError("dtype=bfloat16 on this CPU has no native bfloat16 instructions (slower than float32); "
-                        "use dtype float16 or float32")  # fmt: skip
+        raise UserError(
+            "dtype=bfloat16 on this CPU has no native bfloat16 instructions (slower than float32); "
+            "use dtype float16 or float32"
+        )
     return dtype
 
 
@@ -166,16 +173,30 @@ def run(cfg: SampleConfig, out: TextIO, err: TextIO, stats: GenerationStats) -> 
     prompt, ids = read_prompt(cfg, tokenizer)
     max_new = cfg.attention_generate if cfg.attention else cfg.max_new_tokens
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31)
-    tokens = generate(  # checks its arguments now, before anything is printed
-        model, ids, max_new, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, seed=seed,
-        num_samples=cfg.num_samples, use_cache=cfg.kv_cache, slide=cfg.slide, stats=stats,
-    ) if max_new else None  # fmt: skip
+    tokens = None
+    if max_new:  # generate checks its arguments now, before anything is printed
+        tokens = generate(
+            model,
+            ids,
+            max_new,
+            temperature=cfg.temperature,
+            top_k=cfg.top_k,
+            top_p=cfg.top_p,
+            seed=seed,
+            num_samples=cfg.num_samples,
+            use_cache=cfg.kv_cache,
+            slide=cfg.slide,
+            stats=stats,
+        )
     threads = f", {cfg.threads} thread{'s' if cfg.threads > 1 else ''}" if device.type == "cpu" else ""
     hardware = f"{device.type} {str(dtype).removeprefix('torch.')}{threads}"
     block_size = model.config.block_size
     print(f"{'weights' if cfg.hf else 'checkpoint'}: {source} ({why}; {trained})", file=err)
-    print(f"model: {model.num_params() / 1e6:.2f}M parameters, block_size {block_size}, {tokenizer.kind} tokenizer "
-          f"(vocab {tokenizer.vocab_size}); {hardware}" + (f"; seed {seed}" if max_new else ""), file=err)  # fmt: skip
+    print(
+        f"model: {model.num_params() / 1e6:.2f}M parameters, block_size {block_size}, {tokenizer.kind} tokenizer "
+        f"(vocab {tokenizer.vocab_size}); {hardware}" + (f"; seed {seed}" if max_new else ""),
+        file=err,
+    )
     if len(ids) > block_size and not cfg.attention:
         print(f"note: the prompt is {len(ids)} tokens; the model sees at most the last {block_size}", file=err)
     if tokens is not None:

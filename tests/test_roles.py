@@ -231,3 +231,18 @@ def test_training_and_sampling_set_up_role_scoring_alike():
     assert probes.uniform == uniform_scores(torch.tensor(text), 4)
     long = role_probes(torch.arange(40), None, 50, block_size=1024)
     assert long.induction.shape[1] == 2 * INDUCTION_LENGTH
+
+
+def test_head_roles_from_maps_given_equal_head_roles_computed(monkeypatch):
+    # "Seams": an evaluation computes each probe's maps once and hands them to the role scoring
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=20, block_size=32, n_layer=2, n_head=2, n_embd=16)).eval()
+    text, induction = torch.randint(0, 20, (24,)), induction_probe(None, 20, 8)
+    expected = head_roles(model, text, induction)
+    maps, induction_maps = model.attention_maps(text), model.attention_maps(induction)
+    calls = []
+    monkeypatch.setattr(model, "attention_maps", lambda ids: calls.append(ids))
+    given = head_roles(model, text, induction, text_maps=maps, induction_maps=induction_maps)
+    assert calls == []  # nothing computed again
+    for role, scores in expected.items():
+        torch.testing.assert_close(given[role], scores, equal_nan=True)
