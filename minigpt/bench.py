@@ -81,9 +81,13 @@ def _trainer(cfg: BenchConfig, model_cfg: ModelConfig, rt: Runtime, compile: boo
     torch.manual_seed(0)
     model = GPT(model_cfg.replace(dropout=0.0)).to(rt.device)
     return Trainer(
-        model, TrainConfig(batch_size=cfg.batch_size, warmup_iters=0), SimpleNamespace(next=lambda: batch),
-        train_model=torch.compile(model) if compile else None, device=rt.device, amp_dtype=rt.amp_dtype,
-    )  # fmt: skip
+        model,
+        TrainConfig(batch_size=cfg.batch_size, warmup_iters=0),
+        SimpleNamespace(next=lambda: batch),
+        train_model=torch.compile(model) if compile else None,
+        device=rt.device,
+        amp_dtype=rt.amp_dtype,
+    )
 
 
 def bench_train(cfg: BenchConfig, attn: str, compile: bool, rt: Runtime, peak_flops: float | None) -> dict[str, Any]:
@@ -97,9 +101,16 @@ def bench_train(cfg: BenchConfig, attn: str, compile: bool, rt: Runtime, peak_fl
     first_step_s = time.perf_counter() - start
     sec = _median_time(trainer.step, rt.device, cfg.warmup, cfg.steps, cfg.repeats)
     tokens = cfg.batch_size * m.block_size
-    row = {"config": f"{m.n_layer}L {m.n_embd}w T={m.block_size} B={cfg.batch_size}", "attn": attn,
-           "compile": compile, "dtype": rt.dtype_name, "ms_per_iter": 1000 * sec, "tokens_per_s": tokens / sec,
-           "first_step_s": first_step_s, "peak_memory": _peak_memory(rt.device)}  # fmt: skip
+    row = {
+        "config": f"{m.n_layer}L {m.n_embd}w T={m.block_size} B={cfg.batch_size}",
+        "attn": attn,
+        "compile": compile,
+        "dtype": rt.dtype_name,
+        "ms_per_iter": 1000 * sec,
+        "tokens_per_s": tokens / sec,
+        "first_step_s": first_step_s,
+        "peak_memory": _peak_memory(rt.device),
+    }
     if peak_flops:
         row["mfu"] = flops_per_token(m)["total"] * tokens / sec / peak_flops
     return row
@@ -157,8 +168,15 @@ def dtype_quality(model: GPT, low: GPT, tokens: Sequence[int], positions: int = 
             agree += (got.argmax(-1) == ref.argmax(-1)).sum().item()
             loss += F.cross_entropy(ref, y).item() / n
             low_loss += F.cross_entropy(got, y).item() / n
-    return {"dtype": str(low.wte.weight.dtype).removeprefix("torch."), "positions": n * T, "max_logit_diff": worst,
-            "val_loss_fp32": loss, "val_loss": low_loss, "loss_cost": low_loss - loss, "top1_agreement": agree / (n * T)}
+    return {
+        "dtype": str(low.wte.weight.dtype).removeprefix("torch."),
+        "positions": n * T,
+        "max_logit_diff": worst,
+        "val_loss_fp32": loss,
+        "val_loss": low_loss,
+        "loss_cost": low_loss - loss,
+        "top1_agreement": agree / (n * T),
+    }
 
 
 def bench_dtypes(cfg: BenchConfig, device: torch.device) -> Rows:
@@ -166,7 +184,9 @@ def bench_dtypes(cfg: BenchConfig, device: torch.device) -> Rows:
     path, _ = find_checkpoint(cfg.ckpt)
     model, _, _ = load_model(path, device)
     val = prepare(cli.from_dict(DataConfig, load_checkpoint(path)["config"]["data"]), progress=False).load_split("val")
-    dtypes = [torch.float32, torch.float16] + [torch.bfloat16] * (device.type != "cpu" or cpu_has_native(torch.bfloat16))
+    dtypes = [torch.float32, torch.float16]
+    if device.type != "cpu" or cpu_has_native(torch.bfloat16):
+        dtypes.append(torch.bfloat16)
     rows = []
     for dtype in dtypes:
         low = copy.deepcopy(model).for_decoding(dtype)  # as sample.py runs it
@@ -294,10 +314,15 @@ def profile_train(cfg: BenchConfig, rt: Runtime) -> tuple[Rows, str]:
             trainer.step()
     wall_ms = 1000 * (time.perf_counter() - start) / cfg.steps
     events = prof.key_averages()
-    prefixes = {"forward": "phase: forward", "backward": "autograd::engine::evaluate_function",
-                "optimizer": "Optimizer.step"}  # fmt: skip
-    phases = {phase: sum(e.cpu_time_total for e in events if e.key.startswith(prefix)) / 1000 / cfg.steps
-              for phase, prefix in prefixes.items()}  # fmt: skip
+    prefixes = {
+        "forward": "phase: forward",
+        "backward": "autograd::engine::evaluate_function",
+        "optimizer": "Optimizer.step",
+    }
+    phases = {
+        phase: sum(e.cpu_time_total for e in events if e.key.startswith(prefix)) / 1000 / cfg.steps
+        for phase, prefix in prefixes.items()
+    }
     phases["other (clip, zero_grad, overheads)"] = wall_ms - sum(phases.values())
     rows = [{"phase": k, "ms_per_step": v, "share": v / wall_ms} for k, v in phases.items()]
     return rows, events.table(sort_by="self_cpu_time_total", row_limit=15)
@@ -310,7 +335,10 @@ def _synthetic_corpus(folder: Path, n_bytes: int, n_files: int) -> Path:
     extra = ["café au lait, naïve résumé\n", "日本語のテキスト\n", "emoji 🙂 — “quoted”\n"] * 50
     lines = np.array(shakespeare.read_text(encoding="utf-8").splitlines(keepends=True) + extra, dtype=object)
     rng = np.random.default_rng(0)
-    paths = [folder / "corpus.txt"] if n_files == 1 else [folder / "corpus" / f"part{i:04d}.txt" for i in range(n_files)]
+    if n_files == 1:
+        paths = [folder / "corpus.txt"]
+    else:
+        paths = [folder / "corpus" / f"part{i:04d}.txt" for i in range(n_files)]
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     for path in paths:
         with open(path, "wb") as f:
@@ -347,8 +375,9 @@ def bench_prepare(cfg: BenchConfig) -> Rows:
         folder = Path(tempfile.mkdtemp(prefix="minigpt-bench-prepare-"))
         try:
             corpus = _synthetic_corpus(folder, int(gb * 1e9), cfg.corpus_files)
-            data = DataConfig(path=str(corpus), tokenizer=cfg.tokenizer, cache_dir=str(folder / "cache"),
-                              workers=cfg.workers)  # fmt: skip
+            data = DataConfig(
+                path=str(corpus), tokenizer=cfg.tokenizer, cache_dir=str(folder / "cache"), workers=cfg.workers
+            )
             code = f"from minigpt.config import *; from minigpt.data import prepare; prepare({data!r}, progress=False)"
             start, peak = time.perf_counter(), 0
             child = subprocess.Popen([sys.executable, "-c", code])
@@ -400,7 +429,8 @@ def run(cfg: BenchConfig) -> dict[str, Rows]:
     m = cfg.model
     print(f"# {machine}")
     if cfg.what != "prepare":  # the data benchmark has no model
-        print(f"# model: {m.n_layer} layers, {m.n_head} heads, {m.n_embd} wide, block {m.block_size}, vocab {m.vocab_size}")
+        shape = f"{m.n_layer} layers, {m.n_head} heads, {m.n_embd} wide, block {m.block_size}, vocab {m.vocab_size}"
+        print(f"# model: {shape}")
     results: dict[str, Rows] = {}
     if cfg.what in ("train", "all"):
         peak = measure_peak_flops(device) if device.type == "cuda" else None

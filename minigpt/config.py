@@ -59,12 +59,16 @@ class ModelConfig:
     bias: bool = True  # Biases in Linear layers and LayerNorms (GPT-2 and GPT-3 have them).
     tie_weights: bool = True  # Share the LM head's weight with the token embedding (GPT-2).
     activation: Literal["gelu", "gelu_tanh"] = "gelu"  # MLP nonlinearity: exact GELU, or GPT-2's tanh approximation.
-    attn_impl: Literal["manual", "sdpa"] = "manual"  # manual: the hand-written math (gives attention maps); sdpa: torch's fused kernel.
-    attn_score: Literal["scaled_dot", "dot", "additive"] = "scaled_dot"  # q.k/sqrt(d_head), plain q.k, or additive w^T tanh(W_q q + W_k k).
+    # manual: the hand-written math (gives attention maps); sdpa: torch's fused kernel.
+    attn_impl: Literal["manual", "sdpa"] = "manual"
+    # q.k/sqrt(d_head), plain q.k, or additive w^T tanh(W_q q + W_k k).
+    attn_score: Literal["scaled_dot", "dot", "additive"] = "scaled_dot"
     attn_window: int | None = None  # Each query sees only the last attn_window positions; None: dense.
-    attn_window_layers: Literal["all", "alternate"] = "alternate"  # Banded layers: all, or alternate (odd banded, even dense: GPT-3).
+    # Banded layers: all, or alternate (odd banded, even dense: GPT-3).
+    attn_window_layers: Literal["all", "alternate"] = "alternate"
     preset: str | None = None  # A size from minigpt/presets.toml (e.g. gpt2); other model keys override it.
-    init_from: str | None = None  # Start from Hugging Face GPT-2 weights: a hub name (gpt2, gpt2-medium, ...) or an HF folder.
+    # Start from Hugging Face GPT-2 weights: a hub name (gpt2, gpt2-medium, ...) or an HF folder.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.preset is not None and self.preset not in load_presets():
@@ -133,9 +137,12 @@ def load_presets() -> dict[str, dict[str, Any]]:
 class DataConfig:
     """Where the training text comes from and how it is tokenized."""
 
-    path: str = "data/shakespeare/input.txt"  # A UTF-8 text file, or a folder whose files matching data.glob (sorted) are the documents.
-    glob: str = "**/*.txt"  # Which files of a folder data.path are documents (** recurses), e.g. '**/*.py'; binary files are skipped.
-    tokenizer: Literal["char", "gpt2"] = "char"  # char: one token per character of the corpus; gpt2: GPT-2 BPE (50,257 tokens).
+    # A UTF-8 text file, or a folder whose files matching data.glob (sorted) are the documents.
+    path: str = "data/shakespeare/input.txt"
+    # Which files of a folder data.path are documents (** recurses), e.g. '**/*.py'; binary files are skipped.
+    glob: str = "**/*.txt"
+    # char: one token per character of the corpus; gpt2: GPT-2 BPE (50,257 tokens).
+    tokenizer: Literal["char", "gpt2"] = "char"
     hf_dataset: str | None = None  # A Hugging Face hub dataset (e.g. roneneldan/TinyStories), read instead of path.
     hf_config: str | None = None  # Configuration of the hub dataset, if it has several (e.g. wikitext-2-raw-v1).
     hf_split: str = "train"  # Split of the hub dataset to read; minigpt cuts its own train/val from it.
@@ -151,10 +158,13 @@ class DataConfig:
         _check_fields(self, "data.")
         if not isinstance(self.val_fraction, (int, float)) or not 0.0 < self.val_fraction < 1.0:
             raise ValueError(
-                f"data.val_fraction={self.val_fraction!r} must be between 0 and 1 (exclusive); try data.val_fraction=0.1"
+                f"data.val_fraction={self.val_fraction!r} must be between 0 and 1 (exclusive); "
+                "try data.val_fraction=0.1"
             )
         if self.hf_dataset is None and not self.path:
-            raise ValueError("data.path is empty; pass a text file or folder, e.g. data.path=data/shakespeare/input.txt")
+            raise ValueError(
+                "data.path is empty; pass a text file or folder, e.g. data.path=data/shakespeare/input.txt"
+            )
         if self.hf_dataset is not None:
             for name in ("hf_dataset", "hf_split", "hf_text_column"):
                 if not str(getattr(self, name)).strip():
@@ -162,7 +172,9 @@ class DataConfig:
         if not self.cache_dir:
             raise ValueError("data.cache_dir is empty; pass a folder, e.g. data.cache_dir=data/cache")
         if not isinstance(self.workers, int) or self.workers < 0:
-            raise ValueError(f"data.workers={self.workers!r} must be 0 (one per CPU core) or a positive number of processes")
+            raise ValueError(
+                f"data.workers={self.workers!r} must be 0 (one per CPU core) or a positive number of processes"
+            )
 
 
 @dataclass(frozen=True)
@@ -175,7 +187,9 @@ class TrainConfig:
     device: DEVICES = "auto"  # Where to train; auto picks CUDA, then Apple MPS, then CPU.
     dtype: DTYPES = "auto"  # Autocast dtype; auto: bfloat16 on CUDA (float16 where missing), float32 elsewhere.
     compile: bool = False  # Compile the model with torch.compile (slow start, faster steps on GPU).
-    threads: int = 0  # CPU threads for torch; 0 keeps torch's default (one per core). train.py makes idle threads sleep, not spin, so this suits a shared CPU too; 1 if steps stay slow.
+    # CPU threads for torch; 0 keeps torch's default (one per core). train.py makes idle threads sleep, not spin, so
+    # this suits a shared CPU too; 1 if steps stay slow.
+    threads: int = 0
     batch_size: int = 32  # Sequences per micro-batch, per process.
     grad_accum: int = 1  # Micro-batches per optimizer step, over all processes (divided among DDP ranks).
     max_iters: int = 2000  # Optimizer steps in the whole run.
@@ -189,7 +203,8 @@ class TrainConfig:
     grad_clip: float = 1.0  # Clip the global gradient norm to this value; 0 disables clipping.
     eval_interval: int = 250  # Evaluate, log attention maps and save checkpoints every this many steps.
     eval_iters: int = 20  # Fixed batches per split for each evaluation.
-    parallel: Literal["ddp", "fsdp"] = "ddp"  # Several processes: ddp replicates the model; fsdp shards weights, grads, optimizer.
+    # Several processes: ddp replicates the model; fsdp shards weights, grads, optimizer.
+    parallel: Literal["ddp", "fsdp"] = "ddp"
 
     def __post_init__(self) -> None:
         _check_fields(self, "train.", batch_size=1, grad_accum=1, max_iters=1, eval_interval=1, eval_iters=1,
@@ -215,7 +230,8 @@ class LogConfig:
     attention_maps: bool = True  # At each evaluation, log every layer's and head's attention map on a fixed probe text.
     probe_tokens: int = 32  # Length of the probe text (from the start of the validation split) for attention maps.
     attention_tensors: bool = True  # Also log the raw weights (float16) of the probes for TensorBoard's Attention tab.
-    head_roles: bool = True  # At each evaluation, score each head's role: previous-token, induction, ... (docs/attention.md).
+    # At each evaluation, score each head's role: previous-token, induction, ... (docs/attention.md).
+    head_roles: bool = True
     sample_tokens: int = 200  # Tokens of text to generate at each evaluation and at the end (0: none).
 
     def __post_init__(self) -> None:
@@ -259,7 +275,8 @@ class SampleConfig:
     slide: int | None = None  # Past block_size, move the context window by this many tokens. None: block_size // 2.
     kv_cache: bool = True  # Reuse keys and values of earlier tokens; --no_kv_cache recomputes the whole context (slow).
     device: DEVICES = "auto"  # Where to run; auto picks CUDA, then Apple MPS, then CPU.
-    dtype: DTYPES = "auto"  # Weights' dtype; float16 halves the bytes a token reads. auto: bfloat16 on CUDA, else float32.
+    # Weights' dtype; float16 halves the bytes a token reads. auto: bfloat16 on CUDA, else float32.
+    dtype: DTYPES = "auto"
     threads: int = 1  # CPU threads: more help big models on an idle CPU, but are far slower on cores other jobs share.
     attention: bool = False  # Instead of sampling, log the prompt's attention maps to TensorBoard (attention_probe/).
     attention_generate: int = 0  # With attention: first generate this many tokens and include them in the maps.
@@ -296,12 +313,16 @@ class ParamsConfig:
 class BenchConfig:
     """Benchmarks: training-step throughput, attention cost by context length, generation speed, a profile."""
 
-    what: Annotated[Literal["train", "attention", "generate", "profile", "decode", "dtypes", "prepare", "all"], tyro.conf.Positional] = "train"
+    what: Annotated[
+        Literal["train", "attention", "generate", "profile", "decode", "dtypes", "prepare", "all"], tyro.conf.Positional
+    ] = "train"
     """Which benchmark to run."""
     model: ModelConfig = field(default_factory=lambda: ModelConfig.from_preset("nano"))
     batch_size: int = 12  # Sequences per training step.
-    attn: tuple[Literal["manual", "sdpa"], ...] = ("manual", "sdpa")  # Attention paths to time in `train` and `attention`.
-    compile: Literal["off", "on", "both"] = "off"  # Time `train` without torch.compile, with it, or both; `decode` also compiled (on or both).
+    # Attention paths to time in `train` and `attention`.
+    attn: tuple[Literal["manual", "sdpa"], ...] = ("manual", "sdpa")
+    # Time `train` without torch.compile, with it, or both; `decode` also compiled (on or both).
+    compile: Literal["off", "on", "both"] = "off"
     device: DEVICES = "auto"  # Where to run; auto picks CUDA, then Apple MPS, then CPU.
     dtype: DTYPES = "auto"  # Autocast dtype; auto: bfloat16 on CUDA, float32 elsewhere.
     steps: int = 20  # Timed steps per repeat.
@@ -309,12 +330,14 @@ class BenchConfig:
     repeats: int = 3  # Repeats; the median is reported.
     block_sizes: tuple[int, ...] = (64, 128, 256, 512, 1024)  # Context lengths for `attention`.
     new_tokens: tuple[int, ...] = (100, 500)  # Generated lengths for `generate`; `decode` times the longest.
-    weights: tuple[Literal["float32", "float16", "bfloat16"], ...] = ("float32", "float16")  # For decode: the sampling dtypes to time.
+    # For decode: the sampling dtypes to time.
+    weights: tuple[Literal["float32", "float16", "bfloat16"], ...] = ("float32", "float16")
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default.
     markdown: bool = False  # Print Markdown tables.
     json: str | None = None  # Also write the rows as JSON to this file.
     ckpt: str | None = None  # For dtypes: the checkpoint to compare. None: the newest run's best under runs/.
-    corpus_gb: tuple[float, ...] = (0.2,)  # For prepare: sizes of synthetic corpora in GB, written to the temp folder, then deleted.
+    # For prepare: sizes of synthetic corpora in GB, written to the temp folder, then deleted.
+    corpus_gb: tuple[float, ...] = (0.2,)
     corpus_files: int = 1  # For prepare: write each corpus as a folder of this many .txt files (1: one file).
     tokenizer: Literal["char", "gpt2"] = "gpt2"  # For prepare: the tokenizer (data.tokenizer).
     workers: int = 0  # For prepare: tokenizing processes (data.workers); 0 means one per CPU core.

@@ -128,8 +128,12 @@ def _source(cfg: DataConfig) -> tuple[list[Path], dict[str, Any]]:
     sha256 that changes with them. A hub dataset is known by its name, config, split and column, so later runs
     reuse its token files even offline (delete the cache folder to fetch it again)."""
     if cfg.hf_dataset:
-        identity = {"hf_dataset": cfg.hf_dataset, "hf_config": cfg.hf_config, "hf_split": cfg.hf_split,
-                    "hf_text_column": cfg.hf_text_column}  # fmt: skip
+        identity = {
+            "hf_dataset": cfg.hf_dataset,
+            "hf_config": cfg.hf_config,
+            "hf_split": cfg.hf_split,
+            "hf_text_column": cfg.hf_text_column,
+        }
         sha = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return [], {"kind": "hf", **identity, "sha256": sha}
     path = Path(cfg.path)
@@ -198,8 +202,10 @@ def _hub_documents(cfg: DataConfig, progress: bool) -> Callable[[], Iterator[lis
     host = url.hostname or "huggingface.co"
     for flag in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         if os.environ.get(flag, "").upper() in {"1", "ON", "YES", "TRUE"}:
-            raise DataError(f"hub dataset {name!r} needs the network but {flag} is set; "
-                            "unset it, or set data.path to a local text file")  # fmt: skip
+            raise DataError(
+                f"hub dataset {name!r} needs the network but {flag} is set; "
+                "unset it, or set data.path to a local text file"
+            )
     try:
         socket.create_connection((host, url.port or (80 if url.scheme == "http" else 443)), timeout=5).close()
     except OSError as e:
@@ -374,8 +380,16 @@ class PreparedData:
         return np.array(self.load_split("val")[:n_tokens], dtype=np.int64)
 
 
-_META_KEYS = ("format_version", "source", "tokenizer", "vocab_size", "dtype", "val_fraction", "train_tokens",
-              "val_tokens")  # fmt: skip
+_META_KEYS = (
+    "format_version",
+    "source",
+    "tokenizer",
+    "vocab_size",
+    "dtype",
+    "val_fraction",
+    "train_tokens",
+    "val_tokens",
+)
 
 
 def _damaged(path: Path, problem: str) -> DataError:
@@ -412,8 +426,11 @@ def load_prepared(directory: str | Path, *, reused: bool = True) -> PreparedData
         raise _damaged(meta_path, f"has a bad tokenizer ({e})") from None
     dtype = token_dtype(tokenizer.vocab_size)
     if (meta["vocab_size"], meta["dtype"]) != (tokenizer.vocab_size, dtype.name):
-        raise _damaged(meta_path, f"says vocab_size {meta['vocab_size']} and dtype {meta['dtype']!r}, but its "
-                                  f"tokenizer has {tokenizer.vocab_size} tokens, stored as {dtype.name}")  # fmt: skip
+        raise _damaged(
+            meta_path,
+            f"says vocab_size {meta['vocab_size']} and dtype {meta['dtype']!r}, but its "
+            f"tokenizer has {tokenizer.vocab_size} tokens, stored as {dtype.name}",
+        )
     for split in SPLITS:
         n, file = meta[f"{split}_tokens"], folder / f"{split}.bin"
         size = file.stat().st_size if file.exists() else None
@@ -543,8 +560,9 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
             if skipped:
                 source["skipped_example"] = skipped[0].relative_to(cfg.path).as_posix()
     if total == 0 and cfg.hf_dataset:
-        raise DataError(f"hub dataset {cfg.hf_dataset!r} has no text in column {cfg.hf_text_column!r}; "
-                        "check data.hf_text_column")  # fmt: skip
+        raise DataError(
+            f"hub dataset {cfg.hf_dataset!r} has no text in column {cfg.hf_text_column!r}; check data.hf_text_column"
+        )
     if total == 0:  # _source refuses empty files, so every file of the folder was skipped
         n = f"{len(files)} file{'s' if len(files) > 1 else ''}"
         raise DataError(f"folder {cfg.path} has no UTF-8 text in the {n} matching data.glob={cfg.glob!r} "
@@ -595,10 +613,18 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
             for f in (train, val):
                 f.flush()
                 os.fsync(f.fileno())
-        meta = {"format_version": FORMAT_VERSION, "source": source, "tokenizer": tokenizer.to_dict(),
-                "vocab_size": tokenizer.vocab_size, "dtype": dtype.name, "val_fraction": cfg.val_fraction,
-                "train_tokens": counts["train"], "val_tokens": counts["val"],
-                "train_chars": cut, "val_chars": total - cut}  # fmt: skip
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "source": source,
+            "tokenizer": tokenizer.to_dict(),
+            "vocab_size": tokenizer.vocab_size,
+            "dtype": dtype.name,
+            "val_fraction": cfg.val_fraction,
+            "train_tokens": counts["train"],
+            "val_tokens": counts["val"],
+            "train_chars": cut,
+            "val_chars": total - cut,
+        }
         # Swap in the new files: meta.json goes first (without it the folder is "not prepared")
         # and comes back last, so an interruption never pairs a meta.json with other token files.
         meta_path.unlink(missing_ok=True)

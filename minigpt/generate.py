@@ -24,8 +24,15 @@ from minigpt.model import GPT
 class KVCache:
     """One attention layer's keys and values so far: preallocated (B, nh, max_len, hs), `length` filled."""
 
-    def __init__(self, batch: int, n_head: int, max_len: int, head_size: int,
-                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):  # fmt: skip
+    def __init__(
+        self,
+        batch: int,
+        n_head: int,
+        max_len: int,
+        head_size: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ):
         self.k = torch.zeros(batch, n_head, max_len, head_size, device=device, dtype=dtype)
         self.v = torch.zeros(batch, n_head, max_len, head_size, device=device, dtype=dtype)
         self.max_len = max_len
@@ -69,8 +76,7 @@ def make_caches(model: GPT, batch: int, max_len: int | None = None) -> list[KVCa
         raise ValueError(f"max_len must be in [1, block_size={config.block_size}] (got {max_len})")
     p = model.wte.weight
     dtype = model.attention_dtype or p.dtype
-    return [KVCache(batch, config.n_head, max_len, config.head_size, p.device, dtype)
-            for _ in range(config.n_layer)]  # fmt: skip
+    return [KVCache(batch, config.n_head, max_len, config.head_size, p.device, dtype) for _ in range(config.n_layer)]
 
 
 def context_start(length: int, block_size: int, slide: int) -> int:
@@ -86,8 +92,13 @@ def context_start(length: int, block_size: int, slide: int) -> int:
     return math.ceil((length - block_size) / slide) * slide
 
 
-def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                  top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+def sample_logits(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Pick one token per row: logits (B, vocab) -> ids (B,).
 
     temperature 0 is greedy (argmax). Otherwise: divide by the temperature, keep the top_k highest
@@ -145,12 +156,22 @@ def _as_batch(prompt: Sequence[int] | torch.Tensor, device: torch.device) -> tor
 
 
 def generate(
-    model: GPT, prompt: Sequence[int] | torch.Tensor, max_new_tokens: int, *,
-    temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-    seed: int | None = None, generator: torch.Generator | None = None, num_samples: int = 1,
-    use_cache: bool = True, slide: int | None = None, eos_id: int | None = None,
-    on_logits: Callable[[torch.Tensor], None] | None = None, stats: GenerationStats | None = None,
-) -> Iterator[torch.Tensor]:  # fmt: skip
+    model: GPT,
+    prompt: Sequence[int] | torch.Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    num_samples: int = 1,
+    use_cache: bool = True,
+    slide: int | None = None,
+    eos_id: int | None = None,
+    on_logits: Callable[[torch.Tensor], None] | None = None,
+    stats: GenerationStats | None = None,
+) -> Iterator[torch.Tensor]:
     """Stream new tokens: yields one (B,) tensor of ids per step, B = prompts x num_samples.
 
     prompt: a list of ids or a (B, T) tensor; each row is repeated num_samples times, the samples
@@ -250,8 +271,9 @@ def _bytes(n: int) -> str:
     return f"{n:,.0f} EiB"
 
 
-def _stream(decoder: _Decoder, sampling: dict, eos_id: int | None, on_logits: Callable | None,
-            stats: GenerationStats) -> Iterator[torch.Tensor]:  # fmt: skip
+def _stream(
+    decoder: _Decoder, sampling: dict, eos_id: int | None, on_logits: Callable | None, stats: GenerationStats
+) -> Iterator[torch.Tensor]:
     # Inference mode is entered per step, never held across a yield: the caller's
     # code between tokens must run with autograd as they left it.
     model = decoder.model
@@ -331,8 +353,7 @@ class _Decoder:
         self.length += 1
 
 
-def generate_ids(model: GPT, prompt: Sequence[int] | torch.Tensor, max_new_tokens: int,
-                 **kwargs) -> torch.Tensor:  # fmt: skip
+def generate_ids(model: GPT, prompt: Sequence[int] | torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
     """Run generate() (same keyword arguments) to the end: the prompt, then the new ids, (B, T + steps).
 
     Fewer than max_new_tokens steps come back only when every row reached eos_id.

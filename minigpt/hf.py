@@ -106,8 +106,9 @@ def read_config(folder: Path) -> dict[str, Any]:
     return hf
 
 
-def model_config(folder: Path, *, block_size: int | None = None, dropout: float = 0.0,
-                 attn_impl: str = "manual") -> ModelConfig:  # fmt: skip
+def model_config(
+    folder: Path, *, block_size: int | None = None, dropout: float = 0.0, attn_impl: str = "manual"
+) -> ModelConfig:
     """The ModelConfig of an HF GPT-2 folder's config.json; block_size may crop its context. Each setting
     used is checked for its type (JSON gives no guarantee), and the shape must be one a GPT-2 can have."""
     path, hf = folder / "config.json", read_config(folder)
@@ -155,14 +156,24 @@ def model_config(folder: Path, *, block_size: int | None = None, dropout: float 
         )
     n_positions = shape["n_positions"]
     if block_size is not None and block_size > n_positions:
-        raise HFError(f"model.block_size={block_size} is longer than the {n_positions} positions GPT-2 learned; "
-                      f"use {n_positions} or less")  # fmt: skip
+        raise HFError(
+            f"model.block_size={block_size} is longer than the {n_positions} positions GPT-2 learned; "
+            f"use {n_positions} or less"
+        )
     return ModelConfig(
-        vocab_size=shape["vocab_size"], block_size=block_size or n_positions, n_layer=shape["n_layer"],
-        n_head=shape["n_head"], n_embd=shape["n_embd"], d_ff=n_inner, dropout=dropout, bias=True,
-        tie_weights=flags["tie_word_embeddings"], attn_impl=attn_impl,
-        attn_score="scaled_dot" if flags["scale_attn_weights"] else "dot", activation=_ACTIVATIONS[activation],
-    )  # fmt: skip
+        vocab_size=shape["vocab_size"],
+        block_size=block_size or n_positions,
+        n_layer=shape["n_layer"],
+        n_head=shape["n_head"],
+        n_embd=shape["n_embd"],
+        d_ff=n_inner,
+        dropout=dropout,
+        bias=True,
+        tie_weights=flags["tie_word_embeddings"],
+        attn_impl=attn_impl,
+        attn_score="scaled_dot" if flags["scale_attn_weights"] else "dot",
+        activation=_ACTIVATIONS[activation],
+    )
 
 
 def _brief(value: Any) -> str:
@@ -308,8 +319,14 @@ def from_hf_state(hf_state: dict[str, torch.Tensor], config: ModelConfig) -> dic
     return state
 
 
-def load(source: str, *, block_size: int | None = None, dropout: float = 0.0, attn_impl: str = "manual",
-         device: torch.device | str = "cpu") -> GPT:  # fmt: skip
+def load(
+    source: str,
+    *,
+    block_size: int | None = None,
+    dropout: float = 0.0,
+    attn_impl: str = "manual",
+    device: torch.device | str = "cpu",
+) -> GPT:
     """A Hugging Face GPT-2 (hub name or folder) as minigpt's GPT, in eval mode."""
     folder = find(source)
     config = model_config(folder, block_size=block_size, dropout=dropout, attn_impl=attn_impl)
@@ -329,20 +346,32 @@ def hf_config(config: ModelConfig, tokenizer: Tokenizer | None = None) -> dict[s
         f"model.attn_window={config.attn_window}": config.attn_window is not None,
         "model.tie_weights=false (an untied LM head)": not config.tie_weights,
         "model.bias=false": not config.bias,
-        f"model.n_head * model.d_head = {config.attn_dim} != model.n_embd = {config.n_embd}": config.attn_dim != config.n_embd,
-    }  # fmt: skip
+        f"model.n_head * model.d_head = {config.attn_dim} != model.n_embd = {config.n_embd}": (
+            config.attn_dim != config.n_embd
+        ),
+    }
     for setting in (s for s, refused in refusals.items() if refused):
         raise HFError(f"GPT-2's format cannot express {setting}; export a model trained without it")
     eot = tokenizer.eot_id if tokenizer is not None else None
     return {
-        "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": config.vocab_size,
-        "n_positions": config.block_size, "n_embd": config.n_embd, "n_layer": config.n_layer,
-        "n_head": config.n_head, "n_inner": config.d_ff, "layer_norm_epsilon": 1e-5,
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "vocab_size": config.vocab_size,
+        "n_positions": config.block_size,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "n_inner": config.d_ff,
+        "layer_norm_epsilon": 1e-5,
         "activation_function": "gelu_new" if config.activation == "gelu_tanh" else "gelu",
-        "scale_attn_weights": config.attn_score == "scaled_dot", "tie_word_embeddings": True,
-        "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": config.dropout,
-        "bos_token_id": eot, "eos_token_id": eot,
-    }  # fmt: skip
+        "scale_attn_weights": config.attn_score == "scaled_dot",
+        "tie_word_embeddings": True,
+        "resid_pdrop": config.dropout,
+        "embd_pdrop": config.dropout,
+        "attn_pdrop": config.dropout,
+        "bos_token_id": eot,
+        "eos_token_id": eot,
+    }
 
 
 def to_hf_state(model: GPT) -> dict[str, torch.Tensor]:
@@ -381,7 +410,9 @@ def export(model: GPT, tokenizer: Tokenizer, out: str | Path) -> Path:
             tok_config = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": model.config.block_size, **special}
             (tmp / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n", encoding="utf-8")
         elif isinstance(tokenizer, CharTokenizer):
-            (tmp / "minigpt_tokenizer.json").write_text(json.dumps(tokenizer.to_dict(), indent=2) + "\n", encoding="utf-8")
+            (tmp / "minigpt_tokenizer.json").write_text(
+                json.dumps(tokenizer.to_dict(), indent=2) + "\n", encoding="utf-8"
+            )
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -238,9 +238,19 @@ CARD_WIDTH_PX = 350
 _DPI = 100
 _ROW_PX, _CHAR_PX = 12, 13
 _MAX_MAP_PX = 768  # the tallest map: 64 labeled rows
-_STYLE = {"font.family": "DejaVu Sans", "font.size": 8, "axes.titlesize": 8, "figure.titlesize": 9,
-          "axes.linewidth": 0.5, "xtick.major.size": 2, "ytick.major.size": 2, "xtick.major.pad": 1.5,
-          "ytick.major.pad": 1.5, "xtick.major.width": 0.5, "ytick.major.width": 0.5}  # fmt: skip
+_STYLE = {
+    "font.family": "DejaVu Sans",
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "figure.titlesize": 9,
+    "axes.linewidth": 0.5,
+    "xtick.major.size": 2,
+    "ytick.major.size": 2,
+    "xtick.major.pad": 1.5,
+    "ytick.major.pad": 1.5,
+    "xtick.major.width": 0.5,
+    "ytick.major.width": 0.5,
+}
 
 
 class _Heatmaps:
@@ -311,8 +321,16 @@ class _Heatmaps:
         smooth = width < self.T  # cells under a pixel wide: smoothed, instead of dropping columns
         with rc_context(_STYLE):
             axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).flatten()
-            images = [ax.imshow(np.zeros((self.T, self.T)), cmap=cmap, norm=norm, aspect="auto",
-                                interpolation="antialiased" if smooth else "nearest") for ax in axes[:n]]  # fmt: skip
+            images = [
+                ax.imshow(
+                    np.zeros((self.T, self.T)),
+                    cmap=cmap,
+                    norm=norm,
+                    aspect="auto",
+                    interpolation="antialiased" if smooth else "nearest",
+                )
+                for ax in axes[:n]
+            ]
             for i, ax in enumerate(axes[:n]):  # labels on the left column and under each column
                 bottom, left = i + ncols >= n, i % ncols == 0
                 ax.set_title(captions[i])
@@ -323,8 +341,15 @@ class _Heatmaps:
                 ax.set_yticks([widest], [self.labels[widest]])
             for ax in axes[n:]:
                 ax.set_axis_off()
-            cbar = fig.colorbar(images[0], ax=axes, location="bottom", ticks=[0, 0.05, 0.25, 0.5, 1], aspect=50,
-                                shrink=0.9, format="{x:g}")  # fmt: skip
+            cbar = fig.colorbar(
+                images[0],
+                ax=axes,
+                location="bottom",
+                ticks=[0, 0.05, 0.25, 0.5, 1],
+                aspect=50,
+                shrink=0.9,
+                format="{x:g}",
+            )
             cbar.outline.set_linewidth(0.5)
             suptitle = fig.suptitle(title)
         # Lay out, measure the panels, and label every k-th token when they don't all fit.
@@ -361,18 +386,28 @@ class _RoleGrid:
         with rc_context(_STYLE):
             ax = self.fig.subplots()
             # the same fixed 0..1 scale at every step and for every role, so colours compare
-            self.image = ax.imshow(np.zeros(shape), cmap=colormaps["viridis"].with_extremes(bad="#d9d9d9"),
-                                   vmin=0.0, vmax=1.0, aspect="auto")  # fmt: skip
+            self.image = ax.imshow(
+                np.zeros(shape),
+                cmap=colormaps["viridis"].with_extremes(bad="#d9d9d9"),
+                vmin=0.0,
+                vmax=1.0,
+                aspect="auto",
+            )
             ax.set_xticks(range(n_head), [str(h) for h in range(n_head)])
             ax.set_yticks(range(n_layer), [str(layer) for layer in range(n_layer)])
             ax.set_xlabel("head")
             ax.set_ylabel("layer")
             ax.tick_params(length=0)
             fontsize = 8 if n_head <= 8 else 6
-            self.texts = [[ax.text(h, layer, "", ha="center", va="center", fontsize=fontsize) for h in range(n_head)]
-                          for layer in range(n_layer)]  # fmt: skip
-            self.fig.suptitle(role.replace("_", "-") + " score" + (f" (uniform attention: {uniform:.2f})"
-                              if uniform is not None else ""))  # fmt: skip
+            self.texts = [
+                [ax.text(h, layer, "", ha="center", va="center", fontsize=fontsize) for h in range(n_head)]
+                for layer in range(n_layer)
+            ]
+            self.fig.suptitle(
+                role.replace("_", "-")
+                + " score"
+                + (f" (uniform attention: {uniform:.2f})" if uniform is not None else "")
+            )
         # blitting, as in _Heatmaps: axes and labels are drawn once; draw() repaints the cells and numbers
         self.artists = [self.image, *(text for row in self.texts for text in row)]
         for artist in self.artists:

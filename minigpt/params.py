@@ -14,10 +14,16 @@ from minigpt.tables import human, text_table
 
 TRAIN_ONLY_TABLES = ("data", "train", "log")  # of a run's config file; params and bench read its [model]
 _LAYER_ROWS = {
-    "layer.attn_q": "attention Q", "layer.attn_k": "attention K", "layer.attn_v": "attention V",
-    "layer.attn_out": "attention output", "layer.attn_score": "attention additive score",
-    "layer.mlp_fc": "MLP up", "layer.mlp_proj": "MLP down", "layer.ln_1": "LayerNorm 1", "layer.ln_2": "LayerNorm 2",
-}  # fmt: skip
+    "layer.attn_q": "attention Q",
+    "layer.attn_k": "attention K",
+    "layer.attn_v": "attention V",
+    "layer.attn_out": "attention output",
+    "layer.attn_score": "attention additive score",
+    "layer.mlp_fc": "MLP up",
+    "layer.mlp_proj": "MLP down",
+    "layer.ln_1": "LayerNorm 1",
+    "layer.ln_2": "LayerNorm 2",
+}
 
 
 def count_params(config: ModelConfig) -> dict[str, int]:
@@ -72,8 +78,10 @@ def training_memory(config: ModelConfig, batch_size: int = 1, seq_len: int | Non
     p = count_params(config)["total"]
     acts16 = config.n_layer * t * batch_size * (34 * config.n_embd + 5 * config.n_head * t)
     logits = 2 * 4 * batch_size * t * config.vocab_size
-    rows = {name: {"weights": 4 * p, "gradients": 4 * p, "adamw": 8 * p, "activations": act + logits}
-            for name, act in (("fp32", 2 * acts16), ("bf16-mixed", acts16))}  # fmt: skip
+    rows = {
+        name: {"weights": 4 * p, "gradients": 4 * p, "adamw": 8 * p, "activations": act + logits}
+        for name, act in (("fp32", 2 * acts16), ("bf16-mixed", acts16))
+    }
     return {name: row | {"total": sum(row.values())} for name, row in rows.items()}
 
 

@@ -53,7 +53,9 @@ def resolve_dtype(preference: str, device: torch.device) -> torch.dtype | None:
 
 def setup(device_preference: str, dtype_preference: str) -> Runtime:
     """Pick the device and dtype; join the torchrun process group when there is one."""
-    rank, local_rank, world_size = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)))
+    rank, local_rank, world_size = (
+        int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1))
+    )
     device = resolve_device(device_preference, local_rank)
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":

@@ -60,8 +60,10 @@ class Tokenizer(ABC):
     def _check_ids(self, ids: Sequence[int]) -> None:
         bad = sorted({int(i) for i in ids if not 0 <= int(i) < self.vocab_size})
         if bad:
-            raise TokenizerError(f"token ids {preview(bad, 5, ', ')} are outside the {self.kind} vocabulary of "
-                                 f"{self.vocab_size}; decode ids produced by this same tokenizer")  # fmt: skip
+            raise TokenizerError(
+                f"token ids {preview(bad, 5, ', ')} are outside the {self.kind} vocabulary of "
+                f"{self.vocab_size}; decode ids produced by this same tokenizer"
+            )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Tokenizer) and self.to_dict() == other.to_dict()
