@@ -123,17 +123,7 @@ def parse_args(
             where.append(f" ({name})")
     base_where = f" in {base_name}" if base_name else ""
     default = from_dict(cls, base or {}, *layers, where=[base_where, *where])
-
-    switches = {_negated(k): k for k, tp in leaves.items() if tp is bool}
-    valid = [*leaves, *switches]
-    typed = []  # the settings the flags name, in order
-    for arg in (a for a in argv if a.startswith("--") and a != "--help"):
-        name = arg.partition("=")[0][2:].replace("-", "_")
-        if name not in valid:
-            raise unknown_key(name, valid, "", flag=True)
-        if "=" in arg and leaves.get(name) is bool:
-            raise ConfigError(f"--{name} is a switch and takes no value: write --{name} or --{_negated(name)}")
-        typed.append(switches.get(name, name))
+    typed = _flag_keys(leaves, argv)
     # "none" spells None in config files (to_dict writes it so); flags of optional fields take it too
     optional = {name for name, tp in leaves.items() if type(None) in typing.get_args(tp)}
     argv = ["None" if a.lower() == "none" and flag in optional else a for a, flag in zip(argv, after)]
@@ -150,6 +140,22 @@ def parse_args(
             raise
         raise ConfigError(f"{_one_line(err.getvalue())} (see {prog} --help)") from None
     return Parsed(cfg, file, (*layers, _flag_layer(cfg, typed)), (*where, ""))
+
+
+def _flag_keys(leaves: Mapping[str, Any], argv: Sequence[str]) -> list[str]:
+    """The settings that argv's --flags name, in order (--no_x names x); an unknown flag, or a value given
+    to a switch, is refused with the flag the user typed."""
+    switches = {_negated(k): k for k, tp in leaves.items() if tp is bool}
+    valid = [*leaves, *switches]
+    typed = []
+    for arg in (a for a in argv if a.startswith("--") and a != "--help"):
+        name = arg.partition("=")[0][2:].replace("-", "_")
+        if name not in valid:
+            raise unknown_key(name, valid, "", flag=True)
+        if "=" in arg and leaves.get(name) is bool:
+            raise ConfigError(f"--{name} is a switch and takes no value: write --{name} or --{_negated(name)}")
+        typed.append(switches.get(name, name))
+    return typed
 
 
 def _flag_layer(cfg: Any, keys: Sequence[str]) -> dict[str, Any]:

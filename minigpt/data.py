@@ -529,23 +529,66 @@ def _check_disk(folder: Path, need: int) -> None:
                         f"{_size(free)} is free; free some space or set data.cache_dir to a bigger disk")
 
 
-def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
-    """Tokenize the corpus of `cfg` into its cache folder, or reuse what an earlier call wrote there.
-
-    Three passes stream over the text, each holding a few blocks at a time: count the characters (for the
-    train/val cut), build the char vocabulary (char only), then tokenize into temporary files that are renamed
-    into place, meta.json last, so an interrupted run never leaves files that look prepared."""
-    progress = progress and sys.stderr.isatty()  # a bar redrawn into a log file is noise
-    files, source = _source(cfg)
-    out = cache_folder(cfg)
-    meta_path = out / "meta.json"
+def _reusable(out: Path, source: dict[str, Any], cfg: DataConfig) -> bool:
+    """Whether out holds token files written for the same source, tokenizer and split."""
     # os.path: a cache folder that cannot be read counts as not prepared; writing it then says why it fails
-    if os.path.exists(meta_path):  # reuse the files when they were written for the same source, tokenizer and split
-        old = _read_meta(out)
-        written_for = old["format_version"], old["source"].get("sha256"), old["tokenizer"].get("kind")
-        if written_for == (FORMAT_VERSION, source["sha256"], cfg.tokenizer) and old["val_fraction"] == cfg.val_fraction:
-            return load_prepared(out, reused=True)
+    if not os.path.exists(out / "meta.json"):
+        return False
+    old = _read_meta(out)
+    written_for = old["format_version"], old["source"].get("sha256"), old["tokenizer"].get("kind")
+    return written_for == (FORMAT_VERSION, source["sha256"], cfg.tokenizer) and old["val_fraction"] == cfg.val_fraction
 
+
+def _lock_cache(out: Path) -> Any:
+    """Lock the cache folder, so that one process writes it at a time: the lock, to close when done."""
+    try:
+        lock, owner = lock_folder(out)
+    except OSError as e:
+        raise DataError(f"cannot write the data cache {out}: {e.strerror}; "
+                        "set data.cache_dir to a writable folder") from None
+    if owner is not None:
+        raise DataError(f"{out} is being prepared by another process (pid {owner}); wait for it, then run again")
+    return lock
+
+
+def _swap_in(out: Path, tag: str, meta: dict[str, Any]) -> None:
+    """Put the new token files (*.<tag>) and their meta.json in place of the old ones."""
+    # meta.json goes first (without it the folder is "not prepared") and comes back last, so an
+    # interruption never pairs a meta.json with other token files.
+    (out / "meta.json").unlink(missing_ok=True)
+    for split in SPLITS:
+        os.replace(out / f"{split}.bin.{tag}", out / f"{split}.bin")
+    (out / f"meta.json.{tag}").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    os.replace(out / f"meta.json.{tag}", out / "meta.json")
+
+
+def _write_tokens(
+    out: Path,
+    tag: str,
+    pieces: Callable[[], Iterator[tuple[str, str, bool]]],
+    tokenizer: Tokenizer,
+    dtype: np.dtype,
+    workers: int,
+    bar: tqdm,
+) -> dict[str, int]:
+    """Tokenize the pieces into out/<split>.bin.<tag>, synced to disk: the tokens written per split."""
+    counts = dict.fromkeys(SPLITS, 0)
+    with open(out / f"train.bin.{tag}", "wb") as train, open(out / f"val.bin.{tag}", "wb") as val:
+        for split, n_chars, ids in _tokenize(pieces(), tokenizer, dtype, workers):
+            (train if split == "train" else val).write(ids)
+            counts[split] += len(ids) // dtype.itemsize
+            bar.update(n_chars)
+        for f in (train, val):
+            f.flush()
+            os.fsync(f.fileno())
+    return counts
+
+
+def _documents(
+    cfg: DataConfig, files: list[Path], source: dict[str, Any], progress: bool
+) -> tuple[Callable[[], Iterator[Iterable[str]]], int, int, dict[str, Any]]:
+    """The corpus as documents: (a function that streams them afresh, each as text blocks; their number; their
+    characters; `source` with what was counted or skipped). A corpus without any text is refused here."""
     if cfg.hf_dataset:
         docs = _hub_documents(cfg, progress)
         n_docs, total = _count(docs(), progress)
@@ -568,6 +611,24 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
         raise DataError(f"folder {cfg.path} has no UTF-8 text in the {n} matching data.glob={cfg.glob!r} "
                         f"(e.g. {source['skipped_example']} is binary or another encoding); "
                         "change data.glob, or convert the files to UTF-8")
+    return docs, n_docs, total, source
+
+
+def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
+    """Tokenize the corpus of `cfg` into its cache folder, or reuse what an earlier call wrote there.
+
+    Three passes stream over the text, each holding a few blocks at a time: count the characters (for the
+    train/val cut), build the char vocabulary (char only), then tokenize into temporary files that are renamed
+    into place, meta.json last, so an interrupted run never leaves files that look prepared."""
+    # Long on purpose (~70 lines): the passes run in order, each on the figures of the one before (the characters,
+    # the cut, the tokenizer, the expected tokens), and reading them in one place shows that order.
+    progress = progress and sys.stderr.isatty()  # a bar redrawn into a log file is noise
+    files, source = _source(cfg)
+    out = cache_folder(cfg)
+    if _reusable(out, source, cfg):
+        return load_prepared(out, reused=True)
+
+    docs, n_docs, total, source = _documents(cfg, files, source, progress)
     cut = int(total * (1.0 - cfg.val_fraction))  # the first val character
     if cut == 0 or cut == total:
         raise DataError(f"corpus of {total} characters leaves an empty {'train' if cut == 0 else 'val'} split with "
@@ -591,28 +652,15 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
     if dtype.itemsize > 2:
         _check_disk(out, tokens * dtype.itemsize)
     workers = _workers(cfg, total)
-    try:  # one process writes a cache folder at a time
-        lock, owner = lock_folder(out)
-    except OSError as e:
-        raise DataError(f"cannot write the data cache {out}: {e.strerror}; "
-                        "set data.cache_dir to a writable folder") from None
-    if owner is not None:
-        raise DataError(f"{out} is being prepared by another process (pid {owner}); wait for it, then run again")
+    lock = _lock_cache(out)
     tag = f"tmp-{os.getpid()}"
     try:
         for stale in out.glob("*.tmp-*"):  # left by a run that was killed; we hold the lock, so no one writes them
             stale.unlink(missing_ok=True)
-        counts = dict.fromkeys(SPLITS, 0)
         bar = _bar(f"Tokenizing ({cfg.tokenizer}, {workers} process{'es' if workers > 1 else ''}, "
                    f"about {_size(tokens * dtype.itemsize)} of token files)", total, progress)
-        with open(out / f"train.bin.{tag}", "wb") as train, open(out / f"val.bin.{tag}", "wb") as val, bar:
-            for split, n_chars, ids in _tokenize(pieces(), tokenizer, dtype, workers):
-                (train if split == "train" else val).write(ids)
-                counts[split] += len(ids) // dtype.itemsize
-                bar.update(n_chars)
-            for f in (train, val):
-                f.flush()
-                os.fsync(f.fileno())
+        with bar:
+            counts = _write_tokens(out, tag, pieces, tokenizer, dtype, workers, bar)
         meta = {
             "format_version": FORMAT_VERSION,
             "source": source,
@@ -625,13 +673,7 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
             "train_chars": cut,
             "val_chars": total - cut,
         }
-        # Swap in the new files: meta.json goes first (without it the folder is "not prepared")
-        # and comes back last, so an interruption never pairs a meta.json with other token files.
-        meta_path.unlink(missing_ok=True)
-        for split in SPLITS:
-            os.replace(out / f"{split}.bin.{tag}", out / f"{split}.bin")
-        (out / f"meta.json.{tag}").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        os.replace(out / f"meta.json.{tag}", meta_path)
+        _swap_in(out, tag, meta)
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise DataError(f"the disk holding {out} is full; free some space or set data.cache_dir to a bigger "

@@ -183,18 +183,7 @@ def generate(
     """
     vocab_size, block_size = model.config.vocab_size, model.config.block_size
     slide = max(1, block_size // 2) if slide is None else slide
-    if not (math.isfinite(temperature) and temperature >= 0):  # NaN fails both
-        raise UserError(
-            f"temperature must be a finite number >= 0 (got {temperature}); "
-            "use 0 for greedy decoding, 1 for plain sampling"
-        )
-    if top_k is not None and not 1 <= top_k <= vocab_size:
-        raise UserError(
-            f"top_k must be between 1 and the vocabulary size {vocab_size} (got {top_k}); "
-            f"leave it unset to sample from every token"
-        )
-    if top_p is not None and not 0 < top_p <= 1:  # NaN fails the comparison too
-        raise UserError(f"top_p must be in (0, 1] (got {top_p}); e.g. 0.9, or 1 to keep every token")
+    _check_sampling(temperature, top_k, top_p, vocab_size)
     if max_new_tokens < 1:
         raise UserError(f"max_new_tokens must be at least 1 (got {max_new_tokens}); ask for 1 or more tokens")
     if num_samples < 1:
@@ -216,6 +205,32 @@ def generate(
             f"prompt has token ids outside [0, {vocab_size}); "
             "encode it with the tokenizer the model was trained with"
         )
+    _check_memory(model, idx, num_samples, max_new_tokens, use_cache)
+    if seed is not None:
+        generator = torch.Generator(device=idx.device).manual_seed(seed)
+    decoder = _Decoder(model, idx.repeat_interleave(num_samples, dim=0), max_new_tokens, use_cache, slide)
+    sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+    return _stream(decoder, sampling, eos_id, on_logits, stats if stats is not None else GenerationStats())
+
+
+def _check_sampling(temperature: float, top_k: int | None, top_p: float | None, vocab_size: int) -> None:
+    """Refuse sampling settings that sample_logits cannot honour, naming the fix."""
+    if not (math.isfinite(temperature) and temperature >= 0):  # NaN fails both
+        raise UserError(
+            f"temperature must be a finite number >= 0 (got {temperature}); "
+            "use 0 for greedy decoding, 1 for plain sampling"
+        )
+    if top_k is not None and not 1 <= top_k <= vocab_size:
+        raise UserError(
+            f"top_k must be between 1 and the vocabulary size {vocab_size} (got {top_k}); "
+            f"leave it unset to sample from every token"
+        )
+    if top_p is not None and not 0 < top_p <= 1:  # NaN fails the comparison too
+        raise UserError(f"top_p must be in (0, 1] (got {top_p}); e.g. 0.9, or 1 to keep every token")
+
+
+def _check_memory(model: GPT, idx: torch.Tensor, num_samples: int, max_new_tokens: int, use_cache: bool) -> None:
+    """Refuse a request that cannot fit in free memory; idx: the (B, T) prompt ids."""
     # Sizes are Python ints, so an absurd request is refused here, with its figure, before torch overflows or
     # fails to allocate
     need = memory_needed(model, idx.size(0) * num_samples, idx.size(1), max_new_tokens, use_cache)
@@ -226,11 +241,6 @@ def generate(
             f"{_bytes(need)} of memory, and this machine has {_bytes(free)} free ({idx.device.type}); ask for fewer "
             "samples (num_samples) or tokens (max_new_tokens)"
         )
-    if seed is not None:
-        generator = torch.Generator(device=idx.device).manual_seed(seed)
-    decoder = _Decoder(model, idx.repeat_interleave(num_samples, dim=0), max_new_tokens, use_cache, slide)
-    sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-    return _stream(decoder, sampling, eos_id, on_logits, stats if stats is not None else GenerationStats())
 
 
 def memory_needed(model: GPT, batch: int, prompt_len: int, max_new_tokens: int, use_cache: bool = True) -> int:

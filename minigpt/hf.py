@@ -115,6 +115,32 @@ def model_config(
     if hf.get("model_type") != "gpt2":
         model_type = _brief(hf.get("model_type"))
         raise HFError(f"{folder} holds a {model_type} model; minigpt loads GPT-2 (model_type gpt2) only")
+    s = _gpt2_settings(path, hf)
+    n_positions = s["n_positions"]
+    if block_size is not None and block_size > n_positions:
+        raise HFError(
+            f"model.block_size={block_size} is longer than the {n_positions} positions GPT-2 learned; "
+            f"use {n_positions} or less"
+        )
+    return ModelConfig(
+        vocab_size=s["vocab_size"],
+        block_size=block_size or n_positions,
+        n_layer=s["n_layer"],
+        n_head=s["n_head"],
+        n_embd=s["n_embd"],
+        d_ff=s["n_inner"],
+        dropout=dropout,
+        bias=True,
+        tie_weights=s["tie_word_embeddings"],
+        attn_impl=attn_impl,
+        attn_score="scaled_dot" if s["scale_attn_weights"] else "dot",
+        activation=_ACTIVATIONS[s["activation_function"]],
+    )
+
+
+def _gpt2_settings(path: Path, hf: dict[str, Any]) -> dict[str, Any]:
+    """The settings of config.json (read from `path` into `hf`) that model_config uses, each checked for its
+    type and refused where minigpt's GPT does not implement it."""
 
     def setting(key: str, valid: Any, kind: str, default: Any = _REQUIRED) -> Any:
         if key not in hf and default is _REQUIRED:
@@ -154,26 +180,7 @@ def model_config(
             f"{path}: n_embd={shape['n_embd']} is not divisible by n_head={shape['n_head']}, so no GPT-2 has this "
             "shape (it cuts n_embd into n_head equal heads); the file is damaged or was edited"
         )
-    n_positions = shape["n_positions"]
-    if block_size is not None and block_size > n_positions:
-        raise HFError(
-            f"model.block_size={block_size} is longer than the {n_positions} positions GPT-2 learned; "
-            f"use {n_positions} or less"
-        )
-    return ModelConfig(
-        vocab_size=shape["vocab_size"],
-        block_size=block_size or n_positions,
-        n_layer=shape["n_layer"],
-        n_head=shape["n_head"],
-        n_embd=shape["n_embd"],
-        d_ff=n_inner,
-        dropout=dropout,
-        bias=True,
-        tie_weights=flags["tie_word_embeddings"],
-        attn_impl=attn_impl,
-        attn_score="scaled_dot" if flags["scale_attn_weights"] else "dot",
-        activation=_ACTIVATIONS[activation],
-    )
+    return {**shape, **flags, "n_inner": n_inner, "activation_function": activation}
 
 
 def _brief(value: Any) -> str:

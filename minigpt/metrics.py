@@ -297,12 +297,12 @@ class _Heatmaps:
             fig.draw_artist(artist)
         return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
-    def _build(self, title: str, captions: Sequence[str]) -> tuple[Any, list[Any], list[Any], Any]:
-        from matplotlib import colormaps, colors, rc_context
+    def _figure(self, captions: Sequence[str], widest: int) -> tuple[Any, int, int, float]:
+        """An empty figure, CARD_WIDTH_PX wide, for one panel per caption: (fig, nrows, ncols, panel width in px)."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        n, widest = len(captions), max(range(self.T), key=lambda i: len(self.labels[i]))
+        n = len(captions)
         ncols = math.ceil(math.sqrt(n))
         nrows = math.ceil(n / ncols)
         # Planned panels (px): square, or for a single map tall enough to label every row.
@@ -315,6 +315,13 @@ class _Heatmaps:
         fig = Figure(figsize=(CARD_WIDTH_PX / _DPI, math.ceil(fig_height) / _DPI), dpi=_DPI, layout="constrained")
         fig.get_layout_engine().set(w_pad=4 / _DPI, h_pad=4 / _DPI)
         FigureCanvasAgg(fig)  # becomes fig.canvas
+        return fig, nrows, ncols, width
+
+    def _build(self, title: str, captions: Sequence[str]) -> tuple[Any, list[Any], list[Any], Any]:
+        from matplotlib import colormaps, colors, rc_context
+
+        n, widest = len(captions), max(range(self.T), key=lambda i: len(self.labels[i]))
+        fig, nrows, ncols, width = self._figure(captions, widest)
         # A fixed 0..1 scale compares heads and steps; the square root keeps small weights visible.
         norm = colors.PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
         cmap = colormaps["viridis"].with_extremes(bad="#d9d9d9")
