@@ -163,8 +163,8 @@ def _source(cfg: DataConfig) -> tuple[list[Path], dict[str, Any]]:
     return files, {"kind": kind, "path": str(cfg.path), **extra, "files": len(files), "bytes": nbytes, "sha256": sha}
 
 
-def _file_blocks(path: Path) -> Iterator[str]:
-    """A file's text in blocks of about _BLOCK_BYTES, with "\\r\\n" and "\\r" read as "\\n" (as Python's text mode
+def _file_blocks(path: Path, block_bytes: int = _BLOCK_BYTES) -> Iterator[str]:
+    """A file's text in blocks of about block_bytes, with "\\r\\n" and "\\r" read as "\\n" (as Python's text mode
     does). The incremental decoder keeps a character cut by a block edge for the next block, and a "\\r" at the
     end of a block waits for the next one, which may start with its "\\n"."""
     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -176,7 +176,7 @@ def _file_blocks(path: Path) -> Iterator[str]:
     with f:
         while True:
             try:
-                raw = f.read(_BLOCK_BYTES)
+                raw = f.read(block_bytes)
             except OSError as e:  # EIO from a failing disk, or a folder named like a file
                 raise _cannot_read(path, e, "check the disk, or move the file out of data.path") from None
             waiting = len(decoder.getstate()[0])  # bytes of a cut character, from the previous block
@@ -249,18 +249,20 @@ def _safe_cut(text: str, start: int, char: bool) -> int | None:
     return m.end() if m else None
 
 
-def _chunks(text: str, char: bool) -> tuple[list[str], str]:
-    """`text` cut at safe places into pieces of about _CHUNK_CHARS, and the rest (short, or with no safe place yet)."""
+def _chunks(text: str, char: bool, piece_chars: int = _CHUNK_CHARS) -> tuple[list[str], str]:
+    """`text` cut at safe places into pieces of about piece_chars, and the rest (short, or with no safe place yet)."""
     pieces, head = [], 0
-    while len(text) - head > _CHUNK_CHARS and (end := _safe_cut(text, head + _CHUNK_CHARS, char)) is not None:
+    while len(text) - head > piece_chars and (end := _safe_cut(text, head + piece_chars, char)) is not None:
         pieces.append(text[head:end])
         head = end
     return pieces, text[head:]
 
 
-def _pieces(docs: Iterable[Iterable[str]], n_docs: int, cut: int, char: bool) -> Iterator[tuple[str, str, bool]]:
+def _pieces(
+    docs: Iterable[Iterable[str]], n_docs: int, cut: int, char: bool, piece_chars: int = _CHUNK_CHARS
+) -> Iterator[tuple[str, str, bool]]:
     """(split, text, eot) pieces of the documents, each given as blocks of text, in order: character `cut` of the
-    whole starts val, and text is cut at safe places into pieces of about _CHUNK_CHARS. eot: the piece ends a
+    whole starts val, and text is cut at safe places into pieces of about piece_chars. eot: the piece ends a
     document that is not the last, so the end-of-text token follows (for char, a newline)."""
     position = 0  # characters before the current block
     for i, blocks in enumerate(docs):
@@ -268,10 +270,10 @@ def _pieces(docs: Iterable[Iterable[str]], n_docs: int, cut: int, char: bool) ->
         for block in blocks:
             start, position = position, position + len(block)
             if split == "train" and cut < position:  # val starts in this block: train's last pieces end at the cut
-                pieces, rest = _chunks(rest + block[: cut - start], char)
+                pieces, rest = _chunks(rest + block[: cut - start], char, piece_chars)
                 yield from (("train", piece, False) for piece in pieces + [rest])
                 split, rest, block = "val", "", block[cut - start :]
-            pieces, rest = _chunks(rest + block, char)
+            pieces, rest = _chunks(rest + block, char, piece_chars)
             yield from ((split, piece, False) for piece in pieces)
         eot = i < n_docs - 1
         if eot and char and not rest.endswith("\n"):
@@ -443,14 +445,14 @@ def load_prepared(directory: str | Path, *, reused: bool = True) -> PreparedData
     return data
 
 
-def _check_ids(file: Path, ids: np.ndarray, vocab_size: int) -> None:
+def _check_ids(file: Path, ids: np.ndarray, vocab_size: int, chunk_tokens: int = _CHECK_TOKENS) -> None:
     """DataError naming the first id outside the vocabulary (random bytes of the right size, a file copied from
     another folder): found here, before training, instead of as an IndexError deep into a run. Reads the file
     in chunks at memory speed."""
     if vocab_size >= 1 << (8 * ids.dtype.itemsize):  # every value the dtype holds is an id
         return
-    for start in range(0, len(ids), _CHECK_TOKENS):
-        chunk = ids[start : start + _CHECK_TOKENS]
+    for start in range(0, len(ids), chunk_tokens):
+        chunk = ids[start : start + chunk_tokens]
         if chunk.max() >= vocab_size:
             at = start + int(np.argmax(chunk >= vocab_size))
             problem = f"holds token id {ids[at]} at position {at:,}, outside the vocabulary of {vocab_size}"
@@ -466,9 +468,9 @@ def _size(n_bytes: float) -> str:
     return f"{n_bytes / 1e9:.2f} GB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:.1f} MB"
 
 
-def _workers(cfg: DataConfig, total_chars: int) -> int:
+def _workers(cfg: DataConfig, total_chars: int, parallel_min_chars: int = _PARALLEL_MIN_CHARS) -> int:
     """Tokenizing processes: every core (at most data.workers), or this process alone for a small corpus."""
-    if total_chars <= _PARALLEL_MIN_CHARS:
+    if total_chars <= parallel_min_chars:
         return 1
     cores = os.cpu_count() or 1
     return min(cores, cfg.workers) if cfg.workers else cores
@@ -494,7 +496,9 @@ def _looks_binary(path: Path) -> bool:
         raise _cannot_read(path, e, "make it readable (chmod +r) or move it out of data.path") from None
 
 
-def _text_files(files: list[Path], folder: bool, progress: bool) -> tuple[list[Path], int, list[Path]]:
+def _text_files(
+    files: list[Path], folder: bool, progress: bool, block_bytes: int = _BLOCK_BYTES
+) -> tuple[list[Path], int, list[Path]]:
     """The files that hold text, their number of characters, and the files of a folder skipped as not text
     (a NUL byte among the first _SNIFF_BYTES, or not UTF-8); a single file that is not UTF-8 is an error.
     Reads every file once, a block at a time."""
@@ -506,7 +510,7 @@ def _text_files(files: list[Path], folder: bool, progress: bool) -> tuple[list[P
                 continue
             n = 0
             try:
-                for block in _file_blocks(file):
+                for block in _file_blocks(file, block_bytes):
                     n += len(block)
                     bar.update(len(block))
             except _NotText:
@@ -585,7 +589,7 @@ def _write_tokens(
 
 
 def _documents(
-    cfg: DataConfig, files: list[Path], source: dict[str, Any], progress: bool
+    cfg: DataConfig, files: list[Path], source: dict[str, Any], progress: bool, block_bytes: int
 ) -> tuple[Callable[[], Iterator[Iterable[str]]], int, int, dict[str, Any]]:
     """The corpus as documents: (a function that streams them afresh, each as text blocks; their number; their
     characters; `source` with what was counted or skipped). A corpus without any text is refused here."""
@@ -595,8 +599,8 @@ def _documents(
         source = {**source, "rows": n_docs}
     else:
         folder = source["kind"] == "folder"
-        texts, total, skipped = _text_files(files, folder, progress)  # also checks that a single file is UTF-8
-        docs = lambda: (_file_blocks(f) for f in texts)  # noqa: E731
+        texts, total, skipped = _text_files(files, folder, progress, block_bytes)  # checks a single file is UTF-8
+        docs = lambda: (_file_blocks(f, block_bytes) for f in texts)  # noqa: E731
         n_docs = len(texts)
         if folder:
             source = {**source, "skipped": len(skipped)}
@@ -614,12 +618,22 @@ def _documents(
     return docs, n_docs, total, source
 
 
-def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
+def prepare(
+    cfg: DataConfig,
+    *,
+    progress: bool = True,
+    block_bytes: int = _BLOCK_BYTES,
+    piece_chars: int = _CHUNK_CHARS,
+    parallel_min_chars: int = _PARALLEL_MIN_CHARS,
+) -> PreparedData:
     """Tokenize the corpus of `cfg` into its cache folder, or reuse what an earlier call wrote there.
 
     Three passes stream over the text, each holding a few blocks at a time: count the characters (for the
     train/val cut), build the char vocabulary (char only), then tokenize into temporary files that are renamed
-    into place, meta.json last, so an interrupted run never leaves files that look prepared."""
+    into place, meta.json last, so an interrupted run never leaves files that look prepared.
+    block_bytes (bytes read from a file at a time), piece_chars (characters encoded at a time) and
+    parallel_min_chars (the corpus size from which several processes tokenize) bound memory and time only:
+    the token files are the same whatever they are."""
     # Long on purpose (~70 lines): the passes run in order, each on the figures of the one before (the characters,
     # the cut, the tokenizer, the expected tokens), and reading them in one place shows that order.
     progress = progress and sys.stderr.isatty()  # a bar redrawn into a log file is noise
@@ -628,7 +642,7 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
     if _reusable(out, source, cfg):
         return load_prepared(out, reused=True)
 
-    docs, n_docs, total, source = _documents(cfg, files, source, progress)
+    docs, n_docs, total, source = _documents(cfg, files, source, progress, block_bytes)
     cut = int(total * (1.0 - cfg.val_fraction))  # the first val character
     if cut == 0 or cut == total:
         raise DataError(f"corpus of {total} characters leaves an empty {'train' if cut == 0 else 'val'} split with "
@@ -637,7 +651,7 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
     char = cfg.tokenizer == "char"
 
     def pieces() -> Iterator[tuple[str, str, bool]]:
-        return _pieces(docs(), n_docs, cut, char)
+        return _pieces(docs(), n_docs, cut, char, piece_chars)
 
     # Tokens to expect, for the disk check: char has one per character (and per document end); gpt2's are
     # estimated from the bytes (1 token per byte would bound them, but is far more than text ever needs).
@@ -651,7 +665,7 @@ def prepare(cfg: DataConfig, *, progress: bool = True) -> PreparedData:
     dtype = token_dtype(tokenizer.vocab_size)
     if dtype.itemsize > 2:
         _check_disk(out, tokens * dtype.itemsize)
-    workers = _workers(cfg, total)
+    workers = _workers(cfg, total, parallel_min_chars)
     lock = _lock_cache(out)
     tag = f"tmp-{os.getpid()}"
     try:

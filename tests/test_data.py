@@ -23,6 +23,7 @@ import torch
 from minigpt import data as data_module
 from minigpt.config import DataConfig
 from minigpt.data import BatchSampler, DataError, eval_batches, load_prepared, prepare, token_dtype
+from minigpt.tokenizer import CharTokenizer, GPT2Tokenizer
 
 SHAKESPEARE = Path(__file__).resolve().parent.parent / "data" / "shakespeare" / "input.txt"
 # sha256 of the token files that minigpt wrote for the shipped corpus before data.py was rewritten;
@@ -528,12 +529,10 @@ def test_batches_on_cuda_match_cpu():
 
 @pytest.mark.parametrize("kind", ["char", "gpt2"])
 def test_parallel_tokenizing_in_small_pieces_gives_the_same_files(tmp_path, monkeypatch, prepared, kind):
-    # Large corpora are cut into pieces and tokenized by several processes; force that path on Shakespeare,
+    # Large corpora are cut into pieces and tokenized by several processes; take that path on Shakespeare,
     # with pieces small enough that the text is cut at hundreds of places.
-    monkeypatch.setattr(data_module, "_PARALLEL_MIN_CHARS", 0)
-    monkeypatch.setattr(data_module, "_CHUNK_CHARS", 4096)
     monkeypatch.setattr(data_module.os, "cpu_count", lambda: 2)
-    data = prepare(_cfg(tmp_path, tokenizer=kind), progress=False)
+    data = prepare(_cfg(tmp_path, tokenizer=kind), progress=False, parallel_min_chars=0, piece_chars=4096)
     for split in ("train", "val"):
         assert _sha256(data.dir / f"{split}.bin") == REFERENCE_SHA256[kind][f"{split}.bin"]
     assert sorted(p.name for p in data.dir.iterdir() if p.name != ".lock") == ["meta.json", "train.bin", "val.bin"]
@@ -568,13 +567,11 @@ def _mixed_corpus(folder: Path) -> Path:
 
 @pytest.mark.parametrize("kind", ["char", "gpt2"])
 @pytest.mark.parametrize("block_bytes", [1, 2, 3, 5, 1 << 20])
-def test_blocks_of_any_size_give_the_same_files(tmp_path, monkeypatch, kind, block_bytes):
+def test_blocks_of_any_size_give_the_same_files(tmp_path, kind, block_bytes):
     # Blocks of 1 to 5 bytes end inside 2-, 3- and 4-byte characters and between "\r" and "\n" many times;
     # pieces of 16 characters make the gpt2 path cut every line at its safe places.
-    monkeypatch.setattr(data_module, "_BLOCK_BYTES", block_bytes)
-    monkeypatch.setattr(data_module, "_CHUNK_CHARS", 16)
     folder = _mixed_corpus(tmp_path / "mixed")
-    data = prepare(_cfg(tmp_path, folder, tokenizer=kind), progress=False)
+    data = prepare(_cfg(tmp_path, folder, tokenizer=kind), progress=False, block_bytes=block_bytes, piece_chars=16)
     assert (_sha256(data.dir / "train.bin"), _sha256(data.dir / "val.bin")) == MIXED_SHA256[kind]
     # the text is what Python's text mode reads, documents joined by the end-of-document token
     texts = [open(f, encoding="utf-8").read() for f in sorted(folder.rglob("*.txt")) if f.stat().st_size]
@@ -584,34 +581,40 @@ def test_blocks_of_any_size_give_the_same_files(tmp_path, monkeypatch, kind, blo
     assert data.tokenizer.decode(ids) == ("" if kind == "char" else "<|endoftext|>").join(texts)
 
 
-def test_small_blocks_on_shakespeare_give_the_reference_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_module, "_BLOCK_BYTES", 4099)
-    monkeypatch.setattr(data_module, "_CHUNK_CHARS", 1000)
-    data = prepare(_cfg(tmp_path, tokenizer="gpt2"), progress=False)
+def test_small_blocks_on_shakespeare_give_the_reference_files(tmp_path):
+    data = prepare(_cfg(tmp_path, tokenizer="gpt2"), progress=False, block_bytes=4099, piece_chars=1000)
     for split in ("train", "val"):
         assert _sha256(data.dir / f"{split}.bin") == REFERENCE_SHA256["gpt2"][f"{split}.bin"]
 
 
-def test_pieces_stay_small_in_a_document_without_line_breaks():
-    # One 2 MB line: the memory held at once is a piece, not the document.
+def test_pieces_stay_small_in_a_document_without_line_breaks(tmp_path, monkeypatch):
+    # One 2 MB line: the text encoded at once is a piece, not the document, and the pieces add up to it.
     words = "the cat sat on the mat, then it ran off. " * 50_000
-    blocks = [words[i : i + 65536] for i in range(0, len(words), 65536)]
-    pieces = list(data_module._pieces([blocks], 1, int(len(words) * 0.9), char=False))
-    assert "".join(text for _, text, _ in pieces) == words
-    assert max(len(text) for _, text, _ in pieces) < 2 * data_module._CHUNK_CHARS
-    assert [split for split, _, _ in pieces] == sorted(split for split, _, _ in pieces)  # all train, then val
-    assert sum(len(text) for split, text, _ in pieces if split == "train") == int(len(words) * 0.9)
+    corpus = _write(tmp_path / "one_line.txt", words)
+    real_encode, encoded = GPT2Tokenizer.encode, []
+
+    def recorded(self, text):
+        encoded.append(text)
+        return real_encode(self, text)
+
+    monkeypatch.setattr(GPT2Tokenizer, "encode", recorded)
+    data = prepare(_cfg(tmp_path, corpus, tokenizer="gpt2"), progress=False, block_bytes=65536, piece_chars=4096)
+    monkeypatch.undo()
+    assert "".join(encoded) == words and len(encoded) > 100
+    assert max(len(text) for text in encoded) < 2 * 4096
+    assert data.meta["train_chars"] == int(len(words) * 0.9)
+    ids = np.concatenate([data.load_split("train"), data.load_split("val")]).tolist()
+    assert data.tokenizer.decode(ids) == words
 
 
-def test_not_utf8_offset_counts_bytes_across_blocks(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_module, "_BLOCK_BYTES", 3)
+def test_not_utf8_offset_counts_bytes_across_blocks(tmp_path):
     corpus = tmp_path / "bad.txt"
     corpus.write_bytes("aé日🙂".encode() + b"\xff")  # 1 + 2 + 3 + 4 bytes, then a bad byte at offset 10
     with pytest.raises(DataError, match=r"bad.txt is not UTF-8 text \(invalid start byte at byte offset 10\)"):
-        prepare(_cfg(tmp_path, corpus), progress=False)
+        prepare(_cfg(tmp_path, corpus), progress=False, block_bytes=3)
     corpus.write_bytes("aé日🙂".encode()[:-1])  # cut inside the last character
     with pytest.raises(DataError, match=r"\(unexpected end of data at byte offset 6\)"):
-        prepare(_cfg(tmp_path, corpus), progress=False)
+        prepare(_cfg(tmp_path, corpus), progress=False, block_bytes=3)
 
 
 def test_interrupted_writing_leaves_the_old_files_and_a_rerun_rebuilds(tmp_path, monkeypatch):
@@ -619,19 +622,18 @@ def test_interrupted_writing_leaves_the_old_files_and_a_rerun_rebuilds(tmp_path,
     old = prepare(_cfg(tmp_path, corpus), progress=False)
     before = {k: v for k, v in _stamps(old.dir).items() if k != ".lock"}
     _write(corpus, "xyz\n" * 2000)
-    monkeypatch.setattr(data_module, "_CHUNK_CHARS", 100)
-    real_encode, calls = data_module._encode, []
+    real_encode, calls = CharTokenizer.encode, []
 
-    def dies_on_the_third_batch(*args):
+    def dies_midway(self, text):
         calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # Ctrl-C while token files are being written
-        return real_encode(*args)
+        if len(calls) == 40:
+            raise KeyboardInterrupt  # Ctrl-C while token files are being written (80 pieces of 100 characters)
+        return real_encode(self, text)
 
-    monkeypatch.setattr(data_module, "_encode", dies_on_the_third_batch)
+    monkeypatch.setattr(CharTokenizer, "encode", dies_midway)
     with pytest.raises(KeyboardInterrupt):
-        prepare(_cfg(tmp_path, corpus), progress=False)
-    monkeypatch.setattr(data_module, "_encode", real_encode)
+        prepare(_cfg(tmp_path, corpus), progress=False, piece_chars=100)
+    monkeypatch.undo()
     # the old files and their meta.json are untouched and still agree; no half-written file is left
     assert {k: v for k, v in _stamps(old.dir).items() if k != ".lock"} == before
     assert load_prepared(old.dir).meta == old.meta
@@ -658,11 +660,10 @@ def test_too_little_disk_space_is_one_line_before_anything_is_written(tmp_path, 
 def test_a_disk_that_fills_up_while_writing_is_one_line(tmp_path, monkeypatch):
     corpus = _write(tmp_path / "story.txt", "abc\n" * 1000)
 
-    def fills_up(*args):
-        yield "train", 10, b"\0\0"
+    def fills_up(fd):  # the disk fills up as the written token files are flushed to it
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(data_module, "_tokenize", fills_up)
+    monkeypatch.setattr(data_module.os, "fsync", fills_up)
     message = r"^the disk holding .*story-char is full; free some space or set data.cache_dir"
     with pytest.raises(DataError, match=message):
         prepare(_cfg(tmp_path, corpus), progress=False)
@@ -670,13 +671,23 @@ def test_a_disk_that_fills_up_while_writing_is_one_line(tmp_path, monkeypatch):
     assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # temporary files removed, nothing looks prepared
 
 
-def test_workers_use_every_core_unless_capped(monkeypatch):
+def test_workers_use_every_core_unless_capped(tmp_path, monkeypatch):
+    # the processes each prepare starts, on a corpus it takes as large (parallel_min_chars=0) or not
+    real_pool, started = data_module.ProcessPoolExecutor, []
+
+    def pool(workers, **kwargs):
+        started.append(workers)
+        return real_pool(workers, **kwargs)
+
+    monkeypatch.setattr(data_module, "ProcessPoolExecutor", pool)
     monkeypatch.setattr(data_module.os, "cpu_count", lambda: 4)
-    big = data_module._PARALLEL_MIN_CHARS + 1
-    assert data_module._workers(DataConfig(), big) == 4
-    assert data_module._workers(DataConfig(workers=2), big) == 2
-    assert data_module._workers(DataConfig(workers=16), big) == 4
-    assert data_module._workers(DataConfig(), 1000) == 1  # a small corpus: starting processes costs more than it saves
+    corpus = _write(tmp_path / "story.txt", "abc\n" * 2000)
+    for workers in (0, 2, 16):
+        data = prepare(_cfg(tmp_path / str(workers), corpus, workers=workers), progress=False, parallel_min_chars=0)
+        assert data.tokenizer.decode(data.load_split("val").tolist()).endswith("abc\n")
+    assert started == [4, 2, 4]
+    prepare(_cfg(tmp_path / "small", corpus), progress=False)  # a small corpus: processes would cost more than they save
+    assert started == [4, 2, 4]
 
 
 def test_bench_prepare_reports_time_tokens_and_memory(tmp_path, monkeypatch):
@@ -758,13 +769,12 @@ def test_train_py_refuses_corrupt_token_ids_in_one_line(tmp_path, capsys):
     assert re.fullmatch(r"error: .*train.bin holds token id 999 at position [\d,]+, outside .* rebuild it\n", err), err
 
 
-def test_checking_token_ids_reads_in_chunks(tmp_path, monkeypatch):
+def test_checking_token_ids_reads_in_chunks(tmp_path):
     # a bad id in the last of several chunks is found, at its position in the whole file
-    monkeypatch.setattr(data_module, "_CHECK_TOKENS", 100)
     ids = np.zeros(1000, dtype=np.uint16)
     ids[934] = 65
     with pytest.raises(DataError, match=r"holds token id 65 at position 934"):
-        data_module._check_ids(tmp_path / "x.bin", ids, 65)
+        data_module._check_ids(tmp_path / "x.bin", ids, 65, chunk_tokens=100)
     data_module._check_ids(tmp_path / "x.bin", ids, 66)
     data_module._check_ids(tmp_path / "x.bin", np.full(10, 65535, dtype=np.uint16), 65536)  # every value is an id
 
@@ -842,13 +852,13 @@ def test_prepare_py_handles_a_reader_that_leaves(tmp_path):
 def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch):
     # "The newcomer's path": prepare's bars were redrawn into log files
     shown = []
-    real_bar = data_module._bar
+    real_tqdm = data_module.tqdm
 
-    def bar(desc, total, progress):
-        shown.append(progress)
-        return real_bar(desc, total, progress)
+    def bar(*args, **kwargs):
+        shown.append(not kwargs.get("disable", False))
+        return real_tqdm(*args, **kwargs)
 
-    monkeypatch.setattr(data_module, "_bar", bar)
+    monkeypatch.setattr(data_module, "tqdm", bar)
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # a log file
     prepare(_cfg(tmp_path, _write(tmp_path / "story.txt", "abc\n" * 100)), progress=True)
     assert shown and not any(shown)
