@@ -281,6 +281,12 @@ class _Heatmaps:
             captions = [f"head {h}" + (f"{sep}H {H[h]:.2f}  d {d[h]:.1f}" if sep else "") for h in range(n_head)]
             yield f"layer_{layer}/all_heads", self.draw(maps, f"layer {layer}", captions)
 
+    def figure(self, n: int) -> tuple[Any, list[Any]]:
+        """The matplotlib figure that draw() paints n panels on, and its n images, once draw() has used it:
+        where each map and label lies in the image."""
+        fig, images, _, _ = self._figures[n]
+        return fig, images
+
     def draw(self, weights: np.ndarray, title: str, captions: Sequence[str]) -> np.ndarray:
         """(n, T, T) weights -> RGB image (height, CARD_WIDTH_PX, 3) uint8 with n captioned panels."""
         if len(weights) not in self._figures:

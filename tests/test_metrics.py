@@ -39,7 +39,7 @@ def random_attention(n_layer: int, n_head: int, T: int, seed: int = 0) -> torch.
 
 def map_pixel(heatmaps: _Heatmaps, rgb: np.ndarray, n: int, panel: int, row: int, col: int) -> tuple[int, ...]:
     """The colour at the centre of cell (row, col) of one panel of a drawn heatmap image."""
-    _, images, _, _ = heatmaps._figures[n]
+    _, images = heatmaps.figure(n)
     x0, y0, x1, y1 = images[panel].axes.bbox.extents  # pixels, origin bottom-left
     x = int(x0 + (col + 0.5) * (x1 - x0) / heatmaps.T)
     y = int(rgb.shape[0] - (y1 - (row + 0.5) * (y1 - y0) / heatmaps.T))
@@ -152,7 +152,7 @@ def test_token_labels_never_overlap_and_stay_inside_the_image(kind, T, n):
     assert len(tokens) == T
     heatmaps = _Heatmaps(tokens)
     heatmaps.draw(random_attention(1, n, T)[0].numpy(), "layer 0", [f"head {h}" for h in range(n)])
-    fig, images, _, _ = heatmaps._figures[n]
+    fig, images = heatmaps.figure(n)
     renderer = fig.canvas.get_renderer()
     width, height = fig.canvas.get_width_height()
     assert width == CARD_WIDTH_PX
