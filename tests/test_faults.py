@@ -13,7 +13,7 @@ import torch
 from minigpt import runtime
 from minigpt.checkpoint import CheckpointError, CheckpointWriteError, load_checkpoint, save_checkpoint
 from minigpt.run import resolve, train
-from tests.test_run import ROOT, corpus, tiny_args  # noqa: F401  (fixture)
+from tests.test_run import ROOT, tiny_args
 
 
 def start(corpus, root, *extra, stop_at=None):

@@ -17,7 +17,7 @@ from minigpt.config import ModelConfig, RunConfig  # noqa: E402
 from minigpt.model import GPT  # noqa: E402
 from minigpt.run import main as train_main  # noqa: E402
 from minigpt.tokenizer import CharTokenizer  # noqa: E402
-from tests.test_run import corpus, tiny_args  # noqa: E402, F401  (fixture)
+from tests.test_run import tiny_args  # noqa: E402
 
 
 def one_line_error(code: int, err: str, *fragments: str) -> str:

@@ -15,7 +15,7 @@ from minigpt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from minigpt.config import TrainConfig
 from minigpt.run import fit_to_processes, resolve, train
 from minigpt.trainer import NonFiniteLossError, RunFolderLost
-from tests.test_run import ROOT, corpus, tiny_args  # noqa: F401  (fixture)
+from tests.test_run import ROOT, tiny_args
 
 
 def start(corpus, root, *extra, stop_at=None):

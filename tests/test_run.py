@@ -20,13 +20,6 @@ from minigpt.run import DEFAULT_RUNS, main, resolve, train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("corpus") / "small.txt"
-    path.write_text((ROOT / "data/shakespeare/input.txt").read_text()[:40_000])
-    return path
-
-
 def tiny_args(corpus, root, *extra):
     return [
         f"--data.path={corpus}", f"--data.cache_dir={root / 'cache'}", f"--train.out_dir={root / 'runs'}",
