@@ -29,13 +29,13 @@ from minigpt.checkpoint import (
     remove_stale_temp_files,
     write_failure,
 )
-from minigpt.config import DataConfig, RunConfig
+from minigpt.config import DataConfig, LogConfig, RunConfig
 from minigpt.data import BatchSampler, DataError, PreparedData, eval_batches, prepare
 from minigpt.generate import generate_ids
 from minigpt.metrics import MetricsLogger, TensorBoardLogger
 from minigpt.model import GPT
 from minigpt.params import count_params, flops_per_token, format_param_table
-from minigpt.roles import copy_losses, format_roles, head_roles, role_probes, strongest_heads
+from minigpt.roles import RoleProbes, copy_losses, format_roles, head_roles, role_probes, strongest_heads
 from minigpt.tokenizer import Tokenizer, default_prompt
 from minigpt.trainer import RunFolderLost, Trainer
 
@@ -156,7 +156,8 @@ def build_model(cfg: RunConfig, rt: runtime.Runtime, pretrained: bool = False) -
         fully_shard(model)
     train_model = torch.compile(model) if cfg.train.compile else model
     if rt.world_size > 1 and cfg.train.parallel == "ddp":
-        train_model = DistributedDataParallel(train_model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        device_ids = [rt.device.index] if rt.device.type == "cuda" else None
+        train_model = DistributedDataParallel(train_model, device_ids=device_ids)
     return model, train_model
 
 
@@ -272,24 +273,72 @@ def header(
 ) -> str:
     """What train.py prints before the first step; table: format_param_table's, for this model and batch."""
     meta, tok, t = data.meta, data.tokenizer, cfg.train
-    return "\n".join([
-        f"minigpt: training a {count_params(cfg.model)['total'] / 1e6:.2f}M-parameter GPT"
-        + (f" from {cfg.model.init_from}'s weights" if cfg.model.init_from else "") + ". Where the parameters are:",
+    weights = f" from {cfg.model.init_from}'s weights" if cfg.model.init_from else ""
+    device = f"{rt.device}" + (f" x {rt.world_size} processes" if rt.world_size > 1 else "")
+    device += f", dtype {rt.dtype_name}" + (", torch.compile" if t.compile else "")
+    resumed = f"  (resumed at iter {resumed_at})" if resumed_at is not None else ""
+    lines = [
+        f"minigpt: training a {count_params(cfg.model)['total'] / 1e6:.2f}M-parameter GPT{weights}. "
+        "Where the parameters are:",
         "",
         table,
         "",
         f"data:      {data.dir}  ({tok.kind} tokenizer, vocab {tok.vocab_size}, "
         f"{meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens)",
-        f"device:    {rt.device}" + (f" x {rt.world_size} processes" if rt.world_size > 1 else "")
-        + f", dtype {rt.dtype_name}" + (", torch.compile" if t.compile else ""),
+        f"device:    {device}",
         f"batch:     {t.batch_size} x {cfg.model.block_size} tokens x {t.grad_accum} accumulation = "
         f"{t.batch_size * cfg.model.block_size * t.grad_accum:,} tokens per step",
-        f"run:       {run_dir}" + (f"  (resumed at iter {resumed_at})" if resumed_at is not None else ""),
-        *([f"corpus:    {cfg.data.path}  (shipped with minigpt)",
-           f"outputs:   {Path(t.out_dir).resolve()} and {Path(cfg.data.cache_dir).resolve()}  (under the current "
-           "folder unless set otherwise)"] if shipped.is_copy(cfg.data.path) else []),
-        "",
-    ])  # fmt: skip
+        f"run:       {run_dir}{resumed}",
+    ]
+    if shipped.is_copy(cfg.data.path):
+        lines += [
+            f"corpus:    {cfg.data.path}  (shipped with minigpt)",
+            f"outputs:   {Path(t.out_dir).resolve()} and {Path(cfg.data.cache_dir).resolve()}  "
+            "(under the current folder unless set otherwise)",
+        ]
+    return "\n".join([*lines, ""])
+
+
+class _EvaluationLogs:
+    """What each evaluation logs besides the losses (the Trainer's on_eval): the probe's attention maps and
+    tensors, a sample, and the heads' role scores; it returns the strongest heads for the evaluation's line."""
+
+    def __init__(
+        self,
+        model: GPT,
+        tok: Tokenizer,
+        log: LogConfig,
+        probe: torch.Tensor,
+        roles: RoleProbes | None,
+        logger: MetricsLogger,
+    ) -> None:
+        self.model, self.tok, self.log, self.probe, self.roles = model, tok, log, probe, roles
+        self.logger = logger  # replaced by the TensorBoard logger once the run is accepted
+        self.scores: dict[str, torch.Tensor] | None = None  # the latest role scores; their table ends the run
+
+    def __call__(self, step: int) -> str | None:
+        model, tok, log, probe, roles, logger = self.model, self.tok, self.log, self.probe, self.roles, self.logger
+        # each probe's maps are computed once per evaluation, for the images, the tab and the roles
+        maps = model.attention_maps(probe) if log.attention_maps or roles is not None else None
+        induction_maps = model.attention_maps(roles.induction) if roles is not None else None
+        if log.attention_maps:
+            labels = [tok.decode_token(int(i)) for i in probe]
+            logger.attention(maps, labels, step, ids=probe.tolist())
+        if log.attention_maps and log.attention_tensors and roles is not None:
+            # the Attention tab also shows the induction probe (its first sequence): the induction head shows there
+            first = roles.induction[0]
+            labels = [tok.decode_token(int(i)) for i in first]
+            logger.attention_tensor(induction_maps[:, 0], labels, step, "induction", first.tolist())
+        if log.sample_tokens:
+            logger.text("sample", sample_text(model, tok, log.sample_tokens), step)
+        if roles is None:
+            return None
+        # the strongest heads end the evaluation's line; the last table ends the run
+        self.scores = head_roles(model, roles.text, roles.induction, text_maps=maps, induction_maps=induction_maps)
+        logger.roles(self.scores, step, roles.uniform)
+        by_copy = copy_losses(model, roles.induction)
+        logger.scalars({f"loss/induction_{k}": v for k, v in by_copy.items()}, step)
+        return strongest_heads(self.scores)
 
 
 def train(
@@ -304,6 +353,8 @@ def train(
     Trainer's result plus the run folder and the final sample. cfg is finalized first, as train.py's is:
     train(cli.parse(RunConfig, [...])) works with every setting, and train(*from_argv([..., "--resume"]))
     resumes as train.py does (docs/training.md)."""
+    # Long on purpose (~110 lines): one run's wiring, in the order it happens; the pieces it builds (data, model,
+    # trainer, logger, run folder lock) are used together, and the try/finally releases them on every path.
     cfg = finalize(cfg, resuming=ckpt is not None)
     rt = runtime.setup(cfg.train.device, cfg.train.dtype)
     if cfg.train.threads:
@@ -319,13 +370,23 @@ def train(
         cfg, note = fit_to_processes(cfg, rt.world_size)
         t, notes = cfg.train, [note]
     if ckpt is not None and ckpt["tokenizer"] != tok.to_dict():
-        raise CheckpointError(f"cannot resume {ckpt_path}: the corpus now gives a different {tok.kind} vocabulary than "
-                              "the checkpoint's; restore the corpus or start a new run")  # fmt: skip
+        raise CheckpointError(
+            f"cannot resume {ckpt_path}: the corpus now gives a different {tok.kind} vocabulary than "
+            "the checkpoint's; restore the corpus or start a new run"
+        )
     run_dir = ckpt_path.parent if ckpt_path is not None else new_run_dir(cfg)
     model, train_model = build_model(cfg, rt, pretrained=cfg.model.init_from is not None and ckpt is None)
     tokens = {split: data.load_split(split) for split in ("train", "val")}
-    batches = BatchSampler(tokens["train"], t.batch_size, T, seed=t.seed, rank=rt.rank, world_size=rt.world_size,
-                           micro_steps=t.grad_accum // rt.world_size, device=rt.device)  # fmt: skip
+    batches = BatchSampler(
+        tokens["train"],
+        t.batch_size,
+        T,
+        seed=t.seed,
+        rank=rt.rank,
+        world_size=rt.world_size,
+        micro_steps=t.grad_accum // rt.world_size,
+        device=rt.device,
+    )
     eval_sets = {split: eval_batches(ids, t.eval_iters, t.batch_size, T) for split, ids in tokens.items()}
     # measured before a resume restores the RNG states (the measurement draws random numbers)
     peak = runtime.measure_peak_flops(rt.device, rt.amp_dtype or torch.float32) if rt.device.type == "cuda" else None
@@ -337,46 +398,32 @@ def train(
         # the induction probe's tokens: the common ones of the training text (minigpt/roles.py)
         roles = role_probes(probe, tokens["train"], tok.vocab_size, T) if log.head_roles else None
 
-        roles_seen: dict[str, Any] = {}
-
-        def on_eval(step: int) -> str | None:
-            # each probe's maps are computed once per evaluation, for the images, the tab and the roles
-            maps = model.attention_maps(probe) if log.attention_maps or roles is not None else None
-            induction_maps = model.attention_maps(roles.induction) if roles is not None else None
-            if log.attention_maps:
-                labels = [tok.decode_token(int(i)) for i in probe]
-                logger.attention(maps, labels, step, ids=probe.tolist())
-            if log.attention_maps and log.attention_tensors and roles is not None:
-                # the Attention tab also shows the induction probe (its first sequence): the induction head shows there
-                first = roles.induction[0]
-                labels = [tok.decode_token(int(i)) for i in first]
-                logger.attention_tensor(induction_maps[:, 0], labels, step, "induction", first.tolist())
-            if log.sample_tokens:
-                logger.text("sample", sample_text(model, tok, log.sample_tokens), step)
-            if roles is not None:  # the strongest heads end the evaluation's line; the last table ends the run
-                roles_seen["scores"] = head_roles(
-                    model, roles.text, roles.induction, text_maps=maps, induction_maps=induction_maps
-                )
-                logger.roles(roles_seen["scores"], step, roles.uniform)
-                by_copy = copy_losses(model, roles.induction)
-                logger.scalars({f"loss/induction_{k}": v for k, v in by_copy.items()}, step)
-                return strongest_heads(roles_seen["scores"])
-            return None
-
+        on_eval = _EvaluationLogs(model, tok, log, probe, roles, logger)
         tokens_per_step = t.batch_size * T * t.grad_accum
         trainer = Trainer(
-            model, t, batches, train_model=train_model, device=rt.device, amp_dtype=rt.amp_dtype, log=log,
-            eval_sets=eval_sets, run_dir=run_dir, meta={"config": cli.to_dict(cfg), "tokenizer": tok.to_dict()},
-            logger=logger, out=out, on_eval=on_eval, tokens_per_step=tokens_per_step,
+            model,
+            t,
+            batches,
+            train_model=train_model,
+            device=rt.device,
+            amp_dtype=rt.amp_dtype,
+            log=log,
+            eval_sets=eval_sets,
+            run_dir=run_dir,
+            meta={"config": cli.to_dict(cfg), "tokenizer": tok.to_dict()},
+            logger=logger,
+            out=out,
+            on_eval=on_eval,
+            tokens_per_step=tokens_per_step,
             flops_per_step=flops_per_token(cfg.model)["total"] * tokens_per_step,
             peak_flops=peak * rt.world_size if peak else None,
-        )  # fmt: skip
+        )
         if ckpt is not None:
             load_trainer_state(trainer, ckpt, ckpt_path)
         if rt.is_main:  # the run is accepted: its settings and logs may now be written
             save_config(cfg, run_dir)
             if log.tensorboard:  # a resume drops events after the checkpoint's step, which the run logs again
-                logger = trainer.logger = TensorBoardLogger(
+                logger = trainer.logger = on_eval.logger = TensorBoardLogger(
                     run_dir, purge_step=ckpt["iter"] + 1 if ckpt else None, attention_tensors=log.attention_tensors
                 )
             notes += [note for note in (data.skipped_note(), vocabulary_warning(cfg)) if note]
@@ -391,23 +438,15 @@ def train(
         wants_sample = not result["stopped_by"] and log.sample_tokens > 0 and stop_at is None
         result["sample"] = sample_text(model, tok, log.sample_tokens, seed=1) if wants_sample else ""
         result |= {"run_dir": run_dir, "is_main": rt.is_main}
-        if roles_seen:
-            result["roles"] = format_roles(roles_seen["scores"], roles.uniform)
+        if on_eval.scores is not None:
+            result["roles"] = format_roles(on_eval.scores, roles.uniform)
         if rt.is_main and not result["stopped_by"]:
             losses = result["losses"]
-            logger.hparams(cli.to_dict(cfg), {k + "_loss": losses.get(k, math.nan) for k in ("val", "train")}, result["iter"])
+            final = {k + "_loss": losses.get(k, math.nan) for k in ("val", "train")}
+            logger.hparams(cli.to_dict(cfg), final, result["iter"])
         return result
     except OSError as e:  # from TensorBoard's writer: checkpoint writes raise CheckpointError themselves
-        if not run_dir.is_dir():
-            raise RunFolderLost(f"the run folder {run_dir} was deleted or moved during training; nothing more "
-                                "could be saved; start the run again") from None
-        last = run_dir / CHECKPOINT_LATEST
-        then = f"the last good checkpoint {last} is untouched; then: {cli.how_to_run('train')} --resume {run_dir}"
-        fix = "free some space" if write_failure(e) == "the disk is full" else "make the run folder writable"
-        raise CheckpointWriteError(
-            f"could not write TensorBoard events in {run_dir}: {write_failure(e)}; {fix} or "
-            f"turn TensorBoard off with --log.no_tensorboard; " + (then if last.exists() else "no checkpoint was written yet")
-        ) from None
+        raise _tensorboard_write_error(run_dir, e) from None
     finally:
         with contextlib.suppress(OSError):  # a writer that failed fails again as it closes
             logger.close()
@@ -415,23 +454,46 @@ def train(
             lock.close()
 
 
+def _tensorboard_write_error(run_dir: Path, e: OSError) -> Exception:
+    """The one-line error for TensorBoard events that could not be written: what happened, and the fix."""
+    if not run_dir.is_dir():
+        return RunFolderLost(
+            f"the run folder {run_dir} was deleted or moved during training; nothing more "
+            "could be saved; start the run again"
+        )
+    last = run_dir / CHECKPOINT_LATEST
+    then = f"the last good checkpoint {last} is untouched; then: {cli.how_to_run('train')} --resume {run_dir}"
+    fix = "free some space" if write_failure(e) == "the disk is full" else "make the run folder writable"
+    after = then if last.exists() else "no checkpoint was written yet"
+    return CheckpointWriteError(
+        f"could not write TensorBoard events in {run_dir}: {write_failure(e)}; {fix} or "
+        f"turn TensorBoard off with --log.no_tensorboard; {after}"
+    )
+
+
 def report(result: dict[str, Any]) -> str:
     run_dir = result["run_dir"]
     if result["stopped_by"]:
-        return (f"\nstopped by {result['stopped_by']} at iter {result['iter']}; checkpoint saved to "
-                f"{run_dir / CHECKPOINT_LATEST}\ncontinue with: {cli.how_to_run('train')} --resume {run_dir}")  # fmt: skip
-    return "\n".join([
+        return (
+            f"\nstopped by {result['stopped_by']} at iter {result['iter']}; checkpoint saved to "
+            f"{run_dir / CHECKPOINT_LATEST}\ncontinue with: {cli.how_to_run('train')} --resume {run_dir}"
+        )
+    lines = [
         "",
         f"done: {result['iter']} iters in {result['seconds']:.0f} s; val loss "
         f"{result['losses'].get('val', math.nan):.4f} (best {result['best_val_loss']:.4f})",
-        *(["", "sample:", result["sample"].strip("\n")] if result["sample"] else []),
-        *(["", "head roles at the end (mean attention weight; docs/attention.md):", result["roles"]]
-          if result.get("roles") else []),
+    ]
+    if result["sample"]:
+        lines += ["", "sample:", result["sample"].strip("\n")]
+    if result.get("roles"):
+        lines += ["", "head roles at the end (mean attention weight; docs/attention.md):", result["roles"]]
+    lines += [
         "",
         f"checkpoints: {run_dir / CHECKPOINT_BEST}, {run_dir / CHECKPOINT_LATEST}",
         f"TensorBoard: tensorboard --logdir {run_dir.parent} --samples_per_plugin images=0   (0: every step)",
         f"sample more: {cli.how_to_run('sample')} --run {run_dir}",
-    ])  # fmt: skip
+    ]
+    return "\n".join(lines)
 
 
 STOP_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}

@@ -52,8 +52,9 @@ def configure_optimizer(model: nn.Module, cfg: TrainConfig, device_type: str) ->
     # the fused kernel updates all parameters in one pass, faster than foreach on the CPU too
     # (docs/benchmarks.md, "Options measured for the training step"); foreach is the portable fallback
     fused = device_type in ("cuda", "cpu")
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused,
-                             foreach=None if fused else True)  # fmt: skip
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused, foreach=None if fused else True
+    )
 
 
 class NonFiniteLossError(UserError, RuntimeError):
@@ -87,8 +88,9 @@ class SlowStepWatch:
     """Notices steps far slower than the ones before: on a laptop that usually means another program
     holds a CPU core, and the fix is fewer threads. Warns at most once per `quiet` steps."""
 
-    def __init__(self, factor: float = 3.0, window: int = 50, warmup: int = 10, quiet: int = 200,
-                 enabled: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self, factor: float = 3.0, window: int = 50, warmup: int = 10, quiet: int = 200, enabled: bool = True
+    ) -> None:
         self.factor, self.warmup, self.quiet, self.enabled = factor, warmup, quiet, enabled
         self.recent: deque[float] = deque(maxlen=window)
         self.warned_at: int | None = None
@@ -104,8 +106,10 @@ class SlowStepWatch:
         if self.warned_at is not None and step - self.warned_at < self.quiet:
             return None
         self.warned_at = step
-        return (f"warning: step {step} took {seconds:.2f} s, {seconds / median:.1f}x the median {median:.2f} s; "
-                "is another program busy on the CPU? If steps stay slow, try --train.threads 1")  # fmt: skip
+        return (
+            f"warning: step {step} took {seconds:.2f} s, {seconds / median:.1f}x the median {median:.2f} s; "
+            "is another program busy on the CPU? If steps stay slow, try --train.threads 1"
+        )
 
 
 class Trainer:
@@ -120,13 +124,25 @@ class Trainer:
     """
 
     def __init__(
-        self, model: nn.Module, cfg: TrainConfig, batches: Any, *, train_model: nn.Module | None = None,
-        device: torch.device = torch.device("cpu"), amp_dtype: torch.dtype | None = None, log: LogConfig = LogConfig(),
-        eval_sets: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] | None = None, run_dir: Path | None = None,
-        meta: dict[str, Any] | None = None, logger: MetricsLogger | None = None, out: TextIO = sys.stdout,
-        on_eval: Callable[[int], str | None] | None = None, tokens_per_step: int = 0, flops_per_step: float = 0.0,
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        batches: Any,
+        *,
+        train_model: nn.Module | None = None,
+        device: torch.device = torch.device("cpu"),
+        amp_dtype: torch.dtype | None = None,
+        log: LogConfig = LogConfig(),
+        eval_sets: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] | None = None,
+        run_dir: Path | None = None,
+        meta: dict[str, Any] | None = None,
+        logger: MetricsLogger | None = None,
+        out: TextIO = sys.stdout,
+        on_eval: Callable[[int], str | None] | None = None,
+        tokens_per_step: int = 0,
+        flops_per_step: float = 0.0,
         peak_flops: float | None = None,
-    ):  # fmt: skip
+    ):
         self.model, self.cfg, self.batches, self.device, self.log, self.out = model, cfg, batches, device, log, out
         self.train_model = train_model if train_model is not None else model
         # grad_accum counts the micro-batches of all processes together; rank 0 alone writes and prints
@@ -146,7 +162,8 @@ class Trainer:
         """One optimizer step over micro_steps micro-batches; returns loss, lr (floats) and
         grad_norm (a 0-d tensor: reading it forces a GPU sync, so callers do it only when logging)."""
         c = self.cfg
-        lr = get_lr(self.iter, lr=c.lr, min_lr=c.min_lr, warmup_iters=c.warmup_iters, decay_iters=c.lr_decay_iters or c.max_iters)
+        decay_iters = c.lr_decay_iters or c.max_iters
+        lr = get_lr(self.iter, lr=c.lr, min_lr=c.min_lr, warmup_iters=c.warmup_iters, decay_iters=decay_iters)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.train_model.train()
@@ -200,13 +217,16 @@ class Trainer:
         start = time.perf_counter()
         # a bar on a terminal; in a log file, the evaluation lines alone show the progress
         show = self.log.progress and self.is_main and self.out.isatty()
-        bar = tqdm(total=cfg.max_iters, initial=self.iter, disable=not show, file=self.out, unit="step", dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.max_iters, initial=self.iter, disable=not show, file=self.out, unit="step", dynamic_ncols=True
+        )
         history: list[float] = []
         slow_steps = SlowStepWatch() if self.is_main else SlowStepWatch(enabled=False)
         losses, stopped_by = {}, None
         with StopRequested() as stop, bar:
             while True:
-                if (self.iter % cfg.eval_interval == 0 or self.iter >= cfg.max_iters) and self.iter != self.evaluated_at:
+                due = self.iter % cfg.eval_interval == 0 or self.iter >= cfg.max_iters
+                if due and self.iter != self.evaluated_at:
                     losses = self._evaluate_and_save(bar, start)
                 if self.iter >= end or stopped_by:
                     break
@@ -216,15 +236,7 @@ class Trainer:
                 history.append(stats["loss"])
                 if warning := slow_steps.add(dt, self.iter):
                     bar.write(warning, file=self.out)
-                bar.update(1)
-                bar.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{stats['lr']:.2e}",
-                                tok_s=f"{self.tokens_per_step / dt:,.0f}", refresh=False)  # fmt: skip
-                if self.iter % self.log.log_interval == 0:  # float(grad_norm) waits for the GPU
-                    scalars = {"loss/train": stats["loss"], "lr": stats["lr"], "grad_norm": float(stats["grad_norm"]),
-                               "perf/tokens_per_sec": self.tokens_per_step / dt, "perf/step_ms": 1000 * dt}  # fmt: skip
-                    if self.peak_flops:
-                        scalars["perf/mfu"] = self.flops_per_step / dt / self.peak_flops
-                    self.logger.scalars(scalars, self.iter)
+                self._report_step(stats, dt, bar)
                 if not runtime.all_ranks(stop.signal_name is None):  # every rank stops at the same step
                     stopped_by = stop.signal_name or "a signal to another process"
             if self.iter != self.evaluated_at:  # stopped between evaluations: keep the state to resume from
@@ -233,14 +245,42 @@ class Trainer:
                 self.save(CHECKPOINT_LATEST)
         if dist.is_initialized():  # the other ranks wait while rank 0 writes
             dist.barrier()
-        return {"losses": losses, "history": history, "stopped_by": stopped_by, "iter": self.iter,
-                "best_val_loss": self.best_val_loss, "seconds": time.perf_counter() - start}  # fmt: skip
+        return {
+            "losses": losses,
+            "history": history,
+            "stopped_by": stopped_by,
+            "iter": self.iter,
+            "best_val_loss": self.best_val_loss,
+            "seconds": time.perf_counter() - start,
+        }
+
+    def _report_step(self, stats: dict[str, Any], dt: float, bar: tqdm) -> None:
+        """Show the step just taken (dt seconds) on the bar, and log its scalars every log_interval steps."""
+        bar.update(1)
+        bar.set_postfix(
+            loss=f"{stats['loss']:.4f}",
+            lr=f"{stats['lr']:.2e}",
+            tok_s=f"{self.tokens_per_step / dt:,.0f}",
+            refresh=False,
+        )
+        if self.iter % self.log.log_interval == 0:  # float(grad_norm) waits for the GPU
+            scalars = {
+                "loss/train": stats["loss"],
+                "lr": stats["lr"],
+                "grad_norm": float(stats["grad_norm"]),
+                "perf/tokens_per_sec": self.tokens_per_step / dt,
+                "perf/step_ms": 1000 * dt,
+            }
+            if self.peak_flops:
+                scalars["perf/mfu"] = self.flops_per_step / dt / self.peak_flops
+            self.logger.scalars(scalars, self.iter)
 
     def _diverged_advice(self) -> str:
         """The end of a divergence message: what was kept, and what to try."""
         kept = "no checkpoint was written yet"
         if self.run_dir is not None and (self.run_dir / CHECKPOINT_LATEST).exists():
-            kept = f"the last good checkpoint {self.run_dir / CHECKPOINT_LATEST} (iter {self.evaluated_at}) is untouched"
+            last = self.run_dir / CHECKPOINT_LATEST
+            kept = f"the last good checkpoint {last} (iter {self.evaluated_at}) is untouched"
         return f"{kept}; try a lower train.lr, a train.grad_clip such as 1.0, or train.dtype=float32"
 
     def _check_finite(self, losses: dict[str, float]) -> None:
@@ -253,7 +293,9 @@ class Trainer:
         if not runtime.all_ranks(bool(finite)):
             bad.append("non-finite weights")
         if bad:
-            raise NonFiniteLossError(f"the run diverged at iter {self.iter} ({', '.join(bad)}); {self._diverged_advice()}")
+            raise NonFiniteLossError(
+                f"the run diverged at iter {self.iter} ({', '.join(bad)}); {self._diverged_advice()}"
+            )
 
     def _check_run_folder(self) -> None:
         """A run folder deleted or moved while training: save the state where it was, then stop, rather
@@ -318,16 +360,27 @@ class Trainer:
             self.model, self.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
         )
         return {
-            "model": model_state, "optimizer": optim_state, "scaler": self.scaler.state_dict(), "iter": self.iter,
-            "evaluated_at": self.evaluated_at, "best_val_loss": self.best_val_loss,
-            "sampler": self.batches.state_dict(), "rng": rng_state(),
-        }  # fmt: skip
+            "model": model_state,
+            "optimizer": optim_state,
+            "scaler": self.scaler.state_dict(),
+            "iter": self.iter,
+            "evaluated_at": self.evaluated_at,
+            "best_val_loss": self.best_val_loss,
+            "sampler": self.batches.state_dict(),
+            "rng": rng_state(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
-                       options=StateDictOptions(full_state_dict=True))  # fmt: skip
+        set_state_dict(
+            self.model,
+            self.optimizer,
+            model_state_dict=state["model"],
+            optim_state_dict=state["optimizer"],
+            options=StateDictOptions(full_state_dict=True),
+        )
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        self.iter, self.evaluated_at, self.best_val_loss = state["iter"], state.get("evaluated_at"), state["best_val_loss"]
+        self.iter, self.evaluated_at = state["iter"], state.get("evaluated_at")
+        self.best_val_loss = state["best_val_loss"]
         self.batches.load_state_dict(state["sampler"])
         set_rng_state(state["rng"])
