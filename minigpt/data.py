@@ -634,7 +634,7 @@ def prepare(
     block_bytes (bytes read from a file at a time), piece_chars (characters encoded at a time) and
     parallel_min_chars (the corpus size from which several processes tokenize) bound memory and time only:
     the token files are the same whatever they are."""
-    # Long on purpose (~70 lines): the passes run in order, each on the figures of the one before (the characters,
+    # Long on purpose (~80 lines): the passes run in order, each on the figures of the one before (the characters,
     # the cut, the tokenizer, the expected tokens), and reading them in one place shows that order.
     progress = progress and sys.stderr.isatty()  # a bar redrawn into a log file is noise
     files, source = _source(cfg)
