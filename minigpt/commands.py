@@ -33,10 +33,12 @@ COMMANDS = {
 
 def prepare_threads_env(command: str) -> None:
     """Settings torch reads once, when it starts its thread pool, so they are made before it is imported.
-    Training: OpenMP workers that wait for work sleep instead of spinning, which keeps a run fast on a CPU
-    that other programs share (issue "The newcomer's path on a real laptop"). A value the user set wins."""
-    if command == "train":
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    Training: an OpenMP worker that waits for work spins for about 1,000 rounds, then sleeps (libgomp's
+    default is 300,000). On an idle CPU the next operation comes within those rounds; when another program
+    holds a core, the long spin kept a 2-thread step 2-8x slower than 1 thread (docs/benchmarks.md, "Threads
+    on a shared CPU"). A waiting policy the user set wins."""
+    if command == "train" and "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 
 def usage() -> str:

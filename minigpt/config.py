@@ -187,8 +187,8 @@ class TrainConfig:
     device: DEVICES = "auto"  # Where to train; auto picks CUDA, then Apple MPS, then CPU.
     dtype: DTYPES = "auto"  # Autocast dtype; auto: bfloat16 on CUDA (float16 where missing), float32 elsewhere.
     compile: bool = False  # Compile the model with torch.compile (slow start, faster steps on GPU).
-    # CPU threads for torch; 0 keeps torch's default (one per core). train.py makes idle threads sleep, not spin, so
-    # this suits a shared CPU too; 1 if steps stay slow.
+    # CPU threads for torch; 0 keeps torch's default (one per core). train.py makes waiting threads sleep after a
+    # short spin, so this suits a shared CPU too; 1 if steps stay slow.
     threads: int = 0
     batch_size: int = 32  # Sequences per micro-batch, per process.
     grad_accum: int = 1  # Micro-batches per optimizer step, over all processes (divided among DDP ranks).

@@ -71,15 +71,28 @@ def test_help_loads_no_torch_and_a_command_only_its_own_module(tmp_path):
     assert proc.stderr.split() == ["False", "False"] and "Parameters of micro" in proc.stdout
 
 
-def test_train_sleeps_waiting_threads_unless_the_user_chose(monkeypatch):
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+def test_train_shortens_the_threads_spin_unless_the_user_chose(monkeypatch):
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(name, raising=False)
     commands.prepare_threads_env("params")
-    assert "OMP_WAIT_POLICY" not in os.environ
+    assert "GOMP_SPINCOUNT" not in os.environ
     commands.prepare_threads_env("train")
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert os.environ["GOMP_SPINCOUNT"] == "1000" and "OMP_WAIT_POLICY" not in os.environ
+    monkeypatch.setenv("GOMP_SPINCOUNT", "50")  # the user's spin count wins
     commands.prepare_threads_env("train")
-    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert os.environ["GOMP_SPINCOUNT"] == "50"
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # so does a waiting policy
+    commands.prepare_threads_env("train")
+    assert "GOMP_SPINCOUNT" not in os.environ
+
+
+def test_train_py_starts_torch_with_the_short_spin():
+    # the setting must be in place before torch starts its thread pool: train.py makes it before importing torch
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    probe = "import os, sys; sys.argv = ['train.py']; import train; print(os.environ.get('GOMP_SPINCOUNT'))"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "1000", done.stderr
 
 
 def test_shipped_files_resolve_outside_the_repository_only(tmp_path, monkeypatch):

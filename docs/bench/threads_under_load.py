@@ -26,6 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = {"default": [], "fast": ["configs/shakespeare-char-fast.toml"]}
 VARIANTS = {"1 thread": ({}, ["--train.threads=1"]), "2 threads spin": ({"OMP_WAIT_POLICY": ""}, []), "new default": ({}, [])}
+CANDIDATES = {  # waiting policies tried before choosing the default (--variants to run them)
+    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, []),
+    "spin 1k": ({"OMP_WAIT_POLICY": "", "GOMP_SPINCOUNT": "1000"}, []),
+    "spin 10k": ({"OMP_WAIT_POLICY": "", "GOMP_SPINCOUNT": "10000"}, []),
+    "spin 30k": ({"OMP_WAIT_POLICY": "", "GOMP_SPINCOUNT": "30000"}, []),
+}
 
 
 def step_ms(run_dir: Path, skip: int = 20) -> float:
@@ -38,7 +44,7 @@ def step_ms(run_dir: Path, skip: int = 20) -> float:
 
 
 def one_run(config: list[str], variant: str, steps: int, out: Path, name: str) -> float:
-    env_extra, flags = VARIANTS[variant]
+    env_extra, flags = {**VARIANTS, **CANDIDATES}[variant]
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
     env.update(env_extra)
     args = [sys.executable, "train.py", *config, f"--train.max_iters={steps}", f"--train.eval_interval={steps}",
@@ -54,6 +60,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--loads", nargs="+", default=["idle", "one core busy"], choices=["idle", "one core busy"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=[*VARIANTS, *CANDIDATES])
     args = parser.parse_args()
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load before: {os.getloadavg()}")
     results: dict[tuple[str, str, str], list[float]] = {}
@@ -63,19 +70,20 @@ def main() -> None:
             try:
                 for r in range(args.rounds):
                     for config in args.configs:
-                        for variant in VARIANTS:
+                        for variant in args.variants:
                             name = f"{config}-{variant.replace(' ', '_')}-{load.replace(' ', '_')}-{r}"
                             ms = one_run(CONFIGS[config], variant, args.steps, Path(tmp), name)
                             results.setdefault((config, load, variant), []).append(ms)
-                            print(f"{config:8} {load:14} {variant:15} {ms:8.1f} ms/step", flush=True)
+                            print(f"{config:8} {load:14} {variant:15} {ms:8.1f} ms/step   (load average after: "
+                                  f"{os.getloadavg()[0]:.2f})", flush=True)
             finally:
                 if busy is not None:
                     busy.kill()
-    print("\n| run | load | " + " | ".join(VARIANTS) + " |")
-    print("|---|---|" + "---|" * len(VARIANTS))
+    print("\n| run | load | " + " | ".join(args.variants) + " |")
+    print("|---|---|" + "---|" * len(args.variants))
     for config in args.configs:
         for load in args.loads:
-            cells = [" / ".join(f"{ms:.0f}" for ms in results[(config, load, v)]) for v in VARIANTS]
+            cells = [" / ".join(f"{ms:.0f}" for ms in results[(config, load, v)]) for v in args.variants]
             print(f"| {config} | {load} | " + " | ".join(cells) + " |")
 
 
