@@ -7,7 +7,7 @@ minigpt/params_cli.py, reads the config (and a real GPT-2's files):
 
 from __future__ import annotations
 
-import sys
+import runpy
 
 from minigpt.config import ModelConfig, load_presets
 from minigpt.tables import human, text_table
@@ -131,7 +131,7 @@ def format_preset_table() -> str:
     return text_table(rows)
 
 
-if __name__ == "__main__":  # the command line, `python -m minigpt.params`, lives in minigpt/params_cli.py
-    from minigpt.params_cli import main
-
-    sys.exit(main())
+if __name__ == "__main__":
+    # `python -m minigpt.params` runs the command line, minigpt/params_cli.py, as a script of its own: the
+    # accounting above never imports it
+    runpy.run_module("minigpt.params_cli", run_name="__main__", alter_sys=True)
