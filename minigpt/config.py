@@ -205,10 +205,47 @@ class TrainConfig:
     eval_iters: int = 20  # Fixed batches per split for each evaluation.
     # Several processes: ddp replicates the model; fsdp shards weights, grads, optimizer.
     parallel: Literal["ddp", "fsdp"] = "ddp"
+    # adamw for every parameter; muon: Muon (torch.optim.Muon) for the hidden weight matrices (attention and MLP
+    # linear layers), AdamW for the rest (embeddings, LM head, biases, norm gains). docs/training.md.
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    muon_lr: float = 0.0  # Muon's peak learning rate (scaled by the same schedule as lr); 0: train.lr.
+    muon_momentum: float = 0.95  # Muon's (Nesterov) momentum.
+    # How Muon scales its orthogonal update per matrix: match_rms_adamw (0.2 sqrt(max(rows, cols)), so AdamW's
+    # lr and weight_decay carry over) or original (Keller Jordan's sqrt(max(1, rows / cols)), needs lr near 0.02).
+    muon_adjust_lr: Literal["match_rms_adamw", "original"] = "match_rms_adamw"
+    # Shape of the schedule after warmup: cosine decay to min_lr, or wsd (warmup-stable-decay): constant lr, then a
+    # linear decay to min_lr over the last lr_decay_frac of lr_decay_iters.
+    lr_schedule: Literal["cosine", "wsd"] = "cosine"
+    lr_decay_frac: float = 0.2  # With lr_schedule=wsd: the fraction of lr_decay_iters spent on the linear decay.
+    # Batch-size warmup: the first steps train on this many sequences of each micro-batch, growing linearly to
+    # batch_size over batch_ramp_iters steps; 0: batch_size from the start.
+    batch_size_start: int = 0
+    batch_ramp_iters: int = 0  # Steps over which the batch grows from batch_size_start to batch_size.
+    # No evaluation before this step (nor at step 0) but the final one: a speedrun evaluates often near its target only.
+    eval_start: int = 0
+    eval_train: bool = True  # Also evaluate the train split; --train.no_eval_train halves the cost (val only).
+    # Stop at the first step past this many seconds of training (counted over resumes), then evaluate and save as at
+    # max_iters; 0: no time limit.
+    max_seconds: float = 0.0
+    # Stop at the first evaluation whose val loss is at or below this (the speedrun's target, 1.886); 0: never.
+    stop_loss: float = 0.0
 
     def __post_init__(self) -> None:
         _check_fields(self, "train.", batch_size=1, grad_accum=1, max_iters=1, eval_interval=1, eval_iters=1,
-                      warmup_iters=0, lr_decay_iters=0, weight_decay=0, grad_clip=0, threads=0)
+                      warmup_iters=0, lr_decay_iters=0, weight_decay=0, grad_clip=0, threads=0, muon_lr=0,
+                      batch_size_start=0, batch_ramp_iters=0, eval_start=0, max_seconds=0, stop_loss=0)
+        if self.optimizer == "muon" and self.parallel == "fsdp":
+            raise ValueError("train.optimizer='muon' needs whole weight matrices, which fsdp shards; "
+                             "use train.parallel='ddp'")
+        if not 0 <= self.muon_momentum < 1:
+            raise ValueError(f"train.muon_momentum must be in [0, 1) (got {self.muon_momentum})")
+        if not 0 < self.lr_decay_frac <= 1:
+            raise ValueError(f"train.lr_decay_frac must be in (0, 1] (got {self.lr_decay_frac})")
+        if self.batch_size_start > self.batch_size:
+            raise ValueError(f"train.batch_size_start must be at most train.batch_size={self.batch_size} "
+                             f"(got {self.batch_size_start})")
+        if self.batch_size_start and not self.batch_ramp_iters:
+            raise ValueError("train.batch_size_start needs train.batch_ramp_iters, the steps of the ramp; set both")
         if not self.lr > 0:
             raise ValueError(f"train.lr must be positive (got {self.lr})")
         if not 0 <= self.min_lr <= self.lr:

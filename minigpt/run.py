@@ -85,6 +85,11 @@ def from_argv(argv: list[str]) -> tuple[RunConfig, dict[str, Any] | None, Path |
                 f"cannot resume {path}: {section}.{key} is {old[key]!r} in the checkpoint but {new[key]!r} "
                 "now; drop the override or start a new run"
             )
+    if cfg.train.optimizer != saved.train.optimizer:  # the saved optimizer state fits one choice only
+        raise CheckpointError(
+            f"cannot resume {path}: train.optimizer is {saved.train.optimizer!r} in the checkpoint but "
+            f"{cfg.train.optimizer!r} now; drop the override or start a new run"
+        )
     return cfg, ckpt, path
 
 
@@ -478,9 +483,10 @@ def report(result: dict[str, Any]) -> str:
             f"\nstopped by {result['stopped_by']} at iter {result['iter']}; checkpoint saved to "
             f"{run_dir / CHECKPOINT_LATEST}\ncontinue with: {cli.how_to_run('train')} --resume {run_dir}"
         )
+    why = {"max_seconds": " (train.max_seconds reached)", "stop_loss": " (val loss reached train.stop_loss)"}
     lines = [
         "",
-        f"done: {result['iter']} iters in {result['seconds']:.0f} s; val loss "
+        f"done: {result['iter']} iters in {result['seconds']:.0f} s{why.get(result.get('limit'), '')}; val loss "
         f"{result['losses'].get('val', math.nan):.4f} (best {result['best_val_loss']:.4f})",
     ]
     if result["sample"]:

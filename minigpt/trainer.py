@@ -29,24 +29,60 @@ from minigpt.errors import Fault, UserError
 from minigpt.metrics import MetricsLogger
 
 
-def get_lr(it: int, *, lr: float, min_lr: float, warmup_iters: int, decay_iters: int) -> float:
-    """Learning rate at step `it`: linear warmup to lr, cosine decay to min_lr, then flat."""
+def get_lr(
+    it: int,
+    *,
+    lr: float,
+    min_lr: float,
+    warmup_iters: int,
+    decay_iters: int,
+    schedule: str = "cosine",
+    decay_frac: float = 0.2,
+) -> float:
+    """Learning rate at step `it`: linear warmup to lr, then down to min_lr at decay_iters, then flat.
+    cosine: a half cosine from the end of warmup. wsd (warmup-stable-decay, modded-nanogpt's shape): lr held
+    constant, then a linear decay over the last decay_frac of decay_iters; the long flat part keeps the
+    step size large while the loss still falls fast, and the short tail anneals the noise away at the end."""
     if it < warmup_iters:
         return lr * (it + 1) / (warmup_iters + 1)
     if it >= decay_iters:
         return min_lr
+    if schedule == "wsd":
+        left = (decay_iters - it) / (decay_frac * decay_iters)  # > 1 before the tail starts
+        return min_lr + min(1.0, left) * (lr - min_lr)
     progress = (it - warmup_iters) / max(1, decay_iters - warmup_iters)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
+
+
+def batch_size_at(it: int, *, batch_size: int, start: int, ramp_iters: int) -> int:
+    """Sequences per micro-batch at step `it`: from start (0: no ramp) growing linearly to batch_size over
+    ramp_iters steps. Early steps learn the easy statistics (letter frequencies), which a small batch
+    estimates as well as a big one, at a fraction of the cost."""
+    if not start or it >= ramp_iters:
+        return batch_size
+    return start + (batch_size - start) * it // ramp_iters
+
+
+def hidden_matrices(model: nn.Module) -> list[nn.Parameter]:
+    """The weights Muon updates: those of the linear layers inside the network (attention and MLP), not the
+    output head (lm_head), whose rows are one per token like an embedding's."""
+    return [
+        m.weight
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and name.split(".")[-1] != "lm_head" and m.weight.requires_grad
+    ]
 
 
 def configure_optimizer(model: nn.Module, cfg: TrainConfig, device_type: str) -> torch.optim.AdamW:
     """AdamW with weight decay on weight matrices only: biases and norm gains have no scale worth
     regularising, and decay on the embeddings (wte, shared with the tied LM head, and wpe) would shrink
-    the rows of rare tokens every step although their gradient comes seldom (minGPT's choice too)."""
+    the rows of rare tokens every step although their gradient comes seldom (minGPT's choice too).
+    With cfg.optimizer='muon', the hidden matrices are Muon's (configure_muon) and left out here."""
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    muon = {id(p) for p in hidden_matrices(model)} if cfg.optimizer == "muon" else set()
     decay, no_decay = [], []
     for p in model.parameters():
-        if p.requires_grad:
+        if p.requires_grad and id(p) not in muon:
             (decay if p.dim() >= 2 and id(p) not in embeddings else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # the fused kernel updates all parameters in one pass, faster than foreach on the CPU too
@@ -54,6 +90,21 @@ def configure_optimizer(model: nn.Module, cfg: TrainConfig, device_type: str) ->
     fused = device_type in ("cuda", "cpu")
     return torch.optim.AdamW(
         groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused, foreach=None if fused else True
+    )
+
+
+def configure_muon(model: nn.Module, cfg: TrainConfig) -> torch.optim.Muon:
+    """Muon (Jordan et al., 2024) for the hidden matrices: SGD momentum whose update is orthogonalised by a few
+    Newton-Schulz steps (all its singular values pushed towards 1), so every direction of a weight matrix
+    moves at a similar rate instead of the few that dominate the gradient. PyTorch's own torch.optim.Muon.
+    match_rms_adamw scales the update to the RMS of a typical AdamW step (Liu et al., 2025, "Muon is
+    Scalable for LLM Training"), so lr and weight_decay tuned for AdamW are a sound start."""
+    return torch.optim.Muon(
+        hidden_matrices(model),
+        lr=cfg.muon_lr or cfg.lr,
+        weight_decay=cfg.weight_decay,
+        momentum=cfg.muon_momentum,
+        adjust_lr_fn=cfg.muon_adjust_lr,
     )
 
 
@@ -148,7 +199,9 @@ class Trainer:
         # grad_accum counts the micro-batches of all processes together; rank 0 alone writes and prints
         world_size, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
         self.micro_steps, self.is_main = cfg.grad_accum // world_size, rank == 0
-        self.optimizer = configure_optimizer(model, cfg, device.type)
+        self.optimizers: list[torch.optim.Optimizer] = [configure_optimizer(model, cfg, device.type)]
+        if cfg.optimizer == "muon":
+            self.optimizers.append(configure_muon(model, cfg))
         self.amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
         # fp16 needs loss scaling to keep small gradients from flushing to zero; bf16 does not
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -157,19 +210,35 @@ class Trainer:
         self.tokens_per_step, self.flops_per_step, self.peak_flops = tokens_per_step, flops_per_step, peak_flops
         self.iter, self.best_val_loss = 0, math.inf
         self.evaluated_at: int | None = None  # the step of the last evaluation, saved in checkpoints
+        self.seconds = 0.0  # wall time spent in fit() over all sessions of the run, for train.max_seconds
 
     def step(self) -> dict[str, Any]:
         """One optimizer step over micro_steps micro-batches; returns loss, lr (floats) and
         grad_norm (a 0-d tensor: reading it forces a GPU sync, so callers do it only when logging)."""
         c = self.cfg
         decay_iters = c.lr_decay_iters or c.max_iters
-        lr = get_lr(self.iter, lr=c.lr, min_lr=c.min_lr, warmup_iters=c.warmup_iters, decay_iters=decay_iters)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        lr = get_lr(
+            self.iter,
+            lr=c.lr,
+            min_lr=c.min_lr,
+            warmup_iters=c.warmup_iters,
+            decay_iters=decay_iters,
+            schedule=c.lr_schedule,
+            decay_frac=c.lr_decay_frac,
+        )
+        # one schedule for both optimizers: each group's rate is its own peak times the same multiplier
+        for optimizer in self.optimizers:
+            peak = (c.muon_lr or c.lr) if isinstance(optimizer, torch.optim.Muon) else c.lr
+            for group in optimizer.param_groups:
+                group["lr"] = lr * (peak / c.lr)
+        ramp = {"start": c.batch_size_start, "ramp_iters": c.batch_ramp_iters}
+        rows = batch_size_at(self.iter, batch_size=c.batch_size, **ramp)
         self.train_model.train()
         total = torch.zeros((), device=self.device)
         for micro in range(self.micro_steps):
             x, y = self.batches.next()
+            # a smaller batch in the ramp: the first rows of the full one, so the sampler's state stays one count
+            x, y = x[:rows], y[:rows]  # (rows, T) each
             with self._gradient_sync(micro == self.micro_steps - 1):
                 with self.amp:
                     _, loss = self.train_model(x, y)
@@ -180,25 +249,32 @@ class Trainer:
             total /= dist.get_world_size()
         loss_value = total.item() / self.micro_steps
         if not math.isfinite(loss_value):
-            self.optimizer.zero_grad(set_to_none=True)
+            for optimizer in self.optimizers:
+                optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(f"loss became {loss_value} at iter {self.iter}; {self._diverged_advice()}")
-        self.scaler.unscale_(self.optimizer)
+        for optimizer in self.optimizers:
+            self.scaler.unscale_(optimizer)
         # grad_clip=0: no clipping, but the norm is still measured for the logs
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or math.inf)
         if hasattr(grad_norm, "full_tensor"):  # FSDP: a sharded DTensor
             grad_norm = grad_norm.full_tensor()
-        self.scaler.step(self.optimizer)
+        for optimizer in self.optimizers:
+            self.scaler.step(optimizer)
         self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
         self.iter += 1
-        return {"loss": loss_value, "lr": lr, "grad_norm": grad_norm.detach()}
+        return {"loss": loss_value, "lr": lr, "grad_norm": grad_norm.detach(), "rows": rows}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Mean loss of the plain model on each fixed evaluation set, in eval mode (no dropout)."""
+        """Mean loss of the plain model on each fixed evaluation set, in eval mode (no dropout);
+        the train split only with cfg.eval_train."""
         self.model.eval()
         losses = {}
         for split, batches in self.eval_sets.items():
+            if split == "train" and not self.cfg.eval_train:
+                continue
             with self.amp:
                 total = sum(self.model(x.to(self.device), y.to(self.device))[1].float() for x, y in batches)
             losses[split] = total.item() / len(batches)
@@ -208,13 +284,16 @@ class Trainer:
     def fit(self, stop_at: int | None = None) -> dict[str, Any]:
         """Train until cfg.max_iters (or stop_at), evaluating and saving every eval_interval steps.
 
-        Returns the last and best losses, the per-step training losses, the seconds, and what stopped
-        the run (None when it ran to the end). A resumed run does not evaluate its first step again,
+        Ends early, with a final evaluation and save as at max_iters, past cfg.max_seconds of training
+        or at the first evaluation with val loss at or below cfg.stop_loss.
+        Returns the last and best losses, the per-step training losses, the seconds, what stopped the run
+        (stopped_by: a signal; None when it ran to the end) and which limit ended it early (limit:
+        "max_seconds", "stop_loss" or None). A resumed run does not evaluate its first step again,
         so interrupted-and-resumed runs log exactly what uninterrupted runs log.
         """
         cfg = self.cfg
         end = min(cfg.max_iters, stop_at or cfg.max_iters)
-        start = time.perf_counter()
+        start, seconds_before = time.perf_counter(), self.seconds
         # a bar on a terminal; in a log file, the evaluation lines alone show the progress
         show = self.log.progress and self.is_main and self.out.isatty()
         bar = tqdm(
@@ -222,13 +301,19 @@ class Trainer:
         )
         history: list[float] = []
         slow_steps = SlowStepWatch() if self.is_main else SlowStepWatch(enabled=False)
-        losses, stopped_by = {}, None
+        losses, stopped_by, limit = {}, None, None
         with StopRequested() as stop, bar:
             while True:
-                due = self.iter % cfg.eval_interval == 0 or self.iter >= cfg.max_iters
-                if due and self.iter != self.evaluated_at:
+                self.seconds = seconds_before + time.perf_counter() - start
+                # every rank stops at the same step, whatever its own clock says
+                if cfg.max_seconds and not runtime.all_ranks(self.seconds < cfg.max_seconds):
+                    limit = "max_seconds"
+                due = self.iter % cfg.eval_interval == 0 and self.iter >= cfg.eval_start
+                if (due or self.iter >= cfg.max_iters or limit) and self.iter != self.evaluated_at:
                     losses = self._evaluate_and_save(bar, start)
-                if self.iter >= end or stopped_by:
+                if cfg.stop_loss and self.best_val_loss <= cfg.stop_loss:  # also when resuming a finished run
+                    limit = limit or "stop_loss"
+                if self.iter >= end or stopped_by or limit:
                     break
                 t0 = time.perf_counter()
                 stats = self.step()
@@ -249,6 +334,7 @@ class Trainer:
             "losses": losses,
             "history": history,
             "stopped_by": stopped_by,
+            "limit": limit,
             "iter": self.iter,
             "best_val_loss": self.best_val_loss,
             "seconds": time.perf_counter() - start,
@@ -256,11 +342,12 @@ class Trainer:
 
     def _report_step(self, stats: dict[str, Any], dt: float, bar: tqdm) -> None:
         """Show the step just taken (dt seconds) on the bar, and log its scalars every log_interval steps."""
+        share = stats["rows"] / self.cfg.batch_size  # below 1 during a batch-size ramp
         bar.update(1)
         bar.set_postfix(
             loss=f"{stats['loss']:.4f}",
             lr=f"{stats['lr']:.2e}",
-            tok_s=f"{self.tokens_per_step / dt:,.0f}",
+            tok_s=f"{self.tokens_per_step * share / dt:,.0f}",
             refresh=False,
         )
         if self.iter % self.log.log_interval == 0:  # float(grad_norm) waits for the GPU
@@ -268,11 +355,11 @@ class Trainer:
                 "loss/train": stats["loss"],
                 "lr": stats["lr"],
                 "grad_norm": float(stats["grad_norm"]),
-                "perf/tokens_per_sec": self.tokens_per_step / dt,
+                "perf/tokens_per_sec": self.tokens_per_step * share / dt,
                 "perf/step_ms": 1000 * dt,
             }
             if self.peak_flops:
-                scalars["perf/mfu"] = self.flops_per_step / dt / self.peak_flops
+                scalars["perf/mfu"] = self.flops_per_step * share / dt / self.peak_flops
             self.logger.scalars(scalars, self.iter)
 
     def _diverged_advice(self) -> str:
@@ -329,9 +416,9 @@ class Trainer:
             self.best_val_loss = losses["val"]
         self.save(CHECKPOINT_LATEST, *([CHECKPOINT_BEST] if best else []))
         if self.is_main:
+            shown = [f"{split} loss {losses[split]:.4f}" for split in ("train", "val") if split in losses]
             bar.write(
-                f"iter {self.iter:>5}: train loss {losses.get('train', math.nan):.4f}, "
-                f"val loss {losses.get('val', math.nan):.4f}  [{time.perf_counter() - start:.0f} s]"
+                f"iter {self.iter:>5}: {', '.join(shown)}  [{time.perf_counter() - start:.0f} s]"
                 + ("  (best, saved)" if best else "")
                 + (f"  {note}" if note else ""),
                 file=self.out,
@@ -356,8 +443,9 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Full (unsharded) state on CPU. Under FSDP every rank must call this (it gathers)."""
+        # several optimizers give one state keyed by parameter name, so AdamW's and Muon's never collide
         model_state, optim_state = get_state_dict(
-            self.model, self.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+            self.model, self.optimizers, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
         )
         return {
             "model": model_state,
@@ -366,6 +454,7 @@ class Trainer:
             "iter": self.iter,
             "evaluated_at": self.evaluated_at,
             "best_val_loss": self.best_val_loss,
+            "seconds": self.seconds,
             "sampler": self.batches.state_dict(),
             "rng": rng_state(),
         }
@@ -373,7 +462,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         set_state_dict(
             self.model,
-            self.optimizer,
+            self.optimizers,
             model_state_dict=state["model"],
             optim_state_dict=state["optimizer"],
             options=StateDictOptions(full_state_dict=True),
@@ -381,6 +470,6 @@ class Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.iter, self.evaluated_at = state["iter"], state.get("evaluated_at")
-        self.best_val_loss = state["best_val_loss"]
+        self.best_val_loss, self.seconds = state["best_val_loss"], state.get("seconds", 0.0)
         self.batches.load_state_dict(state["sampler"])
         set_rng_state(state["rng"])
