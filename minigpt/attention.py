@@ -9,6 +9,9 @@ The whole computation of one head, for queries q, keys k and values v:
 
 `CausalSelfAttention` runs n_head of these in parallel on learned projections of
 the same input, concatenates the heads and projects back to the model width.
+Optional steps before the scores ("A CPU speedrun", all off by default): QK-norm
+(`rms_norm` on each head's q and k) and rotary positions (`rotary_angles`, `rotate`);
+value embeddings arrive from the model, added to v.
 Shape legend used throughout: B batch, T sequence length, C model width (n_embd),
 nh number of heads, hs head size (d_head).
 """
@@ -107,6 +110,40 @@ def attend(
     return mixed @ v, weights  # (..., T_q, d_v)
 
 
+def rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Scale each vector to root-mean-square 1, then by a learned gain (RMSNorm, Zhang & Sennrich, 2019).
+
+    x: (..., hs), gain: broadcastable to x, e.g. (nh, 1, hs) -> (..., hs). Used on each head's queries and
+    keys (QK-norm).
+    """
+    rms = x.pow(2).mean(dim=-1, keepdim=True).add(eps).sqrt()  # (..., 1)
+    return x / rms * gain
+
+
+def rotary_angles(positions: torch.Tensor, head_size: int, base: float = 10_000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotary angles (Su et al., 2021), each (T, hs/2), float32, for positions (T,).
+
+    Pair i of a head's dimensions turns by position * base^(-2i/hs): the first pairs spin fast (they tell
+    neighbours apart), the last ones slowly (they tell near from far).
+    """
+    freqs = base ** (-torch.arange(0, head_size, 2, device=positions.device, dtype=torch.float32) / head_size)
+    angles = positions.float().unsqueeze(1) * freqs  # (T, hs/2)
+    return angles.cos(), angles.sin()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Turn each pair of dimensions (x_i, x_{i+hs/2}) of x by its angle: x (..., T, hs), cos/sin (T, hs/2).
+
+    A 2-D rotation [[cos, -sin], [sin, cos]] per pair. Rotating q by position m and k by position n
+    leaves q.k depending only on n - m, so the scores see relative positions. Su et al. pair neighbouring
+    dimensions (x_2i, x_2i+1); pairing the two halves is the same up to a fixed reordering of dimensions,
+    which the learned projections absorb, and needs no interleaving.
+    """
+    x1, x2 = x.chunk(2, dim=-1)  # (..., T, hs/2) each
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (..., T, hs)
+
+
 class AdditiveScore(nn.Module):
     """Additive (Bahdanau et al., 2015) scores, one small network per head.
 
@@ -134,7 +171,9 @@ class CausalSelfAttention(nn.Module):
     """Multi-head masked self-attention: project, split heads, attend, merge, project.
 
     forward(x) returns (y, weights); weights is (B, nh, T, T_k) when asked for with
-    need_weights=True and None otherwise (nothing extra is kept then).
+    need_weights=True and None otherwise (nothing extra is kept then). With model.pos_emb='rotary' the
+    caller passes `rotary`, the (cos, sin) of the new tokens' positions; with model.value_embeds,
+    `value_embed`, the new tokens' value embeddings (B, T, nh*hs).
     """
 
     def __init__(self, config: ModelConfig, layer_idx: int = 0):
@@ -151,16 +190,41 @@ class CausalSelfAttention(nn.Module):
         self.score = config.attn_score
         self.window = config.window_for_layer(layer_idx)
         self.additive = AdditiveScore(self.n_head, self.head_size) if self.score == "additive" else None
+        if config.qk_norm:  # a gain per head and dimension, broadcast over B and T (starts at 1: plain RMS norm)
+            self.q_gain = nn.Parameter(torch.ones(self.n_head, 1, self.head_size))  # (nh, 1, hs)
+            self.k_gain = nn.Parameter(torch.ones(self.n_head, 1, self.head_size))  # (nh, 1, hs)
+        self.qk_norm = config.qk_norm
 
     def forward(
-        self, x: torch.Tensor, *, need_weights: bool = False, kv_cache=None
+        self,
+        x: torch.Tensor,
+        *,
+        need_weights: bool = False,
+        kv_cache=None,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        value_embed: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, C = x.size()
         nh, hs = self.n_head, self.head_size
         q, k, v = self.c_attn(x).split(nh * hs, dim=2)  # 3 x (B, T, nh*hs)
+        if value_embed is not None:
+            # Value embeddings (modded-nanogpt): the token's own identity, straight into what the heads pass
+            # on, however much the residual stream has mixed it by this layer. A plain sum: a weight on
+            # either term would only rescale what the embedding table and c_attn can learn anyway.
+            v = v + value_embed  # (B, T, nh*hs)
         q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        if self.qk_norm:
+            # QK-norm (Henry et al., 2020; modded-nanogpt): with q and k of RMS 1, |q.k| <= hs whatever the
+            # weights do, so the logits stay bounded and a higher learning rate cannot blow up the softmax.
+            # The scale stays 1/sqrt(hs) (logits within +-sqrt(hs)); the learned gains let a head sharpen
+            # beyond that, slowly, one optimizer step at a time.
+            q, k = rms_norm(q, self.q_gain), rms_norm(k, self.k_gain)  # (B, nh, T, hs)
+        if rotary is not None:
+            # Rotary positions: turn q and k by the angles of their absolute positions (new tokens only:
+            # cached keys were turned when they were new), so q.k sees how far apart they are.
+            q, k = rotate(q, *rotary), rotate(k, *rotary)  # (B, nh, T, hs)
         if kv_cache is not None:
             # Generation: keep this step's keys/values and attend over all cached ones.
             k, v = kv_cache.update(k, v)  # (B, nh, T_k, hs), T_k >= T

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
-TOKENIZERS = ("char", "gpt2")
+TOKENIZERS = ("char", "gpt2", "bpe")
 DEVICES = Literal["auto", "cpu", "cuda", "mps"]
 DTYPES = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -58,7 +58,8 @@ class ModelConfig:
     dropout: float = 0.0  # Dropout on attention weights, residual branches and embeddings, in [0, 1).
     bias: bool = True  # Biases in Linear layers and LayerNorms (GPT-2 and GPT-3 have them).
     tie_weights: bool = True  # Share the LM head's weight with the token embedding (GPT-2).
-    activation: Literal["gelu", "gelu_tanh"] = "gelu"  # MLP nonlinearity: exact GELU, or GPT-2's tanh approximation.
+    # MLP nonlinearity: exact GELU, GPT-2's tanh approximation, or relu2 = relu(x)^2 (So et al., 2021, Primer).
+    activation: Literal["gelu", "gelu_tanh", "relu2"] = "gelu"
     # manual: the hand-written math (gives attention maps); sdpa: torch's fused kernel.
     attn_impl: Literal["manual", "sdpa"] = "manual"
     # q.k/sqrt(d_head), plain q.k, or additive w^T tanh(W_q q + W_k k).
@@ -66,6 +67,12 @@ class ModelConfig:
     attn_window: int | None = None  # Each query sees only the last attn_window positions; None: dense.
     # Banded layers: all, or alternate (odd banded, even dense: GPT-3).
     attn_window_layers: Literal["all", "alternate"] = "alternate"
+    # Switches of "A CPU speedrun" (docs/model.md), all off by default (GPT-2 export refuses all but zero_init_proj).
+    # learned: GPT-2's wpe table; rotary: rotate each head's q and k by position (Su et al., 2021), no wpe.
+    pos_emb: Literal["learned", "rotary"] = "learned"
+    qk_norm: bool = False  # RMS-normalise each head's q and k before the scores (Henry et al., 2020).
+    value_embeds: bool = False  # One more token embedding per layer, added to the attention values.
+    zero_init_proj: bool = False  # Attention and MLP output projections start at zero: each block starts as identity.
     preset: str | None = None  # A size from minigpt/presets.toml (e.g. gpt2); other model keys override it.
     # Start from Hugging Face GPT-2 weights: a hub name (gpt2, gpt2-medium, ...) or an HF folder.
     init_from: str | None = None
@@ -91,6 +98,11 @@ class ModelConfig:
         _check_fields(self, "model.")
         if self.attn_impl == "sdpa" and self.attn_score == "additive":
             raise ValueError("model.attn_score='additive' has no fused kernel; use model.attn_impl='manual'")
+        if self.pos_emb == "rotary" and self.head_size % 2:
+            raise ValueError(
+                f"model.pos_emb='rotary' rotates pairs of dimensions, so the head size must be even "
+                f"(got {self.head_size}); pick an even model.d_head or another model.n_head"
+            )
 
     @property
     def head_size(self) -> int:
@@ -111,6 +123,16 @@ class ModelConfig:
         if self.attn_window_layers == "alternate" and layer_idx % 2 == 0:
             return None
         return self.attn_window
+
+    def not_in_gpt2(self) -> list[str]:
+        """The switches that are on and that GPT-2's format has no place for (export refuses them by name)."""
+        switches = {
+            "model.pos_emb='rotary'": self.pos_emb == "rotary",
+            "model.qk_norm": self.qk_norm,
+            "model.value_embeds": self.value_embeds,
+            "model.activation='relu2'": self.activation == "relu2",
+        }
+        return [name for name, on in switches.items() if on]
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
@@ -141,8 +163,12 @@ class DataConfig:
     path: str = "data/shakespeare/input.txt"
     # Which files of a folder data.path are documents (** recurses), e.g. '**/*.py'; binary files are skipped.
     glob: str = "**/*.txt"
-    # char: one token per character of the corpus; gpt2: GPT-2 BPE (50,257 tokens).
-    tokenizer: Literal["char", "gpt2"] = "char"
+    # char: one token per character of the corpus; gpt2: GPT-2 BPE (50,257 tokens); bpe: a byte-level BPE
+    # trained on this corpus's train split, of data.vocab_size tokens (docs/data.md).
+    tokenizer: Literal["char", "gpt2", "bpe"] = "char"
+    # Tokens of the bpe vocabulary (used only by data.tokenizer=bpe): 256 bytes + <|endoftext|> + learned merges,
+    # so at least 257. 4096 keeps the default model's embedding below half its parameters (docs/data.md).
+    vocab_size: int = 4096
     hf_dataset: str | None = None  # A Hugging Face hub dataset (e.g. roneneldan/TinyStories), read instead of path.
     hf_config: str | None = None  # Configuration of the hub dataset, if it has several (e.g. wikitext-2-raw-v1).
     hf_split: str = "train"  # Split of the hub dataset to read; minigpt cuts its own train/val from it.
@@ -156,6 +182,11 @@ class DataConfig:
             choices = ", ".join(TOKENIZERS)
             raise ValueError(f"data.tokenizer={self.tokenizer!r} is not a tokenizer; choose one of {choices}")
         _check_fields(self, "data.")
+        if not isinstance(self.vocab_size, int) or self.vocab_size < 257:
+            raise ValueError(
+                f"data.vocab_size={self.vocab_size!r} is too small: a byte-level BPE holds the 256 bytes and "
+                "<|endoftext|>, so at least 257; try data.vocab_size=4096"
+            )
         if not isinstance(self.val_fraction, (int, float)) or not 0.0 < self.val_fraction < 1.0:
             raise ValueError(
                 f"data.val_fraction={self.val_fraction!r} must be between 0 and 1 (exclusive); "
@@ -376,7 +407,9 @@ class BenchConfig:
     # For prepare: sizes of synthetic corpora in GB, written to the temp folder, then deleted.
     corpus_gb: tuple[float, ...] = (0.2,)
     corpus_files: int = 1  # For prepare: write each corpus as a folder of this many .txt files (1: one file).
-    tokenizer: Literal["char", "gpt2"] = "gpt2"  # For prepare: the tokenizer (data.tokenizer).
+    # For prepare: the tokenizer (data.tokenizer): char, gpt2, or bpe:N, a byte-level BPE of N tokens trained on
+    # the corpus first (e.g. bpe:8192).
+    tokenizer: str = "gpt2"
     workers: int = 0  # For prepare: tokenizing processes (data.workers); 0 means one per CPU core.
 
     def __post_init__(self) -> None:

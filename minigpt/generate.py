@@ -1,9 +1,10 @@
 """Text generation: sampling controls and a key/value cache.
 
 `KVCache` keeps each layer's keys and values of the positions seen so far, so after the prompt each
-step feeds the model only the newest token (T=1). The position embeddings are absolute, so past
-block_size the window slides by `slide` tokens at a time (`context_start`) and the cache is refilled
-from the cropped context. Cached and uncached runs crop alike: the cache changes the speed, never
+step feeds the model only the newest token (T=1). Positions count from the start of the context (a
+learned table, or rotary angles: the model turns each new query and key at its position, the cache
+length), so past block_size the window slides by `slide` tokens at a time (`context_start`) and the
+cache is refilled from the cropped context. Cached and uncached runs crop alike: the cache changes the speed, never
 the text (docs/sampling.md).
 """
 

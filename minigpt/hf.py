@@ -35,7 +35,7 @@ from minigpt.checkpoint import (
 from minigpt.config import ExportConfig, ModelConfig
 from minigpt.errors import UserError
 from minigpt.model import GPT
-from minigpt.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer
+from minigpt.tokenizer import GPT2_EOT, BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer
 
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 _BUFFERS = (".attn.bias", ".attn.masked_bias")
@@ -213,15 +213,16 @@ def fine_tune_config(cfg: ModelConfig) -> ModelConfig:
 
 def check_gpt2_vocab(folder: Path, flag: str, vocab_size: int | None = None) -> None:
     """Refuse a folder whose vocabulary is not GPT-2's (text is read with GPT-2's tokenizer), saying where it
-    came from when it is a char-level minigpt run's export. vocab_size: its config.json's, if already read."""
+    came from when it is a char-level or bpe minigpt run's export. vocab_size: its config.json's, if already read."""
     if vocab_size is None:
         vocab_size = model_config(folder).vocab_size
     if vocab_size == GPT2Tokenizer.vocab_size:
         return
     fix = "give a GPT-2 with GPT-2's vocabulary"
-    if (folder / "minigpt_tokenizer.json").is_file():  # hf.export writes it for char-level runs
+    kind = "char-level" if (folder / "minigpt_tokenizer.json").is_file() else "bpe"  # what hf.export writes for each
+    if kind == "char-level" or (folder / "tokenizer.json").is_file():
         fix = (
-            "it was exported from a char-level minigpt run: use that run's checkpoint instead "
+            f"it was exported from a {kind} minigpt run: use that run's checkpoint instead "
             "(sample.py --run RUN_DIR, or train.py --resume RUN_DIR)"
         )
     raise HFError(
@@ -357,6 +358,8 @@ def hf_config(config: ModelConfig, tokenizer: Tokenizer | None = None) -> dict[s
             config.attn_dim != config.n_embd
         ),
     }
+    if switches := config.not_in_gpt2():  # "A CPU speedrun"'s switches, all named at once
+        raise HFError(f"{', '.join(switches)}: GPT-2 has no equivalent; export needs a run trained without them")
     for setting in (s for s, refused in refusals.items() if refused):
         raise HFError(f"GPT-2's format cannot express {setting}; export a model trained without it")
     eot = tokenizer.eot_id if tokenizer is not None else None
@@ -394,7 +397,7 @@ def export(model: GPT, tokenizer: Tokenizer, out: str | Path) -> Path:
     """Write model and tokenizer as a folder that transformers' AutoModelForCausalLM.from_pretrained loads.
 
     GPT-2 BPE runs get GPT-2's own tokenizer files (vocab.json, merges.txt), so AutoTokenizer loads them
-    too. Char runs get minigpt_tokenizer.json: the characters in id order (id i is chars[i]); transformers
+    too; bpe runs get their trained tokenizer.json, which AutoTokenizer loads as a PreTrainedTokenizerFast. Char runs get minigpt_tokenizer.json: the characters in id order (id i is chars[i]); transformers
     has no char tokenizer of that kind, so `[chars.index(c) for c in text]` encodes. The folder appears
     whole or not at all: it is written next to `out` and renamed into place.
     """
@@ -415,6 +418,16 @@ def export(model: GPT, tokenizer: Tokenizer, out: str | Path) -> Path:
             (tmp / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
             special = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
             tok_config = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": model.config.block_size, **special}
+            (tmp / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n", encoding="utf-8")
+        elif isinstance(tokenizer, BPETokenizer):
+            (tmp / "tokenizer.json").write_text(tokenizer.to_json(), encoding="utf-8")
+            special = {"bos_token": GPT2_EOT, "eos_token": GPT2_EOT, "unk_token": GPT2_EOT}
+            tok_config = {
+                "tokenizer_class": "PreTrainedTokenizerFast",  # the class that reads tokenizer.json alone
+                "model_max_length": model.config.block_size,
+                "add_bos_token": False,  # minigpt starts text as it is, as GPT-2 does
+                **special,
+            }
             (tmp / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n", encoding="utf-8")
         elif isinstance(tokenizer, CharTokenizer):
             (tmp / "minigpt_tokenizer.json").write_text(

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from minigpt.attention import CausalSelfAttention
+from minigpt.attention import CausalSelfAttention, rotary_angles
 from minigpt.config import ModelConfig, load_presets  # noqa: F401  (re-exported)
 from minigpt.errors import UserError
 
@@ -36,18 +36,29 @@ def _input_in_weights_dtype(module: nn.Module, args: tuple) -> tuple:
     return (args[0].to(module.weight.dtype),)
 
 
+class ReLUSquared(nn.Module):
+    """relu(x)^2, the Primer activation (So et al., 2021): as cheap as ReLU, smooth at 0 like GELU, and
+    it found better loss per step than GELU in their search."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x).square()
+
+
 class MLP(nn.Module):
-    """Position-wise feed-forward network: expand, GELU, project back."""
+    """Position-wise feed-forward network: expand, nonlinearity (GELU by default), project back."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, config.ff_dim, bias=config.bias)
-        self.gelu = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
+        if config.activation == "relu2":
+            self.act = ReLUSquared()
+        else:
+            self.act = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
         self.c_proj = nn.Linear(config.ff_dim, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
 
 class Block(nn.Module):
@@ -61,9 +72,11 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(
-        self, x: torch.Tensor, *, need_weights: bool = False, kv_cache=None
+        self, x: torch.Tensor, *, need_weights: bool = False, kv_cache=None, rotary=None, value_embed=None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a, weights = self.attn(self.ln_1(x), need_weights=need_weights, kv_cache=kv_cache)
+        a, weights = self.attn(
+            self.ln_1(x), need_weights=need_weights, kv_cache=kv_cache, rotary=rotary, value_embed=value_embed
+        )
         x = x + a
         x = x + self.mlp(self.ln_2(x))
         return x, weights
@@ -76,7 +89,14 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embedding
-        self.wpe = nn.Embedding(config.block_size, config.n_embd)  # learned position embedding
+        if config.pos_emb == "learned":  # rotary positions turn q and k in attention instead: no table
+            self.wpe = nn.Embedding(config.block_size, config.n_embd)  # learned position embedding
+        # Value embeddings: one more token table per layer (vocab x n_head*d_head), added to its attention values
+        self.value_embeds = None
+        if config.value_embeds:
+            self.value_embeds = nn.ModuleList(
+                nn.Embedding(config.vocab_size, config.attn_dim) for _ in range(config.n_layer)
+            )
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
@@ -87,9 +107,15 @@ class GPT(nn.Module):
         self.apply(self._init_weights)
         # GPT-2 scales the init of projections that write into the residual stream by
         # 1/sqrt(2 * n_layer): each block adds two of them, so the sum keeps its scale.
+        # zero_init_proj (modded-nanogpt) starts them at zero instead: every block starts as the identity,
+        # the loss starts as the embeddings' alone, and each block grows in from there. The first step
+        # moves only these projections (nothing else gets a gradient through a zero matrix); the rest follow.
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                if config.zero_init_proj:
+                    nn.init.zeros_(p)
+                else:
+                    nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     @classmethod
     def empty(cls, config: ModelConfig) -> GPT:
@@ -211,11 +237,17 @@ class GPT(nn.Module):
                 f"{self.config.block_size}; crop the input to its last {self.config.block_size} tokens"
             )
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        rotary = None
+        if self.config.pos_emb == "rotary":  # positions enter in attention, as angles; computed once for all layers
+            x = self.drop(self.wte(idx))  # (B, T, C)
+            rotary = rotary_angles(pos, self.config.head_size)  # cos, sin: (T, hs/2) each
+        else:
+            x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
         attentions = []
         for i, block in enumerate(self.h):
             cache = kv_caches[i] if kv_caches is not None else None
-            x, weights = block(x, need_weights=return_attention, kv_cache=cache)
+            ve = self.value_embeds[i](idx) if self.value_embeds is not None else None  # (B, T, nh*hs)
+            x, weights = block(x, need_weights=return_attention, kv_cache=cache, rotary=rotary, value_embed=ve)
             attentions.append(weights)
         logits = self.lm_head(self.ln_f(x))  # (B, T, vocab_size)
 

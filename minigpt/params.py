@@ -19,6 +19,7 @@ _LAYER_ROWS = {
     "layer.attn_v": "attention V",
     "layer.attn_out": "attention output",
     "layer.attn_score": "attention additive score",
+    "layer.qk_norm": "QK-norm gains",
     "layer.mlp_fc": "MLP up",
     "layer.mlp_proj": "MLP down",
     "layer.ln_1": "LayerNorm 1",
@@ -31,14 +32,18 @@ def count_params(config: ModelConfig) -> dict[str, int]:
 
     "non_embedding" is the N of Kaplan et al. (2020). "head.weights" (its d_head columns of W_Q, W_K,
     W_V and rows of W_O) is the count the GPT-3 arithmetic checks; "head.biases" is its Q, K, V biases.
+    Value embeddings (model.value_embeds) are lookups, not matmuls: they count as embedding, outside N.
     """
     d, a, f, v = config.n_embd, config.attn_dim, config.ff_dim, config.vocab_size
     hs, nh, b = config.head_size, config.n_head, int(config.bias)
-    c: dict[str, int] = {"token_embedding": v * d, "position_embedding": config.block_size * d}
+    c: dict[str, int] = {"token_embedding": v * d}
+    c["position_embedding"] = config.block_size * d if config.pos_emb == "learned" else 0  # rotary: no table
+    c["value_embedding"] = config.n_layer * v * a if config.value_embeds else 0  # a v x a table per layer
     # one block: Q, K, V are d -> n_head*d_head each, the output projection maps back
     c["layer.attn_q"] = c["layer.attn_k"] = c["layer.attn_v"] = d * a + b * a
     c["layer.attn_out"] = a * d + b * d
     c["layer.attn_score"] = nh * (2 * hs * hs + hs) if config.attn_score == "additive" else 0
+    c["layer.qk_norm"] = 2 * a if config.qk_norm else 0  # a gain per head and dimension, for q and for k
     c["layer.mlp_fc"] = d * f + b * f
     c["layer.mlp_proj"] = f * d + b * d
     c["layer.ln_1"] = c["layer.ln_2"] = d + b * d
@@ -47,10 +52,10 @@ def count_params(config: ModelConfig) -> dict[str, int]:
     c["layers"] = config.n_layer * c["layer.total"]
     c["ln_f"] = d + b * d
     c["lm_head"] = 0 if config.tie_weights else v * d
-    c["embedding"] = c["token_embedding"] + c["position_embedding"] + c["lm_head"]
+    c["embedding"] = c["token_embedding"] + c["position_embedding"] + c["value_embedding"] + c["lm_head"]
     c["total"] = c["embedding"] + c["layers"] + c["ln_f"]
     c["non_embedding"] = c["total"] - c["embedding"]
-    c["head.weights"] = 3 * d * hs + hs * d + c["layer.attn_score"] // nh
+    c["head.weights"] = 3 * d * hs + hs * d + (c["layer.attn_score"] + c["layer.qk_norm"]) // nh
     c["head.biases"] = 3 * b * hs
     return c
 
@@ -88,7 +93,9 @@ def training_memory(config: ModelConfig, batch_size: int = 1, seq_len: int | Non
 def format_param_table(config: ModelConfig, batch_size: int = 1, seq_len: int | None = None) -> str:
     """The breakdown as an aligned text table with notes (train.py prints it at start)."""
     c, L = count_params(config), config.n_layer
-    parts = [("token embedding (wte)", c["token_embedding"]), ("position embedding (wpe)", c["position_embedding"])]
+    parts = [("token embedding (wte)", c["token_embedding"])]
+    parts += [("position embedding (wpe)", c["position_embedding"])] if config.pos_emb == "learned" else []
+    parts += [(f"value embeddings x {L} layers", c["value_embedding"])] if c["value_embedding"] else []
     parts += [(f"  {label} x {L} layers", L * c[key]) for key, label in _LAYER_ROWS.items() if c[key]]
     parts += [
         (f"  (of which biases) x {L}", L * c["layer.biases"]),
@@ -102,6 +109,7 @@ def format_param_table(config: ModelConfig, batch_size: int = 1, seq_len: int | 
 
     d, hs, nh = config.n_embd, config.head_size, config.n_head
     score = f" + {c['layer.attn_score'] // nh:,} additive-score weights" if c["layer.attn_score"] else ""
+    score += f" + {c['layer.qk_norm'] // nh:,} QK-norm gains" if c["layer.qk_norm"] else ""
     flops, mem = flops_per_token(config, seq_len), training_memory(config, batch_size, seq_len)
     fp32 = mem["fp32"]
     notes = [
