@@ -85,6 +85,9 @@ def configure_optimizer(model: nn.Module, cfg: TrainConfig, device_type: str) ->
         if p.requires_grad and id(p) not in muon:
             (decay if p.dim() >= 2 and id(p) not in embeddings else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # with Muon and a tied LM head no matrix is left to decay: an empty group would break the checkpoints'
+    # state dict of several optimizers
+    groups = [g for g in groups if g["params"]]
     # the fused kernel updates all parameters in one pass, faster than foreach on the CPU too
     # (docs/benchmarks.md, "Options measured for the training step"); foreach is the portable fallback
     fused = device_type in ("cuda", "cpu")
