@@ -4,6 +4,7 @@
     python -m minigpt.bench {attention,generate,profile,all} [--markdown] [--json=bench.json]
     python -m minigpt.bench decode --model.preset baby-gpt --model.vocab_size 65 --threads 1 --weights float32 float16
     python -m minigpt.bench prepare --corpus_gb 0.2 0.66 --tokenizer gpt2   # data preparation of synthetic corpora
+    python -m minigpt.bench prepare --corpus_gb 0.66 --tokenizer bpe:8192   # the same, training a BPE first
 
 The model is the nano preset unless flags or a config file say otherwise, with random weights (speed
 does not depend on them). Everything runs in one process; times are medians over repeats, after warm-up.
@@ -369,14 +370,19 @@ def _tree_rss(pid: int) -> int:
 def bench_prepare(cfg: BenchConfig) -> Rows:
     """Prepare synthetic corpora of cfg.corpus_gb GB in a child process: wall time, tokens/s and peak memory,
     both summed over the child and its worker processes (sampled every 50 ms from /proc, Linux only) and of
-    the largest single process (ru_maxrss)."""
+    the largest single process (ru_maxrss). With bpe:N, train_tokenizer_s is the training of its tokenizer
+    (prepare times it, in meta.json), and tokens_per_s counts the rest of the wall time, as gpt2's does."""
     rows = []
+    tokenizer, _, vocab = cfg.tokenizer.partition(":")  # bpe:8192 trains a BPE of 8,192 tokens first
+    if tokenizer not in ("char", "gpt2", "bpe") or bool(vocab) != (tokenizer == "bpe") or not (vocab or "0").isdigit():
+        raise UserError(f"--tokenizer {cfg.tokenizer!r} is not a tokenizer; give char, gpt2 or bpe:N (e.g. bpe:8192)")
+    sized = {"vocab_size": int(vocab)} if vocab else {}
     for gb in cfg.corpus_gb:
         folder = Path(tempfile.mkdtemp(prefix="minigpt-bench-prepare-"))
         try:
             corpus = _synthetic_corpus(folder, int(gb * 1e9), cfg.corpus_files)
             data = DataConfig(
-                path=str(corpus), tokenizer=cfg.tokenizer, cache_dir=str(folder / "cache"), workers=cfg.workers
+                path=str(corpus), tokenizer=tokenizer, cache_dir=str(folder / "cache"), workers=cfg.workers, **sized
             )
             code = f"from minigpt.config import *; from minigpt.data import prepare; prepare({data!r}, progress=False)"
             start, peak = time.perf_counter(), 0
@@ -390,8 +396,10 @@ def bench_prepare(cfg: BenchConfig) -> Rows:
             max_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # the largest process so far
             meta = json.loads(next((folder / "cache").glob("*/meta.json")).read_text())
             tokens = meta["train_tokens"] + meta["val_tokens"]
+            trained = meta["tokenizer"].get("seconds", 0.0)  # bpe: training its tokenizer, the rest is as for gpt2
             rows.append({"corpus": f"{gb} GB, {cfg.corpus_files} file(s)", "tokenizer": cfg.tokenizer,
-                         "tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall,
+                         "tokens": tokens, "wall_s": wall, **({"train_tokenizer_s": trained} if vocab else {}),
+                         "tokens_per_s": tokens / (wall - trained),
                          "peak_rss_all": human(peak, "B") if peak else "-", "peak_rss_largest": human(max_rss, "B")})
         finally:
             shutil.rmtree(folder, ignore_errors=True)

@@ -67,7 +67,9 @@ class ModelConfig:
     attn_window: int | None = None  # Each query sees only the last attn_window positions; None: dense.
     # Banded layers: all, or alternate (odd banded, even dense: GPT-3).
     attn_window_layers: Literal["all", "alternate"] = "alternate"
-    # Switches of "A CPU speedrun" (docs/model.md), all off by default (GPT-2 export refuses all but zero_init_proj).
+    # Switches of "A CPU speedrun", all off by default (GPT-2 export refuses all but zero_init_proj; see
+    # attention.py and model.py for what each does and why).
+
     # learned: GPT-2's wpe table; rotary: rotate each head's q and k by position (Su et al., 2021), no wpe.
     pos_emb: Literal["learned", "rotary"] = "learned"
     qk_norm: bool = False  # RMS-normalise each head's q and k before the scores (Henry et al., 2020).
@@ -241,6 +243,9 @@ class TrainConfig:
     optimizer: Literal["adamw", "muon"] = "adamw"
     muon_lr: float = 0.0  # Muon's peak learning rate (scaled by the same schedule as lr); 0: train.lr.
     muon_momentum: float = 0.95  # Muon's (Nesterov) momentum.
+    # Newton-Schulz steps per Muon update: each costs three matrix products per weight matrix, which on a CPU at a
+    # small batch is a large part of the step; fewer leave the update less orthogonal.
+    muon_ns_steps: int = 5
     # How Muon scales its orthogonal update per matrix: match_rms_adamw (0.2 sqrt(max(rows, cols)), so AdamW's
     # lr and weight_decay carry over) or original (Keller Jordan's sqrt(max(1, rows / cols)), needs lr near 0.02).
     muon_adjust_lr: Literal["match_rms_adamw", "original"] = "match_rms_adamw"
@@ -263,11 +268,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_fields(self, "train.", batch_size=1, grad_accum=1, max_iters=1, eval_interval=1, eval_iters=1,
-                      warmup_iters=0, lr_decay_iters=0, weight_decay=0, grad_clip=0, threads=0, muon_lr=0,
+                      warmup_iters=0, lr_decay_iters=0, weight_decay=0, grad_clip=0, threads=0, muon_lr=0, muon_ns_steps=1,
                       batch_size_start=0, batch_ramp_iters=0, eval_start=0, max_seconds=0, stop_loss=0)
         if self.optimizer == "muon" and self.parallel == "fsdp":
             raise ValueError("train.optimizer='muon' needs whole weight matrices, which fsdp shards; "
                              "use train.parallel='ddp'")
+        if self.muon_ns_steps > 20:
+            raise ValueError(f"train.muon_ns_steps must be at most 20 (got {self.muon_ns_steps}); Muon uses 5")
         if not 0 <= self.muon_momentum < 1:
             raise ValueError(f"train.muon_momentum must be in [0, 1) (got {self.muon_momentum})")
         if not 0 < self.lr_decay_frac <= 1:

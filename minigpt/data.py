@@ -1,5 +1,6 @@
 """Data: `prepare(cfg)` tokenizes a text file, a folder of text files or a hub dataset once into a cache folder
 (train.bin, val.bin, meta.json; val is the last `val_fraction` of the characters) that later calls reuse.
+With data.tokenizer=bpe it first trains the tokenizer on the train split, kept there as tokenizer.json.
 It streams: text is read and tokenized in bounded blocks, so its memory does not grow with the corpus.
 `BatchSampler` draws random (x, y) windows from a split, `eval_batches` a fixed set. docs/data.md has the details.
 """
@@ -13,6 +14,7 @@ import fnmatch
 import hashlib
 import itertools
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -36,7 +38,14 @@ from tqdm.auto import tqdm
 from minigpt.config import DataConfig
 from minigpt.errors import UserError
 from minigpt.runtime import lock_folder
-from minigpt.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer, TokenizerError, tokenizer_from_dict
+from minigpt.tokenizer import (
+    BPETokenizer,
+    CharTokenizer,
+    GPT2Tokenizer,
+    Tokenizer,
+    TokenizerError,
+    tokenizer_from_dict,
+)
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val")
@@ -50,6 +59,9 @@ _PARALLEL_MIN_CHARS = 64 << 20  # corpora larger than this are tokenized with se
 _GPT2_BYTES_PER_TOKEN = 2.5  # for the disk-space check; English text averages 3 to 4.5 bytes per GPT-2 token
 _SNIFF_BYTES = 8192  # a NUL byte among a folder file's first bytes marks it binary (as git and grep decide)
 _CHECK_TOKENS = 1 << 24  # token ids are checked against the vocabulary this many at a time (32 MB of uint16)
+BPE_FILE = "tokenizer.json"  # a bpe cache folder's trained tokenizer, in the format transformers loads
+# How bpe is trained, part of what its cache is keyed by: a change here retrains instead of reusing a cache.
+BPE_SETTINGS = {"recipe": "byte-level", "pre_tokenizer": "gpt2-regex", "special": ["<|endoftext|>"], "split": "train"}
 
 
 class DataError(UserError):
@@ -80,7 +92,8 @@ def cache_folder(cfg: DataConfig) -> Path:
         if path.is_dir() and cfg.glob != DataConfig.glob:  # another glob, other files: another folder
             name += "-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", cfg.glob).strip("._") or "all")
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "corpus"
-    return Path(cfg.cache_dir) / f"{name}-{cfg.tokenizer}"
+    kind = f"bpe{cfg.vocab_size}" if cfg.tokenizer == "bpe" else cfg.tokenizer  # each vocabulary its own folder
+    return Path(cfg.cache_dir) / f"{name}-{kind}"
 
 
 def _file_sha256(path: Path) -> str:
@@ -284,13 +297,16 @@ def _pieces(
 def _encode(tokenizer: Tokenizer, dtype: np.dtype, pieces: list[tuple[str, str, bool]]) -> list[bytes]:
     """Each piece's token ids, then the end-of-text id where it ends a document, as bytes of `dtype`."""
     eot = [] if tokenizer.eot_id is None else [tokenizer.eot_id]
-    return [np.asarray(tokenizer.encode(text) + (eot if sep else []), dtype=dtype).tobytes() for _, text, sep in pieces]
+    encoded = tokenizer.encode_batch([text for _, text, _ in pieces])
+    return [np.asarray(ids + (eot if sep else []), dtype=dtype).tobytes() for ids, (_, _, sep) in zip(encoded, pieces)]
 
 
 _worker: dict[str, Any] = {}  # a worker process's tokenizer and dtype, sent once when the pool starts
 
 
 def _start_worker(tokenizer: Tokenizer, dtype: np.dtype, parent: int) -> None:
+    # One thread per worker: the processes share the cores, so bpe's batch encoder must not start its own threads.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _worker.update(tokenizer=tokenizer, dtype=dtype)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent handles it
     # A worker whose parent is killed (kill -9) would wait for work forever, keeping the cache folder's lock
@@ -319,7 +335,12 @@ def _tokenize(pieces: Iterable[tuple[str, str, bool]], tokenizer: Tokenizer, dty
             yield from _labelled(batch, _encode(tokenizer, dtype, batch))
         return
     # A worker that dies (killed, out of memory) makes result() raise BrokenProcessPool instead of waiting forever.
-    pool = ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(tokenizer, dtype, os.getpid()))
+    # bpe's workers are started afresh (spawn): a process forked after `tokenizers` ran its thread pool (training)
+    # inherits that pool broken, and the library then warns and may hang.
+    context = multiprocessing.get_context("spawn") if isinstance(tokenizer, BPETokenizer) else None
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(tokenizer, dtype, os.getpid())
+    )
     try:
         queued: collections.deque = collections.deque()  # (batch, its future ids), oldest first
         for batch in batches:
@@ -416,6 +437,23 @@ def _read_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
+def _saved_tokenizer(folder: Path, saved: dict[str, Any]) -> Tokenizer:
+    """The tokenizer meta.json describes: inside it (char, gpt2), or in tokenizer.json, whose sha256 it holds (bpe).
+    DataError when that file is missing, cut short or changed since it was written."""
+    if saved.get("kind") != "bpe" or "file" not in saved:
+        return tokenizer_from_dict(saved)
+    file = folder / BPE_FILE
+    try:
+        text = file.read_bytes()
+    except FileNotFoundError:
+        raise _damaged(file, "is missing") from None
+    except OSError as e:
+        raise _cannot_read(file, e, f"make it readable, or delete the folder {folder} to prepare it again") from None
+    if hashlib.sha256(text).hexdigest() != saved.get("sha256"):
+        raise _damaged(file, "is not the tokenizer meta.json was written with (its sha256 differs)")
+    return BPETokenizer(text.decode("utf-8"))
+
+
 def load_prepared(directory: str | Path, *, reused: bool = True) -> PreparedData:
     """Open a prepared cache folder, checking that meta.json agrees with its tokenizer and token files."""
     folder = Path(directory)
@@ -423,7 +461,7 @@ def load_prepared(directory: str | Path, *, reused: bool = True) -> PreparedData
     if meta["format_version"] != FORMAT_VERSION:
         raise _damaged(meta_path, f"has format version {meta['format_version']}, this minigpt reads {FORMAT_VERSION}")
     try:
-        tokenizer = tokenizer_from_dict(meta["tokenizer"])
+        tokenizer = _saved_tokenizer(folder, meta["tokenizer"])
     except TokenizerError as e:
         raise _damaged(meta_path, f"has a bad tokenizer ({e})") from None
     dtype = token_dtype(tokenizer.vocab_size)
@@ -540,7 +578,14 @@ def _reusable(out: Path, source: dict[str, Any], cfg: DataConfig) -> bool:
         return False
     old = _read_meta(out)
     written_for = old["format_version"], old["source"].get("sha256"), old["tokenizer"].get("kind")
-    return written_for == (FORMAT_VERSION, source["sha256"], cfg.tokenizer) and old["val_fraction"] == cfg.val_fraction
+    same = written_for == (FORMAT_VERSION, source["sha256"], cfg.tokenizer) and old["val_fraction"] == cfg.val_fraction
+    if same and cfg.tokenizer == "bpe":  # trained the same way, and its tokenizer.json still whole: else train again
+        same = old["vocab_size"] == cfg.vocab_size and old["tokenizer"].get("settings") == BPE_SETTINGS
+        try:
+            same = same and _saved_tokenizer(out, old["tokenizer"]) is not None
+        except (DataError, TokenizerError):
+            return False
+    return same
 
 
 def _lock_cache(out: Path) -> Any:
@@ -562,6 +607,8 @@ def _swap_in(out: Path, tag: str, meta: dict[str, Any]) -> None:
     (out / "meta.json").unlink(missing_ok=True)
     for split in SPLITS:
         os.replace(out / f"{split}.bin.{tag}", out / f"{split}.bin")
+    if (out / f"{BPE_FILE}.{tag}").exists():  # bpe's trained tokenizer, which meta.json pins by its sha256
+        os.replace(out / f"{BPE_FILE}.{tag}", out / BPE_FILE)
     (out / f"meta.json.{tag}").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     os.replace(out / f"meta.json.{tag}", out / "meta.json")
 
@@ -586,6 +633,26 @@ def _write_tokens(
             f.flush()
             os.fsync(f.fileno())
     return counts
+
+
+def _train_bpe(cfg: DataConfig, pieces: Iterator[tuple[str, str, bool]], cut: int, progress: bool) -> BPETokenizer:
+    """A byte-level BPE of cfg.vocab_size tokens, trained on the train split only (the model is scored on val,
+    so its text must not shape the vocabulary). The pieces stream by; the trainer keeps only pair counts."""
+    train = (text for _, text, _ in itertools.takewhile(lambda piece: piece[0] == "train", pieces))
+    with _bar(f"Training the bpe tokenizer ({cfg.vocab_size:,} tokens)", cut, progress) as bar:
+        tokenizer = BPETokenizer.train((bar.update(len(text)) or text for text in train), cfg.vocab_size)
+    if tokenizer.vocab_size < cfg.vocab_size:
+        n = tokenizer.vocab_size
+        raise DataError(f"the train split of {cfg.hf_dataset or cfg.path} supports at most {n:,} bpe tokens (the "
+                        f"trainer ran out of pairs to merge); set data.vocab_size={n} or less, or use a longer corpus")
+    return tokenizer
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _documents(
@@ -629,8 +696,9 @@ def prepare(
     """Tokenize the corpus of `cfg` into its cache folder, or reuse what an earlier call wrote there.
 
     Three passes stream over the text, each holding a few blocks at a time: count the characters (for the
-    train/val cut), build the char vocabulary (char only), then tokenize into temporary files that are renamed
-    into place, meta.json last, so an interrupted run never leaves files that look prepared.
+    train/val cut), build the char vocabulary (char) or train the BPE on the train split (bpe), then tokenize
+    into temporary files that are renamed into place, meta.json last, so an interrupted run never leaves files
+    that look prepared.
     block_bytes (bytes read from a file at a time), piece_chars (characters encoded at a time) and
     parallel_min_chars (the corpus size from which several processes tokenize) bound memory and time only:
     the token files are the same whatever they are."""
@@ -660,6 +728,10 @@ def prepare(
     if char:
         with _bar("Char vocabulary", total, progress) as bar:
             tokenizer = _char_tokenizer(pieces(), bar)
+    elif cfg.tokenizer == "bpe":
+        started = time.perf_counter()
+        tokenizer = _train_bpe(cfg, pieces(), cut, progress)
+        trained_in = time.perf_counter() - started
     else:
         tokenizer = GPT2Tokenizer()
     dtype = token_dtype(tokenizer.vocab_size)
@@ -675,10 +747,16 @@ def prepare(
                    f"about {_size(tokens * dtype.itemsize)} of token files)", total, progress)
         with bar:
             counts = _write_tokens(out, tag, pieces, tokenizer, dtype, workers, bar)
+        saved = tokenizer.to_dict()
+        if isinstance(tokenizer, BPETokenizer):  # its own file, the one transformers loads; meta.json pins it
+            text = tokenizer.to_json().encode("utf-8")
+            _write_synced(out / f"{BPE_FILE}.{tag}", text)
+            sha = hashlib.sha256(text).hexdigest()
+            saved = {"kind": "bpe", "file": BPE_FILE, "sha256": sha, "settings": BPE_SETTINGS, "seconds": trained_in}
         meta = {
             "format_version": FORMAT_VERSION,
             "source": source,
-            "tokenizer": tokenizer.to_dict(),
+            "tokenizer": saved,
             "vocab_size": tokenizer.vocab_size,
             "dtype": dtype.name,
             "val_fraction": cfg.val_fraction,

@@ -397,7 +397,8 @@ def export(model: GPT, tokenizer: Tokenizer, out: str | Path) -> Path:
     """Write model and tokenizer as a folder that transformers' AutoModelForCausalLM.from_pretrained loads.
 
     GPT-2 BPE runs get GPT-2's own tokenizer files (vocab.json, merges.txt), so AutoTokenizer loads them
-    too; bpe runs get their trained tokenizer.json, which AutoTokenizer loads as a PreTrainedTokenizerFast. Char runs get minigpt_tokenizer.json: the characters in id order (id i is chars[i]); transformers
+    too; bpe runs get their trained tokenizer.json, which AutoTokenizer loads as a PreTrainedTokenizerFast.
+    Char runs get minigpt_tokenizer.json: the characters in id order (id i is chars[i]); transformers
     has no char tokenizer of that kind, so `[chars.index(c) for c in text]` encodes. The folder appears
     whole or not at all: it is written next to `out` and renamed into place.
     """

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from minigpt import cli, entry
-from minigpt.config import ModelConfig, ParamsConfig
+from minigpt.config import DataConfig, ModelConfig, ParamsConfig
 from minigpt.params import TRAIN_ONLY_TABLES, count_params, format_param_table, format_preset_table
 
 PROG = "python -m minigpt.params"
@@ -43,6 +44,17 @@ def report(cfg: ParamsConfig) -> str:
     return "\n".join(lines)
 
 
+def vocabulary_base(argv: Sequence[str]) -> dict[str, Any] | None:
+    """The vocabulary a CONFIG file trains with, when its [data] picks gpt2 or bpe and its [model] leaves
+    vocab_size to training (which sets it from the tokenizer): so the embedding's share is the run's.
+    A run's own config.toml states model.vocab_size, which wins over this."""
+    file = cli.config_file(ParamsConfig, argv)
+    data = cli.read_file(file).get("data", {}) if file is not None else {}
+    tokenizer = data.get("tokenizer") if isinstance(data, dict) else None
+    vocab = {"gpt2": 50257, "bpe": data.get("vocab_size", DataConfig.vocab_size)}.get(tokenizer)
+    return None if vocab is None else {"model": {"vocab_size": vocab}}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
 
@@ -51,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{PRESETS}\n\n{format_preset_table()}\n\n{NO_MODEL}")
             return
         # everything is computed before the first line is printed: an error leaves stdout empty
-        text = report(cli.parse(ParamsConfig, argv, prog=PROG, ignore=TRAIN_ONLY_TABLES))
+        base = vocabulary_base(argv)
+        text = report(cli.parse(ParamsConfig, argv, prog=PROG, base=base, ignore=TRAIN_ONLY_TABLES))
         print(text, flush=True)
 
     return entry.run(body)

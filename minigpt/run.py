@@ -29,7 +29,7 @@ from minigpt.checkpoint import (
     remove_stale_temp_files,
     write_failure,
 )
-from minigpt.config import DataConfig, LogConfig, RunConfig
+from minigpt.config import DataConfig, LogConfig, ModelConfig, RunConfig
 from minigpt.data import BatchSampler, DataError, PreparedData, eval_batches, prepare
 from minigpt.generate import generate_ids
 from minigpt.metrics import MetricsLogger, TensorBoardLogger
@@ -268,9 +268,18 @@ def vocabulary_warning(cfg: RunConfig) -> str | None:
     if share < 0.5 or m.vocab_size < 1000:
         return None
     ratio = flops_per_token(m)["total"] / flops_per_token(m.replace(vocab_size=256))["total"]
+    # the largest power-of-two vocabulary that leaves the embedding under half the parameters (at least 512)
+    fits = (n for n in (1 << k for k in range(15, 8, -1)) if n < m.vocab_size and _embedding_share(m, n) < 0.5)
+    n = next(fits, 512)
     return (f"note: {share:.0%} of this model's {counts['total'] / 1e6:.2f}M parameters are the {m.vocab_size:,}-token "
             f"embedding, and each step costs about {ratio:.1f}x the FLOPs of the same model on characters; "
-            f"for a small model, --data.tokenizer char trains far faster (or pick a wider --model.preset)")
+            f"for a small model, a BPE trained on your corpus fits better: --data.tokenizer=bpe --data.vocab_size={n} "
+            f"({_embedding_share(m, n):.0%} embedding), or --data.tokenizer=char (or pick a wider --model.preset)")
+
+
+def _embedding_share(m: ModelConfig, vocab_size: int) -> float:
+    counts = count_params(m.replace(vocab_size=vocab_size))
+    return counts["embedding"] / counts["total"]
 
 
 def header(

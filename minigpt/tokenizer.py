@@ -1,19 +1,23 @@
 """Tokenizers: text <-> token ids, with a JSON form (`to_dict`, `tokenizer_from_dict`) so a checkpoint can
 rebuild them. `CharTokenizer` has one token per character of the corpus; `GPT2Tokenizer` is GPT-2's
-BPE through tiktoken, built from the ranks file shipped in `minigpt/assets/` (never the network).
+BPE through tiktoken, built from the ranks file shipped in `minigpt/assets/` (never the network);
+`BPETokenizer` is a byte-level BPE trained on your own corpus (Hugging Face `tokenizers`, docs/data.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from typing import Any
 
 import tiktoken
 import tiktoken.load
+import tokenizers
+from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from minigpt.errors import UserError
 
@@ -44,6 +48,10 @@ class Tokenizer(ABC):
     @abstractmethod
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`. Special-token strings in `text` are encoded as plain text."""
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """`encode` of each text; a tokenizer with a faster batch encoder overrides it."""
+        return [self.encode(text) for text in texts]
 
     @abstractmethod
     def decode(self, ids: Sequence[int]) -> str:
@@ -143,6 +151,75 @@ class GPT2Tokenizer(Tokenizer):
         return GPT2Tokenizer, ()
 
 
+class BPETokenizer(Tokenizer):
+    """A byte-level BPE trained on your corpus with Hugging Face `tokenizers`: GPT-2's recipe (its
+    pre-tokenization regex, the 256 bytes as the first tokens, merges learned from pair counts) at the
+    vocabulary size you choose, with <|endoftext|> as its one special token. Its JSON (`tokenizer.json`, the
+    format transformers loads) is all there is to it: `to_dict` stores it, so a checkpoint carries it."""
+
+    kind = "bpe"
+
+    def __init__(self, tokenizer_json: str):
+        try:
+            spec = json.loads(tokenizer_json)
+            is_bpe = spec["model"]["type"] == "BPE" and spec["pre_tokenizer"]["type"] == "ByteLevel"
+            is_bpe = is_bpe and any(t["content"] == GPT2_EOT and t["special"] for t in spec["added_tokens"])
+            self._tok = tokenizers.Tokenizer.from_str(tokenizer_json)
+        except Exception as e:  # malformed JSON, a missing key; the Rust side raises plain Exception
+            raise TokenizerError(f"a saved bpe tokenizer is not valid tokenizer JSON ({str(e)[:80]})") from None
+        eot = self._tok.token_to_id(GPT2_EOT)
+        if not is_bpe or eot is None:
+            raise TokenizerError(f"a saved bpe tokenizer must be a byte-level BPE with {GPT2_EOT}; train it again")
+        self.eot_id, self.vocab_size = eot, self._tok.get_vocab_size(with_added_tokens=True)
+        self._json = tokenizer_json
+        # encode() reads <|endoftext|> in text as plain characters (as GPT2Tokenizer does), so it runs a copy
+        # without the added-token matcher; the token itself stays in the vocabulary, and only eot_id emits it.
+        self._plain = tokenizers.Tokenizer.from_str(json.dumps({**spec, "added_tokens": []}))
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int, progress: bool = False) -> BPETokenizer:
+        """Learn merges from `texts` (streamed: the trainer keeps counts of distinct pre-tokens, not the text)
+        until the vocabulary holds vocab_size tokens, or no pair is left to merge (then it is smaller)."""
+        if vocab_size < BPE_MIN_VOCAB:
+            raise TokenizerError(f"a byte-level BPE needs at least {BPE_MIN_VOCAB} tokens (256 bytes + "
+                                 f"{GPT2_EOT}), got {vocab_size}; set data.vocab_size to {BPE_MIN_VOCAB} or more")
+        tok = tokenizers.Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2's regex, bytes as characters
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=[GPT2_EOT],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes: any text can be encoded
+            show_progress=progress,
+        )
+        tok.train_from_iterator(texts, trainer)
+        return cls(tok.to_str())
+
+    def encode(self, text: str) -> list[int]:
+        return self._plain.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        # the library's batch encoder, without offsets (faster); several threads unless TOKENIZERS_PARALLELISM=false
+        return [e.ids for e in self._plain.encode_batch_fast(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        self._check_ids(ids)  # the byte-level decoder turns bytes that are not UTF-8 into U+FFFD
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def to_json(self) -> str:
+        """The tokenizer.json text transformers' AutoTokenizer loads."""
+        return self._json
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "bpe", "json": self._json}
+
+    def __reduce__(self) -> tuple[type, tuple]:
+        return BPETokenizer, (self._json,)
+
+
+BPE_MIN_VOCAB = 257  # a byte-level BPE's 256 single bytes, plus <|endoftext|>
+
+
 def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
     """Rebuild a tokenizer from `Tokenizer.to_dict()` output (e.g. read from meta.json or a checkpoint)."""
     kind = d.get("kind") if isinstance(d, dict) else None
@@ -150,8 +227,11 @@ def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
         return CharTokenizer(d["chars"])
     if kind == "gpt2" and d.get("sha256", GPT2_SHA256) == GPT2_SHA256:
         return GPT2Tokenizer()
+    if kind == "bpe" and isinstance(d.get("json"), str):
+        return BPETokenizer(d["json"])
     raise TokenizerError(f"cannot rebuild a saved tokenizer of kind {kind!r}: this minigpt knows char (with a 'chars' "
-                         f"string) and gpt2 (ranks sha256 {GPT2_SHA256[:12]}...); prepare the data again")
+                         f"string), gpt2 (ranks sha256 {GPT2_SHA256[:12]}...) and bpe (with its 'json'); "
+                         "prepare the data again")
 
 
 def default_prompt(tokenizer: Tokenizer) -> tuple[str, list[int]]:

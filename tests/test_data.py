@@ -99,7 +99,7 @@ def test_config_defaults_and_frozen():
     [
         ({"val_fraction": 0.0}, r"^data.val_fraction=0.0 must be between 0 and 1 .*data.val_fraction=0.1"),
         ({"val_fraction": 1.5}, r"^data.val_fraction=1.5"),
-        ({"tokenizer": "bpe"}, r"^data.tokenizer='bpe' is not a tokenizer; choose one of char, gpt2"),
+        ({"tokenizer": "wordpiece"}, r"^data.tokenizer='wordpiece' is not a tokenizer; choose one of char, gpt2"),
         ({"path": ""}, r"^data.path is empty"),
         ({"hf_dataset": "x", "hf_split": " "}, r"^data.hf_split is empty"),
         ({"workers": -1}, r"^data.workers=-1 must be 0 \(one per CPU core\) or a positive number"),

@@ -10,6 +10,7 @@ import pytest
 from minigpt import tokenizer as tokenizer_module
 from minigpt.config import TOKENIZERS
 from minigpt.tokenizer import (
+    BPETokenizer,
     CharTokenizer,
     GPT2Tokenizer,
     Tokenizer,
@@ -19,6 +20,7 @@ from minigpt.tokenizer import (
 
 SHAKESPEARE = Path(__file__).resolve().parent.parent / "data" / "shakespeare" / "input.txt"
 MIXED = "Hello, wörld! 世界 🙂\n\tcafé\r\n  spaces  end "
+BPE = BPETokenizer.train([MIXED] * 20, 280)  # a byte-level BPE trained in milliseconds (tests/test_bpe.py: more)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +90,7 @@ def test_gpt2_decode_token_replaces_partial_utf8():
     assert tok.decode_token(tok.encode(" the")[0]) == " the"
 
 
-@pytest.mark.parametrize("tok", [CharTokenizer.from_text(MIXED), GPT2Tokenizer()], ids=["char", "gpt2"])
+@pytest.mark.parametrize("tok", [CharTokenizer.from_text(MIXED), GPT2Tokenizer(), BPE], ids=["char", "gpt2", "bpe"])
 def test_dict_round_trip_through_json(tok):
     d = json.loads(json.dumps(tok.to_dict()))
     rebuilt = tokenizer_from_dict(d)
@@ -116,13 +118,17 @@ def test_gpt2_loads_without_network(monkeypatch):
 
 def test_kinds_agree_with_the_config():
     # every data.tokenizer that config.py accepts can be rebuilt from its saved form
-    assert all(tokenizer_from_dict({"kind": kind, "chars": "ab"}).kind == kind for kind in TOKENIZERS)
+    saved = {"char": {"chars": "ab"}, "bpe": {"json": BPE.to_json()}}
+    assert all(tokenizer_from_dict({"kind": kind, **saved.get(kind, {})}).kind == kind for kind in TOKENIZERS)
 
 
 def test_bad_kinds_and_dicts():
     with pytest.raises(TokenizerError, match="non-empty text"):
         CharTokenizer.from_text("")
-    knows = r"this minigpt knows char \(with a 'chars' string\) and gpt2 \(ranks sha256 306cd27f03c1\.\.\.\)"
+    knows = (
+        r"this minigpt knows char \(with a 'chars' string\), gpt2 \(ranks sha256 306cd27f03c1\.\.\.\) "
+        r"and bpe \(with its 'json'\)"
+    )
     with pytest.raises(TokenizerError, match=f"of kind 'sentencepiece': {knows}"):
         tokenizer_from_dict({"kind": "sentencepiece"})
     with pytest.raises(TokenizerError, match=f"of kind 'char': {knows}"):
@@ -131,3 +137,15 @@ def test_bad_kinds_and_dicts():
         tokenizer_from_dict({"kind": "gpt2", "sha256": "0" * 64})
     with pytest.raises(ValueError, match=f"of kind None: {knows}"):  # TokenizerError is a ValueError
         tokenizer_from_dict([])
+
+
+def test_bpe_round_trip_and_its_bounds():
+    assert BPE.vocab_size == 280 and BPE.decode(BPE.encode(MIXED)) == MIXED
+    assert len(BPE.encode(MIXED)) < len(MIXED.encode())  # merges learned from the text
+    assert BPE.encode("<|endoftext|>") != [BPE.eot_id] and BPE.decode([BPE.eot_id]) == "<|endoftext|>"
+    with pytest.raises(TokenizerError, match="at least 257 tokens"):
+        BPETokenizer.train([MIXED], 256)
+    with pytest.raises(TokenizerError, match="outside the bpe vocabulary of 280"):
+        BPE.decode([280])
+    with pytest.raises(TokenizerError, match="must be a byte-level BPE with <\\|endoftext\\|>"):
+        BPETokenizer(json.dumps({**json.loads(BPE.to_json()), "added_tokens": []}))  # no <|endoftext|>
