@@ -13,7 +13,15 @@ from minigpt.checkpoint import CheckpointError, load_checkpoint
 from minigpt.config import TrainConfig
 from minigpt.model import GPT, ModelConfig
 from minigpt.run import main, report, resolve, train
-from minigpt.trainer import Trainer, batch_size_at, configure_muon, configure_optimizer, get_lr, hidden_matrices
+from minigpt.trainer import (
+    Muon,
+    Trainer,
+    batch_size_at,
+    configure_muon,
+    configure_optimizer,
+    get_lr,
+    hidden_matrices,
+)
 
 TINY = ModelConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
 
@@ -98,22 +106,51 @@ def _newton_schulz(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
     return x
 
 
-def test_muons_update_is_the_orthogonalised_gradient():
+def _spread_gradient() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A (8, 24) gradient u diag(s) v^T with singular values s from 1 down to 0.01, and its u (8, 8), v (24, 8)."""
     torch.manual_seed(0)
     u, _ = torch.linalg.qr(torch.randn(8, 8))
     v, _ = torch.linalg.qr(torch.randn(24, 8))
-    grad = u @ torch.diag(torch.logspace(0, -2, 8)) @ v.T  # (8, 24), singular values 1 down to 0.01
-    weight = torch.nn.Parameter(torch.zeros(8, 24))
-    opt = torch.optim.Muon([weight], lr=0.1, weight_decay=0.0, momentum=0.95, adjust_lr_fn="original")
-    weight.grad = grad.clone()
-    opt.step()
-    update = -weight.detach() / 0.1  # original scaling: sqrt(max(1, 8 / 24)) = 1
-    # from zero momentum the (Nesterov) update is a multiple of the gradient, and NS ignores the scale
-    torch.testing.assert_close(update, _newton_schulz(grad).float(), atol=0.03, rtol=0)  # Muon works in bfloat16
-    sv = torch.linalg.svdvals(update)
-    assert sv.min() > 0.6 and sv.max() < 1.3  # the 100x spread of the gradient's singular values is gone
-    rotated = u.T @ update @ v  # (8, 8): the gradient's own singular directions, so nearly diagonal
-    assert (rotated - torch.diag(torch.diagonal(rotated))).abs().max() < 0.03
+    return u @ torch.diag(torch.logspace(0, -2, 8)) @ v.T, u, v
+
+
+@pytest.mark.parametrize("muon_class, tolerance", [(Muon, 1e-5), (torch.optim.Muon, 0.03)])  # torch's: bfloat16
+def test_muons_update_is_the_orthogonalised_gradient(muon_class, tolerance):
+    grad, u, v = _spread_gradient()
+    for shape in ("wide", "tall"):  # (8, 24) and its transpose (24, 8): NS works on the smaller Gram matrix
+        g = grad if shape == "wide" else grad.T.contiguous()
+        weight = torch.nn.Parameter(torch.zeros_like(g))
+        opt = muon_class([weight], lr=0.1, weight_decay=0.0, momentum=0.95, adjust_lr_fn="original")
+        weight.grad = g.clone()
+        opt.step()
+        scale = 1.0 if shape == "wide" else math.sqrt(3)  # original: sqrt(max(1, rows / cols))
+        update = -weight.detach() / (0.1 * scale)
+        # from zero momentum the (Nesterov) update is a multiple of the gradient, and NS ignores the scale
+        expected = _newton_schulz(grad).float()
+        torch.testing.assert_close(update, expected if shape == "wide" else expected.T, atol=tolerance, rtol=0)
+        sv = torch.linalg.svdvals(update)
+        assert sv.min() > 0.6 and sv.max() < 1.3  # the 100x spread of the gradient's singular values is gone
+        rotated = u.T @ (update if shape == "wide" else update.T) @ v  # (8, 8) in the gradient's own directions
+        assert (rotated - torch.diag(torch.diagonal(rotated))).abs().max() < 0.03  # so nearly diagonal
+
+
+def test_our_muon_follows_torchs_over_steps():
+    """Our float32 Newton-Schulz against torch.optim.Muon's bfloat16 one: momentum, weight decay and the
+    match_rms_adamw scale agree over several steps, within bfloat16's precision."""
+    torch.manual_seed(0)
+    start = torch.randn(16, 48)
+    grads = [torch.randn(16, 48) for _ in range(4)]
+    weights = []
+    for muon_class in (Muon, torch.optim.Muon):
+        w = torch.nn.Parameter(start.clone())
+        opt = muon_class([w], lr=0.01, weight_decay=0.1, momentum=0.9, adjust_lr_fn="match_rms_adamw")
+        for g in grads:
+            w.grad = g.clone()
+            opt.step()
+        weights.append(w.detach())
+    moved = (weights[1] - start).abs().max()
+    assert moved > 0.01  # match_rms_adamw: an RMS of 0.2 x lr per step, like AdamW's
+    torch.testing.assert_close(weights[0], weights[1], atol=0.02 * moved, rtol=0)
 
 
 def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
@@ -123,11 +160,14 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     muon = configure_muon(model, cfg)
     in_muon = {names[id(p)] for g in muon.param_groups for p in g["params"]}
     in_adamw = {names[id(p)] for g in configure_optimizer(model, cfg, "cpu").param_groups for p in g["params"]}
-    assert in_muon == {f"h.{i}.{m}.weight" for i in range(2) for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc",
-                                                                         "mlp.c_proj")}  # fmt: skip
+    assert in_muon == {
+        f"h.{i}.{m}.weight" for i in range(2) for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+    }
     assert not in_muon & in_adamw and in_muon | in_adamw == set(names.values())
     assert {"lm_head.weight", "wte.weight", "wpe.weight", "h.0.ln_1.weight"} <= in_adamw
     assert {id(p) for p in hidden_matrices(model)} == {id(p) for g in muon.param_groups for p in g["params"]}
+    fewer = configure_muon(model, TrainConfig(muon_ns_steps=3))
+    assert muon.param_groups[0]["ns_steps"] == 5 and fewer.param_groups[0]["ns_steps"] == 3
     # the default run has one AdamW over every parameter, as before
     adamw = configure_optimizer(model, TrainConfig(), "cpu")
     assert sum(len(g["params"]) for g in adamw.param_groups) == len(names)
@@ -244,19 +284,16 @@ def test_stop_loss_stops_at_the_first_evaluation_at_or_below():
 
 
 def _args(corpus, root, *extra):
-    return [
-        f"--data.path={corpus}", f"--data.cache_dir={root / 'cache'}", f"--train.out_dir={root / 'runs'}",
-        "--train.run_name=r", "--model.n_layer=2", "--model.n_head=2", "--model.n_embd=32",
-        "--model.block_size=16", "--model.dropout=0.1", "--train.batch_size=4", "--train.max_iters=12",
-        "--train.eval_interval=4", "--train.eval_iters=2", "--train.warmup_iters=2", "--log.sample_tokens=0",
-        "--log.no_tensorboard", "--log.no_progress", "--log.no_head_roles", "--log.no_attention_maps",
-        "--train.device=cpu", *extra,
-    ]  # fmt: skip
+    paths = [f"--data.path={corpus}", f"--data.cache_dir={root / 'cache'}", f"--train.out_dir={root / 'runs'}"]
+    tiny = """--train.run_name=r --model.n_layer=2 --model.n_head=2 --model.n_embd=32 --model.block_size=16
+        --model.dropout=0.1 --train.batch_size=4 --train.max_iters=12 --train.eval_interval=4 --train.eval_iters=2
+        --train.warmup_iters=2 --log.sample_tokens=0 --log.no_tensorboard --log.no_progress --log.no_head_roles
+        --log.no_attention_maps --train.device=cpu"""
+    return [*paths, *tiny.split(), *extra]
 
 
-SWITCHES = ("--train.optimizer=muon", "--train.muon_lr=0.01", "--train.lr_schedule=wsd", "--train.lr_decay_frac=0.5",
-            "--train.batch_size_start=1", "--train.batch_ramp_iters=8", "--train.eval_start=5",
-            "--train.no_eval_train")  # fmt: skip
+SWITCHES = """--train.optimizer=muon --train.muon_lr=0.01 --train.lr_schedule=wsd --train.lr_decay_frac=0.5
+    --train.batch_size_start=1 --train.batch_ramp_iters=8 --train.eval_start=5 --train.no_eval_train""".split()
 
 
 def _run(corpus, root, *extra, resume=None, stop_at=None):
@@ -296,8 +333,16 @@ def test_train_py_stops_at_stop_loss_with_a_clear_final_line(corpus, tmp_path, c
 
 
 def test_report_names_the_limit(tmp_path):
-    result = {"stopped_by": None, "iter": 7, "seconds": 3.0, "losses": {"val": 2.0}, "best_val_loss": 2.0,
-              "sample": "", "run_dir": tmp_path, "limit": "max_seconds"}  # fmt: skip
+    result = {
+        "stopped_by": None,
+        "iter": 7,
+        "seconds": 3.0,
+        "losses": {"val": 2.0},
+        "best_val_loss": 2.0,
+        "sample": "",
+        "run_dir": tmp_path,
+        "limit": "max_seconds",
+    }
     assert "done: 7 iters in 3 s (train.max_seconds reached); val loss 2.0000" in report(result)
     assert "reached" not in report({**result, "limit": None})
 
@@ -308,6 +353,8 @@ def test_report_names_the_limit(tmp_path):
         (dict(optimizer="sgd"), "train.optimizer must be 'adamw' or 'muon'"),
         (dict(optimizer="muon", parallel="fsdp"), "train.optimizer='muon' needs whole weight matrices.*ddp"),
         (dict(muon_lr=-1.0), "train.muon_lr must be at least 0"),
+        (dict(muon_ns_steps=0), "train.muon_ns_steps must be at least 1"),
+        (dict(muon_ns_steps=50), "train.muon_ns_steps must be at most 20"),
         (dict(muon_momentum=1.0), r"train.muon_momentum must be in \[0, 1\)"),
         (dict(muon_adjust_lr="auto"), "train.muon_adjust_lr must be"),
         (dict(lr_schedule="linear"), "train.lr_schedule must be 'cosine' or 'wsd'"),
