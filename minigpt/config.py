@@ -268,8 +268,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_fields(self, "train.", batch_size=1, grad_accum=1, max_iters=1, eval_interval=1, eval_iters=1,
-                      warmup_iters=0, lr_decay_iters=0, weight_decay=0, grad_clip=0, threads=0, muon_lr=0, muon_ns_steps=1,
-                      batch_size_start=0, batch_ramp_iters=0, eval_start=0, max_seconds=0, stop_loss=0)
+                      warmup_iters=0, lr_decay_iters=0, weight_decay=0, grad_clip=0, threads=0, muon_lr=0,
+                      muon_ns_steps=1, batch_size_start=0, batch_ramp_iters=0, eval_start=0, max_seconds=0, stop_loss=0)
         if self.optimizer == "muon" and self.parallel == "fsdp":
             raise ValueError("train.optimizer='muon' needs whole weight matrices, which fsdp shards; "
                              "use train.parallel='ddp'")
