@@ -190,9 +190,11 @@ class CausalSelfAttention(nn.Module):
         self.score = config.attn_score
         self.window = config.window_for_layer(layer_idx)
         self.additive = AdditiveScore(self.n_head, self.head_size) if self.score == "additive" else None
-        if config.qk_norm:  # a gain per head and dimension, broadcast over B and T (starts at 1: plain RMS norm)
-            self.q_gain = nn.Parameter(torch.ones(self.n_head, 1, self.head_size))  # (nh, 1, hs)
-            self.k_gain = nn.Parameter(torch.ones(self.n_head, 1, self.head_size))  # (nh, 1, hs)
+        if config.qk_norm:
+            # A gain per head and dimension, starting at 1 (plain RMS norm). Kept flat, (nh*hs,), like a
+            # LayerNorm's: the optimizer treats 1-D tensors as gains (no weight decay, never Muon).
+            self.q_gain = nn.Parameter(torch.ones(self.n_head * self.head_size))
+            self.k_gain = nn.Parameter(torch.ones(self.n_head * self.head_size))
         self.qk_norm = config.qk_norm
 
     def forward(
@@ -220,7 +222,8 @@ class CausalSelfAttention(nn.Module):
             # weights do, so the logits stay bounded and a higher learning rate cannot blow up the softmax.
             # The scale stays 1/sqrt(hs) (logits within +-sqrt(hs)); the learned gains let a head sharpen
             # beyond that, slowly, one optimizer step at a time.
-            q, k = rms_norm(q, self.q_gain), rms_norm(k, self.k_gain)  # (B, nh, T, hs)
+            q = rms_norm(q, self.q_gain.view(nh, 1, hs))  # (B, nh, T, hs), gain broadcast over B and T
+            k = rms_norm(k, self.k_gain.view(nh, 1, hs))  # (B, nh, T, hs)
         if rotary is not None:
             # Rotary positions: turn q and k by the angles of their absolute positions (new tokens only:
             # cached keys were turned when they were new), so q.k sees how far apart they are.

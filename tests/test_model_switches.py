@@ -1,6 +1,6 @@
 """The model switches of "A CPU speedrun": QK-norm, rotary positions, ReLU², zero-initialised output
 projections and value embeddings. Each is off by default and leaves the default model as it was; each does
-what docs/model.md says; the fused path, the KV cache, the sampler's copy, attention maps, head roles,
+what its docstring says; the fused path, the KV cache, the sampler's copy, attention maps, head roles,
 the parameter counter, checkpoints, resume and GPT-2 export all work with it on."""
 
 import io
@@ -21,6 +21,7 @@ from minigpt.params import count_params
 from minigpt.roles import ROLES, head_roles, induction_probe
 from minigpt.run import resolve, train
 from minigpt.tokenizer import CharTokenizer
+from minigpt.trainer import TrainConfig, configure_optimizer, hidden_matrices
 from tests.test_run import tiny_args
 
 TINY = ModelConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
@@ -130,7 +131,7 @@ def test_qk_norm_makes_attention_blind_to_the_scale_of_q_and_k():
                 block.attn.c_attn.bias[: 2 * 16] *= 1000
         after = model.attention_maps(ids)
         assert torch.allclose(after, before, atol=1e-4) == qk_norm
-    assert model_with("qk_norm").h[0].attn.q_gain.shape == (2, 1, 8)  # a gain per head and dimension
+    assert model_with("qk_norm").h[0].attn.q_gain.shape == (2 * 8,)  # a gain per head and dimension, flat
 
 
 def test_relu2_is_relu_squared():
@@ -179,6 +180,17 @@ def test_value_embeddings_are_added_to_the_values():
         for table in model.value_embeds:
             table.weight.zero_()
     torch.testing.assert_close(model(idx)[0], plain(idx)[0])
+
+
+def test_new_parameters_are_gains_and_embeddings_to_the_optimizer():
+    # QK-norm gains and value embeddings get no weight decay (decay would shrink the logits' gain and the rows
+    # of rare tokens), and Muon takes only the linear layers' matrices
+    model = GPT(TINY.replace(**SWITCHES["all"]))
+    decay, no_decay = configure_optimizer(model, TrainConfig(weight_decay=0.1), "cpu").param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    new = {n for n in names.values() if "gain" in n or n.startswith("value_embeds")}
+    assert len(new) == 2 * 2 + 2 and new <= {names[id(p)] for p in no_decay["params"]}
+    assert not new & {names[id(p)] for p in hidden_matrices(model)}
 
 
 # -- every path still works with each switch on -------------------------------------------------------------

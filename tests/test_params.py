@@ -18,6 +18,10 @@ CONFIGS = [
     ModelConfig(vocab_size=97, block_size=32, n_layer=3, n_head=3, n_embd=24, d_head=10, bias=False),
     ModelConfig(vocab_size=50, block_size=16, n_layer=1, n_head=4, n_embd=32, d_ff=40, tie_weights=False),
     ModelConfig(vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=16, attn_score="additive"),
+    # the switches of "A CPU speedrun" that add or remove parameters: QK-norm gains, value embeddings, no wpe
+    ModelConfig(
+        vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=16, qk_norm=True, value_embeds=True, pos_emb="rotary"
+    ),
     ModelConfig.from_preset("nano"),
 ]
 
