@@ -216,7 +216,8 @@ class SlowStepWatch:
 
 
 class Trainer:
-    """Owns the optimizer, the step counter, the loop, the evaluation schedule and the checkpoints.
+    """Owns the optimizers (AdamW, and Muon with cfg.optimizer='muon'), the step counter, the loop, the
+    evaluation schedule, the run's limits (steps, seconds, a target loss) and the checkpoints.
 
     model: the plain model (evaluated and saved); train_model: what a step calls, the same model
     or a DDP/compiled wrapper of it. batches: gives (x, y) training batches with `next()` and has

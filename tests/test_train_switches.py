@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from minigpt import hf
 from minigpt import trainer as trainer_module
-from minigpt.checkpoint import CheckpointError, load_checkpoint
+from minigpt.checkpoint import CheckpointError, load_checkpoint, load_model
 from minigpt.config import TrainConfig
 from minigpt.model import GPT, ModelConfig
 from minigpt.run import main, report, resolve, train
@@ -316,6 +317,12 @@ def test_switched_on_run_resumes_exactly(corpus, tmp_path):
             assert torch.equal(value, b["optimizer"]["state"][name][key]), (name, key)
     assert "momentum_buffer" in a["optimizer"]["state"]["h.0.attn.c_attn.weight"]
     assert "exp_avg" in a["optimizer"]["state"]["wte.weight"]
+    # training switches leave a plain GPT-2-shaped model: it exports, and the export gives the same logits
+    assert hf.main(["--run", str(tmp_path / "a/runs/r")]) == 0
+    model, _, _ = load_model(tmp_path / "a/runs/r/ckpt_latest.pt", "cpu")
+    ids = torch.randint(0, model.config.vocab_size, (1, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(hf.load(str(tmp_path / "a/runs/r/hf"))(ids)[0], model.eval()(ids)[0])
 
 
 def test_resume_refuses_another_optimizer(corpus, tmp_path):
