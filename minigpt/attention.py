@@ -219,7 +219,7 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         if self.qk_norm:
             # QK-norm (Henry et al., 2020; modded-nanogpt): with q and k of RMS 1, |q.k| <= hs whatever the
-            # weights do, so the logits stay bounded and a higher learning rate cannot blow up the softmax.
+            # weights do, so the logits stay bounded and a higher learning rate cannot saturate the softmax.
             # The scale stays 1/sqrt(hs) (logits within +-sqrt(hs)); the learned gains let a head sharpen
             # beyond that, slowly, one optimizer step at a time.
             q = rms_norm(q, self.q_gain.view(nh, 1, hs))  # (B, nh, T, hs), gain broadcast over B and T
