@@ -16,7 +16,6 @@ import math
 import os
 import shutil
 import sys
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,15 @@ from minigpt.checkpoint import (
 from minigpt.config import ExportConfig, ModelConfig
 from minigpt.errors import UserError
 from minigpt.model import GPT
-from minigpt.tokenizer import GPT2_EOT, BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer
+from minigpt.tokenizer import (
+    GPT2_EOT,
+    BPETokenizer,
+    CharTokenizer,
+    GPT2Tokenizer,
+    Tokenizer,
+    byte_symbols,
+    implied_merges,
+)
 
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 _BUFFERS = (".attn.bias", ".attn.masked_bias")
@@ -440,42 +447,19 @@ def export(model: GPT, tokenizer: Tokenizer, out: str | Path) -> Path:
     return out
 
 
-@cache
-def _byte_symbols() -> list[str]:
-    """GPT-2's printable stand-in for each byte value (its vocab.json spells tokens with these)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    symbols, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            symbols[b] = chr(b)
-        else:  # spaces and control bytes move past 255 to stay visible
-            symbols[b], extra = chr(256 + extra), extra + 1
-    return [symbols[b] for b in range(256)]
-
-
 def gpt2_vocab_and_merges() -> tuple[dict[str, int], list[str]]:
     """GPT-2's vocab.json and merges.txt, rebuilt from the BPE ranks minigpt ships (tiktoken's format).
 
     Each multi-byte token's merge is the pair of tokens that BPE, using only lower ranks, leaves it as.
     """
     ranks = GPT2Tokenizer()._enc._mergeable_ranks  # token bytes -> rank
-    spell = _byte_symbols()
+    spell = byte_symbols()
 
     def as_text(token: bytes) -> str:
         return "".join(spell[b] for b in token)
 
-    merges = []
-    for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
-        if len(token) < 2:
-            continue
-        parts = [bytes([b]) for b in token]
-        while len(parts) > 2:  # merge the lowest-ranked adjacent pair until two parts remain
-            pairs = [(ranks.get(a + b, rank), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
-            best, i = min(pairs)
-            if best >= rank:
-                break
-            parts[i : i + 2] = [parts[i] + parts[i + 1]]
-        merges.append(f"{as_text(parts[0])} {as_text(parts[1])}")
+    implied = implied_merges(ranks)
+    merges = [" ".join(map(as_text, implied[token])) for token in sorted(implied, key=ranks.__getitem__)]
     vocab = {as_text(token): rank for token, rank in ranks.items()}
     vocab["<|endoftext|>"] = GPT2Tokenizer().eot_id
     return vocab, merges

@@ -149,3 +149,17 @@ def test_bpe_round_trip_and_its_bounds():
         BPE.decode([280])
     with pytest.raises(TokenizerError, match="must be a byte-level BPE with <\\|endoftext\\|>"):
         BPETokenizer(json.dumps({**json.loads(BPE.to_json()), "added_tokens": []}))  # no <|endoftext|>
+
+
+def test_bpe_encodes_with_tiktoken_only_when_its_ranks_imply_the_learned_merges(shakespeare):
+    tok = BPETokenizer.train([shakespeare[:200_000]], 600)
+    assert tok._tiktoken is not None  # trained merges in id order: tiktoken's ranks give the same tokens
+    library = [e.ids for e in tok._plain.encode_batch([shakespeare[:20_000], MIXED], add_special_tokens=False)]
+    assert tok.encode_batch([shakespeare[:20_000], MIXED]) == library
+    # the same vocabulary with two merges swapped learns another order: only the library applies it faithfully
+    spec = json.loads(tok.to_json())
+    merges = spec["model"]["merges"]
+    merges[10], merges[11] = merges[11], merges[10]
+    swapped = BPETokenizer(json.dumps(spec))
+    assert swapped._tiktoken is None
+    assert swapped.encode(MIXED) == swapped._plain.encode(MIXED).ids and swapped.decode(swapped.encode(MIXED)) == MIXED
