@@ -396,7 +396,7 @@ def bench_prepare(cfg: BenchConfig) -> Rows:
             max_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # the largest process so far
             meta = json.loads(next((folder / "cache").glob("*/meta.json")).read_text())
             tokens = meta["train_tokens"] + meta["val_tokens"]
-            trained = meta["tokenizer"].get("seconds", 0.0)  # bpe: training its tokenizer, the rest is as for gpt2
+            trained = meta["tokenizer"].get("train_seconds", 0.0)  # bpe: training its tokenizer, the rest is as for gpt2
             rows.append({"corpus": f"{gb} GB, {cfg.corpus_files} file(s)", "tokenizer": cfg.tokenizer,
                          "tokens": tokens, "wall_s": wall, **({"train_tokenizer_s": trained} if vocab else {}),
                          "tokens_per_s": tokens / (wall - trained),

@@ -14,7 +14,6 @@ import fnmatch
 import hashlib
 import itertools
 import json
-import multiprocessing
 import os
 import re
 import shutil
@@ -305,8 +304,6 @@ _worker: dict[str, Any] = {}  # a worker process's tokenizer and dtype, sent onc
 
 
 def _start_worker(tokenizer: Tokenizer, dtype: np.dtype, parent: int) -> None:
-    # One thread per worker: the processes share the cores, so bpe's batch encoder must not start its own threads.
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _worker.update(tokenizer=tokenizer, dtype=dtype)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent handles it
     # A worker whose parent is killed (kill -9) would wait for work forever, keeping the cache folder's lock
@@ -335,12 +332,12 @@ def _tokenize(pieces: Iterable[tuple[str, str, bool]], tokenizer: Tokenizer, dty
             yield from _labelled(batch, _encode(tokenizer, dtype, batch))
         return
     # A worker that dies (killed, out of memory) makes result() raise BrokenProcessPool instead of waiting forever.
-    # bpe's workers are started afresh (spawn): a process forked after `tokenizers` ran its thread pool (training)
-    # inherits that pool broken, and the library then warns and may hang.
-    context = multiprocessing.get_context("spawn") if isinstance(tokenizer, BPETokenizer) else None
-    pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_start_worker, initargs=(tokenizer, dtype, os.getpid())
-    )
+    # The workers are forked. Training a bpe may have run the `tokenizers` thread pool in this process, and a
+    # forked process inherits that pool broken: TOKENIZERS_PARALLELISM=false in the workers' environment keeps
+    # them off it (one thread each, as processes beside each other should be).
+    threads_setting = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    pool = ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(tokenizer, dtype, os.getpid()))
     try:
         queued: collections.deque = collections.deque()  # (batch, its future ids), oldest first
         for batch in batches:
@@ -352,6 +349,10 @@ def _tokenize(pieces: Iterable[tuple[str, str, bool]], tokenizer: Tokenizer, dty
             yield from _labelled(batch, future.result())
     finally:  # on an error or Ctrl-C, drop the queued batches instead of encoding them
         pool.shutdown(cancel_futures=True)
+        if threads_setting is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = threads_setting
 
 
 def _labelled(batch: list[tuple[str, str, bool]], encoded: list[bytes]) -> Iterator[tuple[str, int, bytes]]:
@@ -582,7 +583,7 @@ def _reusable(out: Path, source: dict[str, Any], cfg: DataConfig) -> bool:
     if same and cfg.tokenizer == "bpe":  # trained the same way, and its tokenizer.json still whole: else train again
         same = old["vocab_size"] == cfg.vocab_size and old["tokenizer"].get("settings") == BPE_SETTINGS
         try:
-            same = same and _saved_tokenizer(out, old["tokenizer"]) is not None
+            _saved_tokenizer(out, old["tokenizer"])  # raises when tokenizer.json is missing, cut short or changed
         except (DataError, TokenizerError):
             return False
     return same
@@ -637,10 +638,18 @@ def _write_tokens(
 
 def _train_bpe(cfg: DataConfig, pieces: Iterator[tuple[str, str, bool]], cut: int, progress: bool) -> BPETokenizer:
     """A byte-level BPE of cfg.vocab_size tokens, trained on the train split only (the model is scored on val,
-    so its text must not shape the vocabulary). The pieces stream by; the trainer keeps only pair counts."""
-    train = (text for _, text, _ in itertools.takewhile(lambda piece: piece[0] == "train", pieces))
+    so its text must not shape the vocabulary). The pieces stream by; the trainer keeps counts of distinct
+    pre-tokens, not the text."""
+
+    def train_split() -> Iterator[str]:
+        for split, text, _ in pieces:
+            if split != "train":  # train's pieces come first; the rest is val
+                return
+            bar.update(len(text))
+            yield text
+
     with _bar(f"Training the bpe tokenizer ({cfg.vocab_size:,} tokens)", cut, progress) as bar:
-        tokenizer = BPETokenizer.train((bar.update(len(text)) or text for text in train), cfg.vocab_size)
+        tokenizer = BPETokenizer.train(train_split(), cfg.vocab_size)
     if tokenizer.vocab_size < cfg.vocab_size:
         n = tokenizer.vocab_size
         raise DataError(f"the train split of {cfg.hf_dataset or cfg.path} supports at most {n:,} bpe tokens (the "
@@ -752,7 +761,8 @@ def prepare(
             text = tokenizer.to_json().encode("utf-8")
             _write_synced(out / f"{BPE_FILE}.{tag}", text)
             sha = hashlib.sha256(text).hexdigest()
-            saved = {"kind": "bpe", "file": BPE_FILE, "sha256": sha, "settings": BPE_SETTINGS, "seconds": trained_in}
+            saved = {"kind": "bpe", "file": BPE_FILE, "sha256": sha, "settings": BPE_SETTINGS}
+            saved["train_seconds"] = trained_in  # how long training took, for bench prepare
         meta = {
             "format_version": FORMAT_VERSION,
             "source": source,

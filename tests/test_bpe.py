@@ -278,3 +278,41 @@ def test_bench_prepare_trains_a_bpe_first(tmp_path, monkeypatch):
     (row,) = json.loads(out_json.read_text())["results"]["prepare"]
     assert row["tokenizer"] == "bpe:400" and 0 < row["train_tokenizer_s"] < row["wall_s"] and row["tokens"] > 0
     assert main(["prepare", "--corpus_gb", "0.001", "--tokenizer", "bpe"]) == 2
+
+
+def test_train_resume_and_params_with_a_bpe_run(tmp_path, capsys):
+    import io
+    import shutil
+
+    from minigpt import cli
+    from minigpt.params_cli import main as params_main
+    from minigpt.run import from_argv, train
+
+    corpus = tmp_path / "part.txt"
+    corpus.write_text(SHAKESPEARE.read_text(encoding="utf-8")[:100_000], encoding="utf-8")
+    args = [
+        f"--data.path={corpus}",
+        "--data.tokenizer=bpe",
+        "--data.vocab_size=400",
+        f"--data.cache_dir={tmp_path / 'cache'}",
+        f"--train.out_dir={tmp_path / 'runs'}",
+        "--train.run_name=r",
+        "--model.n_layer=1",
+        "--model.n_embd=16",
+        "--model.n_head=2",
+        "--model.block_size=16",
+        "--train.batch_size=2",
+        "--train.eval_iters=1",
+        "--train.eval_interval=2",
+        "--log.sample_tokens=0",
+        "--log.no_tensorboard",
+        "--log.no_progress",
+        "--train.device=cpu",
+    ]
+    assert train(cli.parse(RunConfig, [*args, "--train.max_iters=2"], prog="train.py"), out=io.StringIO())["iter"] == 2
+    # the run's config.toml states the vocabulary, so params counts the embedding the run has: 400 x 16
+    assert params_main([str(tmp_path / "runs/r/config.toml")]) == 0
+    assert "6,400" in capsys.readouterr().out
+    # with the cache gone, the tokenizer is trained again, to the same one: the resume is accepted
+    shutil.rmtree(tmp_path / "cache")
+    assert train(*from_argv([*args, "--train.max_iters=4", "--resume"]), out=io.StringIO())["iter"] == 4
