@@ -14,6 +14,7 @@ import fnmatch
 import hashlib
 import itertools
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -641,20 +642,57 @@ def _train_bpe(cfg: DataConfig, pieces: Iterator[tuple[str, str, bool]], cut: in
     so its text must not shape the vocabulary). The pieces stream by; the trainer keeps counts of distinct
     pre-tokens, not the text."""
 
-    def train_split() -> Iterator[str]:
+    def train_split(bar: tqdm) -> Iterator[str]:
         for split, text, _ in pieces:
             if split != "train":  # train's pieces come first; the rest is val
                 return
             bar.update(len(text))
             yield text
 
-    with _bar(f"Training the bpe tokenizer ({cfg.vocab_size:,} tokens)", cut, progress) as bar:
-        tokenizer = BPETokenizer.train(train_split(), cfg.vocab_size)
+    def train() -> str:
+        with _bar(f"Training the bpe tokenizer ({cfg.vocab_size:,} tokens)", cut, progress) as bar:
+            return BPETokenizer.train(train_split(bar), cfg.vocab_size).to_json()
+
+    tokenizer = BPETokenizer(_in_child(train))
     if tokenizer.vocab_size < cfg.vocab_size:
         n = tokenizer.vocab_size
         raise DataError(f"the train split of {cfg.hf_dataset or cfg.path} supports at most {n:,} bpe tokens (the "
                         f"trainer ran out of pairs to merge); set data.vocab_size={n} or less, or use a longer corpus")
     return tokenizer
+
+
+def _in_child(work: Callable[[], str]) -> str:
+    """work() run in a forked process, its text sent back. The `tokenizers` trainer's threads leave hundreds of
+    MB freed but still held by the allocator; in a child that memory goes back to the system when it ends, so
+    the tokenizing workers forked afterwards start small. Where processes are not forked (macOS, Windows),
+    work() runs here."""
+    if multiprocessing.get_start_method() != "fork":
+        return work()
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+
+    def run() -> None:
+        try:
+            sender.send((True, work()))
+        except BaseException as e:  # raised again in the parent
+            sender.send((False, e))
+
+    child = context.Process(target=run, daemon=True)
+    child.start()
+    sender.close()
+    try:
+        message = receiver.recv()
+    except EOFError:  # it died without a word: killed, or out of memory
+        message = None
+    finally:
+        child.join()
+    if message is None:
+        raise DataError(f"the process training the tokenizer ended with exit code {child.exitcode}; "
+                        "run again, with more memory free")
+    done, result = message
+    if not done:
+        raise result
+    return result
 
 
 def _write_synced(path: Path, data: bytes) -> None:

@@ -157,6 +157,20 @@ def test_token_files_are_the_same_for_any_workers_blocks_and_pieces(tmp_path, mo
     assert ids.count(data.tokenizer.eot_id) == len(texts) - 1
 
 
+def test_training_runs_in_a_child_process_whose_result_or_error_comes_back():
+    import os
+
+    assert data_module._in_child(lambda: f"from {os.getpid()}") != f"from {os.getpid()}"  # another process
+    with pytest.raises(DataError, match="^no pairs"):
+
+        def fail() -> str:
+            raise DataError("no pairs")
+
+        data_module._in_child(fail)
+    with pytest.raises(DataError, match="ended with exit code 3; run again"):
+        data_module._in_child(lambda: os._exit(3))
+
+
 def test_bad_vocabulary_sizes_are_one_line(tmp_path):
     with pytest.raises(ValueError, match=r"^data.vocab_size=256 is too small: .* at least 257"):
         DataConfig(tokenizer="bpe", vocab_size=256)
