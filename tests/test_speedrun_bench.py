@@ -76,9 +76,9 @@ def test_nanogpt_data_as_its_prepare_writes_it(bench, tmp_path):
 
 
 def test_ablation_rows_become_overrides(bench):
-    args = argparse.Namespace(config="configs/speedrun-cpu.toml", ablate=["model.qk_norm=false", "train.lr=1e-3 --x=1"])
+    args = argparse.Namespace(config="configs/speedrun-cpu.toml", ablate=["model.no_qk_norm", "train.lr=1e-3 --x=1"])
     rows = bench.variants(args)
-    assert list(rows.values()) == [[], ["--model.qk_norm=false"], ["--train.lr=1e-3", "--x=1"]]
+    assert list(rows.values()) == [[], ["--model.no_qk_norm"], ["--train.lr=1e-3", "--x=1"]]
 
 
 def test_an_unfair_config_is_refused(bench):

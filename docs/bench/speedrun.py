@@ -1,7 +1,7 @@
 """The CPU speedrun, timed against nanoGPT's CPU recipe: whole processes, alternating, the same threads.
 
     python docs/bench/speedrun.py --nanogpt /tmp/nanogpt [--runs 3] [--threads 2] [--config configs/speedrun-cpu.toml]
-    python docs/bench/speedrun.py --runs 2 --ablate "model.qk_norm=false" --ablate "train.optimizer=adamw train.lr=4e-3"
+    python docs/bench/speedrun.py --runs 2 --ablate "model.no_qk_norm" --ablate "train.optimizer=adamw train.lr=4e-3"
 
 --nanogpt is a folder holding nanoGPT's train.py, model.py, configurator.py and
 config/train_shakespeare_char.py (e.g. extracted with `git show HEAD:train.py`); nothing of nanoGPT lives in
@@ -208,7 +208,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--target", type=float, default=1.886, help="the val loss to reach (nanoGPT's: 1.8857)")
-    p.add_argument("--ablate", action="append", default=[], help='e.g. "model.qk_norm=false" (repeatable)')
+    p.add_argument("--ablate", action="append", default=[], help='e.g. "model.no_qk_norm" (repeatable)')
     p.add_argument("--keep", type=Path, help="keep the runs' folders (checkpoints, logs) here")
     args = p.parse_args()
     if args.nanogpt:
