@@ -20,6 +20,10 @@ Reported per tool, as medians over the runs: seconds from process start to the f
 loss <= --target, the step of that evaluation, ms per step (the wall time between the first evaluation and
 that one over the steps between them, so evaluation and logging are in it), and the final val loss.
 
+After the rounds, the last round's final checkpoints are scored on the whole val split (every
+non-overlapping 64-token window, 111,540 tokens, the same for both tools, so a lucky evaluation sample
+cannot flatter either), and each tool's own sample.py prints --sample_tokens of text from them.
+
 --ablate adds rows: each is the speedrun config with a few --section.key=value overrides (space-separated,
 without the leading dashes), one change added to or taken out of the speedrun. Without --nanogpt only the
 minigpt rows run.
@@ -167,6 +171,55 @@ def variants(args: argparse.Namespace) -> dict[str, list[str]]:
     return rows
 
 
+def whole_val_loss(model, val: np.ndarray, T: int = 64) -> float:
+    """Mean next-token loss of model(x, y) -> (logits, loss) over every non-overlapping T-window of val."""
+    import torch
+
+    n = (len(val) - 1) // T
+    ids = torch.from_numpy(val[: n * T + 1].astype(np.int64))
+    x, y = ids[:-1].view(n, T), ids[1:].view(n, T)  # (n, T) each
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, n, 256):
+            total += model(x[i : i + 256], y[i : i + 256])[1].item() * len(x[i : i + 256])
+    return total / n
+
+
+def quality(args: argparse.Namespace, work: Path, r: int, names: list[str]) -> None:
+    """Whole-val loss and a text sample of round r's final checkpoints (nanoGPT's and each minigpt row's)."""
+    import importlib.util
+
+    import torch
+
+    from minigpt.checkpoint import load_model
+
+    torch.set_num_threads(1)
+    val = np.fromfile(work / "data/shakespeare_char/val.bin", dtype=np.uint16)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    n = str(args.sample_tokens)
+    for name in names:
+        if name.startswith("nanoGPT"):
+            spec = importlib.util.spec_from_file_location("nanogpt_model", args.nanogpt / "model.py")
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+            ckpt = torch.load(work / f"nanogpt-{r}/ckpt.pt", map_location="cpu", weights_only=True)
+            model = mod.GPT(mod.GPTConfig(**ckpt["model_args"]))
+            model.load_state_dict(ckpt["model"])
+            step = f"iter {ckpt['iter_num']}"
+            argv = [sys.executable, str(args.nanogpt / "sample.py"), f"--out_dir={work / f'nanogpt-{r}'}",
+                    "--device=cpu", "--num_samples=1", f"--max_new_tokens={n}"]
+        else:
+            path = work / f"runs/v{names.index(name) - bool(args.nanogpt)}-r{r}/ckpt_best.pt"
+            model, _, step = load_model(path, "cpu")
+            argv = [sys.executable, str(ROOT / "sample.py"), "--ckpt", str(path), "--max_new_tokens", n, "--seed", "1"]
+        loss = whole_val_loss(model.eval(), val)
+        print(f"\n{name.strip()} (round {r + 1}, {step}): loss on the whole val split {loss:.4f}")
+        if args.sample_tokens:
+            text = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True).stdout
+            skip = ("Overriding", "number of parameters", "Loading meta")  # nanoGPT's own notes
+            print("\n".join(ln for ln in text.split("---------------")[0].splitlines() if not ln.startswith(skip)))
+
+
 def machine() -> str:
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout if shutil.which("lscpu") else ""
     model = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), "")
@@ -210,6 +263,7 @@ def main() -> None:
     p.add_argument("--target", type=float, default=1.886, help="the val loss to reach (nanoGPT's: 1.8857)")
     p.add_argument("--ablate", action="append", default=[], help='e.g. "model.no_qk_norm" (repeatable)')
     p.add_argument("--keep", type=Path, help="keep the runs' folders (checkpoints, logs) here")
+    p.add_argument("--sample_tokens", type=int, default=300, help="text to print from each final model (0: none)")
     args = p.parse_args()
     if args.nanogpt:
         args.nanogpt = args.nanogpt.resolve()
@@ -222,9 +276,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[Run]] = {}
     try:
+        write_nanogpt_data(work, TEXT.read_text(encoding="utf-8"))  # also the val split that quality() scores
         if args.nanogpt:
             shutil.copy(args.nanogpt / "configurator.py", work)  # train.py exec()s it from its working directory
-            write_nanogpt_data(work, TEXT.read_text(encoding="utf-8"))
         for r in range(args.runs):
             for name, (argv, cwd) in tools(args, work, r).items():
                 run = run_timed(argv, cwd, args.threads)
@@ -236,11 +290,12 @@ def main() -> None:
                     f"final {run.final_val:.4f}, load {os.getloadavg()[0]:.2f}",
                     flush=True,
                 )
+        print(f"load average after: {os.getloadavg()}\n")
+        print("\n".join(table(results, args.target)))
+        quality(args, work, args.runs - 1, list(results))
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"load average after: {os.getloadavg()}\n")
-    print("\n".join(table(results, args.target)))
 
 
 if __name__ == "__main__":
