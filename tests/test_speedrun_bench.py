@@ -87,3 +87,20 @@ def test_an_unfair_config_is_refused(bench):
         bench.check_config("configs/speedrun-cpu.toml", ["--model.n_layer=6"])
     with pytest.raises(SystemExit, match="fewer than nanoGPT's 15,360"):
         bench.check_config("configs/speedrun-cpu.toml", ["--train.eval_iters=2"])
+
+
+def test_whole_val_loss_covers_every_window_once(bench):
+    import torch
+
+    seen = []
+
+    def model(x, y):  # a loss that is each batch's mean target id: the average over windows is easy to check
+        assert torch.equal(x[:, 1:], y[:, :-1])  # y is x shifted by one token
+        seen.append(x)
+        return None, y.float().mean()
+
+    val = np.arange(1000, dtype=np.uint16)  # (1000 - 1) // 64 = 15 windows of 64
+    loss = bench.whole_val_loss(model, val)
+    starts = torch.cat(seen)[:, 0].tolist()
+    assert starts == list(range(0, 15 * 64, 64))
+    assert loss == pytest.approx(np.arange(1, 15 * 64 + 1).mean())
