@@ -13,7 +13,8 @@ the sorted characters as the vocabulary, uint16 ids, the first 90% of the charac
 nanoGPT runs its README's CPU recipe (4 layers, 4 heads, 128 wide, block 64, batch 12, lr 1e-3, 2,000 steps,
 an evaluation of 20 random batches per split every 250 steps); minigpt runs `python train.py CONFIG`. Each
 round runs every tool once as a fresh process (alternating), with OMP_NUM_THREADS=MKL_NUM_THREADS=--threads
-(and --train.threads for minigpt). Every line a process prints is timestamped from its start (Python
+(and --train.threads for minigpt; its train.py also sets GOMP_SPINCOUNT=1000, as it always does, where nanoGPT
+keeps libgomp's default spin). Every line a process prints is timestamped from its start (Python
 unbuffered), so the time to the loss counts imports, data loading, evaluation and logging.
 
 Reported per tool, as medians over the runs: seconds from process start to the first evaluation with val
@@ -21,7 +22,7 @@ loss <= --target, the step of that evaluation, ms per step (the wall time betwee
 that one over the steps between them, so evaluation and logging are in it), and the final val loss.
 
 After the rounds, the last round's final checkpoints are scored on the whole val split (every
-non-overlapping 64-token window, 111,540 tokens, the same for both tools, so a lucky evaluation sample
+non-overlapping 64-token window: 1,742 windows, 111,488 tokens, the same for both tools, so a lucky evaluation sample
 cannot flatter either), and each tool's own sample.py prints --sample_tokens of text from them.
 
 --ablate adds rows: each is the speedrun config with a few --section.key=value overrides (space-separated,
