@@ -53,7 +53,9 @@ def test_target_time_step_and_ms_per_step(bench):
     late = bench.parse_output(MINIGPT, 15.0)
     assert late.hit(1.886) == (14.5, 400)  # 1.8861 is not at or below 1.886
     assert late.ms_per_step(1.886) == pytest.approx(1000 * (14.5 - 10.0) / 100)
-    assert bench.parse_output(MINIGPT[:2], 11.0).ms_per_step(1.96) is None  # one evaluation: no interval
+    first = bench.parse_output(MINIGPT[:2], 11.0)  # no evaluation before the hit: from the header's last line
+    assert first.ms_per_step(1.96) == pytest.approx(1000 * (10.0 - 4.0) / 300)
+    assert bench.parse_output(NANOGPT[:2], 3.0).ms_per_step(5.0) is None  # reached at step 0: no steps to time
 
 
 def test_table_takes_medians_and_ratio_to_the_first_row(bench):

@@ -19,7 +19,8 @@ unbuffered), so the time to the loss counts imports, data loading, evaluation an
 
 Reported per tool, as medians over the runs: seconds from process start to the first evaluation with val
 loss <= --target, the step of that evaluation, ms per step (the wall time between the first evaluation and
-that one over the steps between them, so evaluation and logging are in it), and the final val loss.
+that one over the steps between them, so evaluation and logging are in it; from the line before the first
+step when there is no earlier evaluation), and the final val loss.
 
 After the rounds, the last round's final checkpoints are scored on the whole val split (every
 non-overlapping 64-token window: 1,742 windows, 111,488 tokens, the same for both tools, so a lucky evaluation sample
@@ -74,11 +75,14 @@ class Run:
         return next(((t, step) for t, step, val in self.evals if val <= target), None)
 
     def ms_per_step(self, target: float) -> float | None:
-        """Wall ms per step from the first evaluation to the one that reached target (or the last one)."""
+        """Wall ms per step from the first evaluation to the one that reached target (or the last one). A run
+        whose first evaluation is that one (train.eval_start) counts from the line printed before it, at step 0."""
         end = self.hit(target) or (self.evals[-1][:2] if self.evals else None)
-        if end is None or not self.evals or self.evals[0][1] >= end[1]:
+        if end is None or end[1] == 0:
             return None
         t0, s0, _ = self.evals[0]
+        if s0 >= end[1]:
+            t0, s0 = max((t for t, _ in self.lines if t < end[0]), default=0.0), 0
         return 1000 * (end[0] - t0) / (end[1] - s0)
 
     @property
