@@ -23,6 +23,7 @@ from minigpt.trainer import (
     get_lr,
     hidden_matrices,
 )
+from tests.fakes import FixedBatches
 
 TINY = ModelConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
 
@@ -57,27 +58,10 @@ def test_batch_size_ramp_key_points():
     assert batch_size_at(0, batch_size=32, start=0, ramp_iters=12) == 32  # off
 
 
-class _FixedBatches:
-    """The same (x, y) at every draw; counts the draws like BatchSampler."""
-
-    def __init__(self, x, y):
-        self.x, self.y, self.step = x, y, 0
-
-    def next(self):
-        self.step += 1
-        return self.x, self.y
-
-    def state_dict(self):
-        return {"step": self.step}
-
-    def load_state_dict(self, s):
-        self.step = s["step"]
-
-
 def _batches(seed=0, rows=4):
     g = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, 11, (rows, 9), generator=g)
-    return _FixedBatches(idx[:, :-1], idx[:, 1:])
+    return FixedBatches(idx[:, :-1], idx[:, 1:])
 
 
 def test_batch_ramp_trains_on_the_first_rows():

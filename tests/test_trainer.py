@@ -16,6 +16,7 @@ from minigpt.checkpoint import (
 )
 from minigpt.model import GPT, ModelConfig
 from minigpt.trainer import NonFiniteLossError, TrainConfig, Trainer, configure_optimizer, get_lr
+from tests.fakes import FixedBatches
 
 TINY = ModelConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
 
@@ -44,26 +45,11 @@ def test_weight_decay_only_on_weight_matrices():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
-class _FixedBatches:
-    def __init__(self, x, y):
-        self.x, self.y, self.step = x, y, 0
-
-    def next(self):
-        self.step += 1
-        return self.x, self.y
-
-    def state_dict(self):
-        return {"step": self.step}
-
-    def load_state_dict(self, s):
-        self.step = s["step"]
-
-
 def test_trainer_steps_reduce_loss_and_accumulate():
     torch.manual_seed(0)
     idx = torch.randint(0, 11, (4, 9))
     trainer = Trainer(GPT(TINY), TrainConfig(lr=1e-2, warmup_iters=0, max_iters=40, grad_accum=2),
-                      _FixedBatches(idx[:, :-1], idx[:, 1:]))
+                      FixedBatches(idx[:, :-1], idx[:, 1:]))
     first = trainer.step()
     for _ in range(39):
         last = trainer.step()
@@ -75,7 +61,7 @@ def test_trainer_steps_reduce_loss_and_accumulate():
 def test_nan_loss_stops_with_clear_error():
     model = GPT(TINY)
     idx = torch.randint(0, 11, (2, 9))
-    trainer = Trainer(model, TrainConfig(), _FixedBatches(idx[:, :-1], idx[:, 1:]))
+    trainer = Trainer(model, TrainConfig(), FixedBatches(idx[:, :-1], idx[:, 1:]))
     with torch.no_grad():
         model.wte.weight[0, 0] = float("nan")
     before = {k: v.clone() for k, v in model.state_dict().items()}
