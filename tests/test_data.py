@@ -771,12 +771,14 @@ def test_train_py_refuses_corrupt_token_ids_in_one_line(tmp_path, capsys):
 
 def test_checking_token_ids_reads_in_chunks(tmp_path):
     # a bad id in the last of several chunks is found, at its position in the whole file
-    ids = np.zeros(1000, dtype=np.uint16)
+    ids, file, u16 = np.zeros(1000, dtype=np.uint16), tmp_path / "x.bin", np.dtype(np.uint16)
     ids[934] = 65
+    ids.tofile(file)
     with pytest.raises(DataError, match=r"holds token id 65 at position 934"):
-        data_module._check_ids(tmp_path / "x.bin", ids, 65, chunk_tokens=100)
-    data_module._check_ids(tmp_path / "x.bin", ids, 66)
-    data_module._check_ids(tmp_path / "x.bin", np.full(10, 65535, dtype=np.uint16), 65536)  # every value is an id
+        data_module._check_ids(file, u16, 65, chunk_tokens=100)
+    data_module._check_ids(file, u16, 66, chunk_tokens=100)
+    np.full(10, 65535, dtype=np.uint16).tofile(file)
+    data_module._check_ids(file, u16, 65536)  # every value is an id
 
 
 def test_a_symlink_loop_or_a_dangling_link_is_named_as_such(tmp_path):
