@@ -381,13 +381,15 @@ class PreparedData:
     tokenizer: Tokenizer
     reused: bool = False  # True when prepare() found valid files and wrote nothing
 
-    def load_split(self, name: str) -> np.memmap:
-        """Read-only memmap of a split's token ids, shape (N,)."""
+    def load_split(self, name: str, start: int = 0, count: int | None = None) -> np.memmap:
+        """Read-only memmap of a split's token ids, shape (N,); or of `count` of them from `start` (a window:
+        only those pages are mapped, and unmapped when it is freed)."""
         if name not in SPLITS:
             raise ValueError(f"split {name!r} does not exist; choose one of {', '.join(SPLITS)}")
-        shape, file = (int(self.meta[f"{name}_tokens"]),), self.dir / f"{name}.bin"
+        n, dtype, file = int(self.meta[f"{name}_tokens"]), np.dtype(self.meta["dtype"]), self.dir / f"{name}.bin"
+        shape = (n - start if count is None else min(count, n - start),)
         try:
-            return np.memmap(file, dtype=np.dtype(self.meta["dtype"]), mode="r", shape=shape)
+            return np.memmap(file, dtype=dtype, mode="r", offset=start * dtype.itemsize, shape=shape)
         except OSError as e:
             fix = f"make it readable, or delete the folder {self.dir} to prepare it again"
             raise _cannot_read(file, e, fix) from None
@@ -481,25 +483,24 @@ def load_prepared(directory: str | Path, *, reused: bool = True) -> PreparedData
             raise _damaged(file, f"does not match {meta_path} ({found}, meta says {n} {dtype.name} tokens)")
     data = PreparedData(dir=folder, meta=meta, tokenizer=tokenizer, reused=reused)
     for split in SPLITS:
-        _check_ids(folder / f"{split}.bin", dtype, tokenizer.vocab_size)
+        _check_ids(data, split, tokenizer.vocab_size)
     return data
 
 
-def _check_ids(file: Path, dtype: np.dtype, vocab_size: int, chunk_tokens: int = _CHECK_TOKENS) -> None:
+def _check_ids(data: PreparedData, split: str, vocab_size: int, chunk_tokens: int = _CHECK_TOKENS) -> None:
     """DataError naming the first id outside the vocabulary (random bytes of the right size, a file copied from
-    another folder): found here, before training, instead of as an IndexError deep into a run. Reads the file
-    in chunks at memory speed, each mapped on its own and unmapped before the next: pages read through one
-    map of the whole file would stay in this process's resident memory (1.3 GB after a 3 GB corpus)."""
+    another folder): found here, before training, instead of as an IndexError deep into a run. Reads the split
+    in windows at memory speed, each freed before the next: pages read through one map of the whole file
+    would stay in this process's resident memory (1.3 GB after a 3 GB corpus)."""
+    dtype, n = np.dtype(data.meta["dtype"]), int(data.meta[f"{split}_tokens"])
     if vocab_size >= 1 << (8 * dtype.itemsize):  # every value the dtype holds is an id
         return
-    n = file.stat().st_size // dtype.itemsize
     for start in range(0, n, chunk_tokens):
-        shape = (min(chunk_tokens, n - start),)
-        chunk = np.memmap(file, dtype=dtype, mode="r", offset=start * dtype.itemsize, shape=shape)
+        chunk = data.load_split(split, start, chunk_tokens)
         if chunk.max() >= vocab_size:
             at = int(np.argmax(chunk >= vocab_size))
             problem = f"holds token id {chunk[at]} at position {start + at:,}, outside the vocabulary of {vocab_size}"
-            raise _damaged(file, problem)
+            raise _damaged(data.dir / f"{split}.bin", problem)
         del chunk  # unmapped: its pages leave this process's resident memory
 
 

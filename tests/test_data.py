@@ -771,28 +771,29 @@ def test_train_py_refuses_corrupt_token_ids_in_one_line(tmp_path, capsys):
 
 def test_checking_token_ids_reads_in_chunks(tmp_path):
     # a bad id in the last of several chunks is found, at its position in the whole file
-    ids, file, u16 = np.zeros(1000, dtype=np.uint16), tmp_path / "x.bin", np.dtype(np.uint16)
+    ids = np.zeros(1000, dtype=np.uint16)
     ids[934] = 65
-    ids.tofile(file)
-    with pytest.raises(DataError, match=r"holds token id 65 at position 934"):
-        data_module._check_ids(file, u16, 65, chunk_tokens=100)
-    data_module._check_ids(file, u16, 66, chunk_tokens=100)
-    np.full(10, 65535, dtype=np.uint16).tofile(file)
-    data_module._check_ids(file, u16, 65536)  # every value is an id
+    ids.tofile(tmp_path / "train.bin")
+    data = data_module.PreparedData(dir=tmp_path, meta={"train_tokens": 1000, "dtype": "uint16"}, tokenizer=None)
+    with pytest.raises(DataError, match=r"train.bin holds token id 65 at position 934"):
+        data_module._check_ids(data, "train", 65, chunk_tokens=100)
+    data_module._check_ids(data, "train", 66, chunk_tokens=100)
+    np.full(1000, 65535, dtype=np.uint16).tofile(tmp_path / "train.bin")
+    data_module._check_ids(data, "train", 65536)  # every value is an id
 
 
 def test_checking_token_ids_keeps_little_of_the_file_resident(tmp_path):
     # Pages read through one map of a whole token file stay in the process's resident memory until it is
     # unmapped: the check of a 3 GB corpus's 1.7 GB of token files peaked at 1.3 GB that way.
-    file = tmp_path / "ids.bin"
-    np.zeros(100 << 20, dtype=np.uint16).tofile(file)  # 200 MiB
+    np.zeros(100 << 20, dtype=np.uint16).tofile(tmp_path / "train.bin")  # 200 MiB
     code = (
-        "import resource, sys, numpy as np; from pathlib import Path; from minigpt import data; "
+        "import resource, sys; from pathlib import Path; from minigpt import data; "
+        "prepared = data.PreparedData(Path(sys.argv[1]), {'train_tokens': 100 << 20, 'dtype': 'uint16'}, None); "
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
-        "data._check_ids(Path(sys.argv[1]), np.dtype(np.uint16), 65, chunk_tokens=1 << 22); "
+        "data._check_ids(prepared, 'train', 65, chunk_tokens=1 << 22); "
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)"  # KiB on Linux
     )
-    run = subprocess.run([sys.executable, "-c", code, str(file)], capture_output=True, text=True, check=True)
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
     assert int(run.stdout) < 50, f"{run.stdout.strip()} MiB of a 200 MiB file stayed resident"
 
 
